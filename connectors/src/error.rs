@@ -1,0 +1,48 @@
+//! The connectors' error type.
+
+use thiserror::Error;
+
+/// A failure at the edge of the process.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConnectorError {
+    /// A Kafka client could not be created: the configuration is wrong
+    /// (the user's fault; a retry does not help).
+    #[error("cannot create the Kafka {client}: {source}")]
+    KafkaConfig {
+        /// Which client (consumer, producer, admin).
+        client: &'static str,
+        /// The client library's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// The broker refused or failed an operation (external; a retry may help).
+    #[error("Kafka {operation} failed: {source}")]
+    Kafka {
+        /// What was attempted.
+        operation: String,
+        /// The client library's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// Creating a topic failed for a reason other than that it exists.
+    #[error("cannot create topic `{topic}`: {reason}")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// The broker's answer.
+        reason: String,
+    },
+    /// The embedded broker could not start (a port in use, an unreadable
+    /// data directory).
+    #[error("embedded broker: {detail}")]
+    EmbeddedBroker {
+        /// What went wrong, with the path or address involved.
+        detail: String,
+    },
+}
+
+impl ConnectorError {
+    /// Whether retrying the same operation may succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, Self::Kafka { .. })
+    }
+}

@@ -1,0 +1,133 @@
+//! How Kusanagi configures its Kafka clients.
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+
+/// Where the brokers are and any extra librdkafka properties (security,
+/// timeouts) the operator wants on every client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSettings {
+    /// `host:port[,host:port...]` of the brokers.
+    pub bootstrap: String,
+    /// The client id prefix shown in broker logs and metrics.
+    pub client_id: String,
+    /// Extra librdkafka properties applied to every client, after Kusanagi's
+    /// own (so an operator can override any of them).
+    pub properties: BTreeMap<String, String>,
+    /// Consumer group session timeout: how long a dead consumer keeps its
+    /// partitions before a rebalance hands them to a live one.
+    pub session_timeout_ms: u32,
+    /// Largest record a producer sends, in bytes.
+    pub message_max_bytes: u32,
+}
+
+impl KafkaSettings {
+    /// Settings for brokers at `bootstrap` with Kusanagi's defaults.
+    pub fn new(bootstrap: impl Into<String>) -> Self {
+        Self {
+            bootstrap: bootstrap.into(),
+            client_id: "kusanagi".into(),
+            properties: BTreeMap::new(),
+            session_timeout_ms: 10_000,
+            message_max_bytes: 8 * 1024 * 1024,
+        }
+    }
+
+    fn base(&self, role: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap)
+            .set("client.id", format!("{}-{role}", self.client_id))
+            .set("broker.address.family", "v4");
+        c
+    }
+
+    fn finish(&self, mut c: ClientConfig) -> ClientConfig {
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// A consumer for an exactly-once stage: group member, offsets never
+    /// committed by the consumer itself (the transaction commits them),
+    /// reads only committed transactional data.
+    pub fn consumer_config(&self, group_id: &str) -> ClientConfig {
+        let mut c = self.base("consumer");
+        c.set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (self.session_timeout_ms / 4).max(100).to_string(),
+            )
+            .set(
+                "fetch.message.max.bytes",
+                self.message_max_bytes.to_string(),
+            );
+        self.finish(c)
+    }
+
+    /// A plain reader outside any group (tests, `loadtest`, the demo's
+    /// end-to-end check): `read_committed`, assigned partitions by hand.
+    pub fn reader_config(&self, group_id: &str) -> ClientConfig {
+        let mut c = self.consumer_config(group_id);
+        c.set("client.id", format!("{}-reader", self.client_id));
+        c
+    }
+
+    /// A transactional producer for an exactly-once stage. The
+    /// `transactional_id` must be stable across restarts of the same stage
+    /// instance, so that a restarted copy fences its dead predecessor and
+    /// aborts its open transaction at once.
+    pub fn transactional_producer_config(&self, transactional_id: &str) -> ClientConfig {
+        let mut c = self.base("producer");
+        c.set("transactional.id", transactional_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "zstd")
+            .set("linger.ms", "5")
+            .set("transaction.timeout.ms", "60000")
+            .set("message.max.bytes", self.message_max_bytes.to_string());
+        self.finish(c)
+    }
+
+    /// An idempotent, non-transactional producer (the HTTP API, the demo's
+    /// traffic generator, tests).
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut c = self.base("producer");
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "zstd")
+            .set("linger.ms", "5")
+            .set("message.max.bytes", self.message_max_bytes.to_string());
+        self.finish(c)
+    }
+
+    /// An admin client.
+    pub fn admin_config(&self) -> ClientConfig {
+        let c = self.base("admin");
+        self.finish(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_properties_override_defaults() {
+        let mut s = KafkaSettings::new("b:9092");
+        s.properties.insert("linger.ms".into(), "50".into());
+        let c = s.transactional_producer_config("t");
+        assert_eq!(c.get("linger.ms"), Some("50"));
+        assert_eq!(c.get("transactional.id"), Some("t"));
+        let c = s.consumer_config("g");
+        assert_eq!(c.get("isolation.level"), Some("read_committed"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+    }
+}

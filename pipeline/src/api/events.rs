@@ -1,0 +1,229 @@
+//! `POST /api/v1/events`: one event (an object) or a batch (an array).
+//!
+//! Each event goes through the same validation as the ingest stage
+//! (size, then the JSON contract). A batch is all or nothing: if any event
+//! is invalid, none is published and the answer lists every invalid one.
+//! Valid events are published to `events` (Avro, keyed by `target_id`) and
+//! the answer, 202, comes only after the brokers acknowledged all of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kusanagi_schemas::{GameEvent, GameEventCodec, InvalidEvent};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::runtime::Metrics;
+use crate::stages::ingest::{CONTENT_TYPE, validate};
+
+/// Most rejections listed in one 422 answer.
+const MAX_LISTED_ERRORS: usize = 100;
+
+/// What the events route needs.
+pub struct EventsApi {
+    /// Publishes to `events`.
+    pub producer: FutureProducer,
+    /// Encodes events as Avro.
+    pub codec: GameEventCodec,
+    /// The `events` topic.
+    pub topic: String,
+    /// Largest event accepted, as in the ingest stage.
+    pub max_event_bytes: usize,
+    /// Most events per request.
+    pub max_batch_events: usize,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    accepted: usize,
+    event_ids: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct FieldError {
+    /// Position in the batch (0 for a single event).
+    index: usize,
+    reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct Rejected {
+    error: &'static str,
+    message: String,
+    errors: Vec<FieldError>,
+}
+
+fn rejected(
+    status: StatusCode,
+    error: &'static str,
+    message: String,
+    errors: Vec<FieldError>,
+) -> Response {
+    (
+        status,
+        Json(Rejected {
+            error,
+            message,
+            errors,
+        }),
+    )
+        .into_response()
+}
+
+fn field_error(index: usize, e: &InvalidEvent) -> FieldError {
+    FieldError {
+        index,
+        reason: e.reason(),
+        field: e.field().map(str::to_owned),
+        message: e.to_string(),
+    }
+}
+
+/// Splits the body into one raw JSON text per event.
+fn split_body(body: &[u8]) -> Result<Vec<&RawValue>, serde_json::Error> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        Some(b'[') => serde_json::from_slice::<Vec<&RawValue>>(body),
+        _ => serde_json::from_slice::<&RawValue>(body).map(|one| vec![one]),
+    }
+}
+
+/// The handler.
+pub async fn post_events(State(api): State<Arc<EventsApi>>, body: Bytes) -> Response {
+    let response = handle(&api, &body).await;
+    api.metrics
+        .http_request("/api/v1/events", response.status().as_u16());
+    response
+}
+
+async fn handle(api: &EventsApi, body: &[u8]) -> Response {
+    let raws = match split_body(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return rejected(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not a JSON object or array of objects: {e}"),
+                Vec::new(),
+            );
+        }
+    };
+    if raws.is_empty() || raws.len() > api.max_batch_events {
+        return rejected(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "batch_size",
+            format!(
+                "expected 1 to {} events, found {}",
+                api.max_batch_events,
+                raws.len()
+            ),
+            Vec::new(),
+        );
+    }
+    let mut events: Vec<GameEvent> = Vec::with_capacity(raws.len());
+    let mut errors = Vec::new();
+    let mut invalid = 0usize;
+    for (i, raw) in raws.iter().enumerate() {
+        match validate(Some(raw.get().as_bytes()), api.max_event_bytes) {
+            Ok(e) => events.push(e),
+            Err(e) => {
+                invalid += 1;
+                if errors.len() < MAX_LISTED_ERRORS {
+                    errors.push(field_error(i, &e));
+                }
+            }
+        }
+    }
+    if invalid > 0 {
+        api.metrics.http_events("rejected", raws.len() as u64);
+        let message = match &errors[..] {
+            [one] if raws.len() == 1 => one.message.clone(),
+            _ => format!(
+                "{invalid} of {} events are invalid; none was published",
+                raws.len()
+            ),
+        };
+        return rejected(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_event",
+            message,
+            errors,
+        );
+    }
+    match publish(api, &events).await {
+        Ok(()) => {
+            api.metrics.http_events("accepted", events.len() as u64);
+            (
+                StatusCode::ACCEPTED,
+                Json(Accepted {
+                    accepted: events.len(),
+                    event_ids: events.into_iter().map(|e| e.event_id).collect(),
+                }),
+            )
+                .into_response()
+        }
+        Err(why) => {
+            tracing::warn!(error = %why, "publishing HTTP events failed");
+            let mut resp = rejected(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!(
+                    "the events could not be published ({why}); retry later, the same event_ids are safe to resend"
+                ),
+                Vec::new(),
+            );
+            resp.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+            resp
+        }
+    }
+}
+
+async fn publish(api: &EventsApi, events: &[GameEvent]) -> Result<(), String> {
+    let mut deliveries = Vec::with_capacity(events.len());
+    for event in events {
+        let payload = api.codec.encode(event);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "content-type",
+            value: Some(CONTENT_TYPE),
+        });
+        let mut record = FutureRecord::to(&api.topic)
+            .key(event.kafka_key())
+            .payload(&payload)
+            .headers(headers);
+        loop {
+            match api.producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(e.to_string()),
+            }
+        }
+    }
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(e.to_string()),
+            Err(_) => return Err("the producer shut down".into()),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! Loading a topology: read the file, apply the environment, validate.
+//!
+//! Parsing is strict (`deny_unknown_fields`), and every error names the
+//! file, the key path, the line, what was found and what was expected.
+//! Validation is pure and collects every problem before failing, so an
+//! operator fixes a file in one pass.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use super::Topology;
+
+/// One problem with a topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted key path (`stages.ingest.batch_max_records`).
+    pub key: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+/// A topology that cannot be used: the user's to fix; a retry does not help.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{path}: cannot read the topology file: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("{path}:{line}: key `{key}`: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending value (0 when unknown).
+        line: usize,
+        /// Dotted key path.
+        key: String,
+        /// What was found and what was expected.
+        message: String,
+    },
+    /// The values parse but do not make a working topology.
+    #[error("{source_name}: invalid topology:\n{}", render(.problems))]
+    Invalid {
+        /// The file, or `environment` for an override.
+        source_name: String,
+        /// Every problem found.
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+fn render(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - key `{}`: {}", p.key, p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key `{}`: {}", self.key, self.message)
+    }
+}
+
+impl Topology {
+    /// Reads `path`, applies environment overrides and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&raw, path)?.finish(path.display().to_string())
+    }
+
+    /// The built-in default topology (embedded broker), with environment
+    /// overrides, validated.
+    pub fn default_with_env() -> Result<Self, ConfigError> {
+        Self::default().finish("built-in defaults".into())
+    }
+
+    /// Applies the environment overrides, then validates.
+    fn finish(mut self, source_name: String) -> Result<Self, ConfigError> {
+        self.apply_env(|k| std::env::var(k).ok());
+        let problems = self.validate();
+        if problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(ConfigError::Invalid {
+                source_name,
+                problems,
+            })
+        }
+    }
+
+    /// Parses TOML text; `path` is only used in error messages.
+    pub fn from_toml(raw: &str, path: &Path) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::parse(raw).map_err(|e| parse_error(path, raw, "", &e))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            parse_error(path, raw, &key, e.inner())
+        })
+    }
+
+    /// Applies `KAFKA_BOOTSTRAP`, `KUSANAGI_INSTANCE_ID`, `KUSANAGI_HTTP_LISTEN`,
+    /// `KUSANAGI_DATA_DIR` and `RUST_LOG`, read through `var`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = var("KAFKA_BOOTSTRAP") {
+            self.kafka.bootstrap = v;
+        }
+        if let Some(v) = var("KUSANAGI_INSTANCE_ID") {
+            self.instance.id = v;
+        }
+        if let Some(v) = var("KUSANAGI_HTTP_LISTEN") {
+            self.http.listen = v;
+        }
+        if let Some(v) = var("KUSANAGI_DATA_DIR") {
+            self.embedded_broker.data_dir = PathBuf::from(v).join("broker");
+        }
+        if let Some(v) = var("RUST_LOG") {
+            self.log.filter = v;
+        }
+    }
+
+    /// Every problem with this topology (empty when it is usable).
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            p.push(ConfigProblem {
+                key: key.into(),
+                message,
+            })
+        };
+        if self.topics.partitions < 1 {
+            bad(
+                "topics.partitions",
+                format!("expected at least 1, found {}", self.topics.partitions),
+            );
+        }
+        if self.topics.replication_factor < 1 {
+            bad(
+                "topics.replication_factor",
+                format!(
+                    "expected at least 1, found {}",
+                    self.topics.replication_factor
+                ),
+            );
+        }
+        for (key, name) in [
+            ("topics.raw", &self.topics.raw),
+            ("topics.events", &self.topics.events),
+            ("topics.dead_letter", &self.topics.dead_letter),
+        ] {
+            if let Err(why) = check_topic_name(name) {
+                bad(key, why);
+            }
+        }
+        if self.topics.raw == self.topics.events || self.topics.events == self.topics.dead_letter {
+            bad(
+                "topics",
+                "expected distinct names for raw, events and dead_letter".into(),
+            );
+        }
+        if self.kafka.session_timeout_ms < 1_000 {
+            bad(
+                "kafka.session_timeout_ms",
+                format!(
+                    "expected at least 1000, found {}",
+                    self.kafka.session_timeout_ms
+                ),
+            );
+        }
+        if self.kafka.bootstrap.is_empty()
+            && self.embedded_broker.listen.parse::<SocketAddr>().is_err()
+        {
+            bad(
+                "embedded_broker.listen",
+                format!(
+                    "expected an address such as 127.0.0.1:9092, found {:?}",
+                    self.embedded_broker.listen
+                ),
+            );
+        }
+        if self.http.enabled && self.http.listen.parse::<SocketAddr>().is_err() {
+            bad(
+                "http.listen",
+                format!(
+                    "expected an address such as 127.0.0.1:8080, found {:?}",
+                    self.http.listen
+                ),
+            );
+        }
+        if self.http.max_batch_events == 0 {
+            bad(
+                "http.max_batch_events",
+                "expected at least 1, found 0".into(),
+            );
+        }
+        let ingest = &self.stages.ingest;
+        for (key, problem) in ingest.validate(&self.kafka, &self.topics) {
+            bad(&format!("stages.ingest.{key}"), problem);
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            bad(
+                "log.filter",
+                format!("expected a tracing filter such as `info`: {e}"),
+            );
+        }
+        p
+    }
+
+    /// The instance id, or the host name when none is set.
+    pub fn instance_id(&self) -> String {
+        if !self.instance.id.is_empty() {
+            return self.instance.id.clone();
+        }
+        std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "local".into())
+    }
+}
+
+fn check_topic_name(name: &str) -> Result<(), String> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty()
+        || name.len() > 249
+        || !name.chars().all(legal)
+        || name == "."
+        || name == ".."
+    {
+        Err(format!(
+            "expected a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -), found {name:?}"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn parse_error(path: &Path, raw: &str, key: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e
+        .span()
+        .map(|s| raw[..s.start.min(raw.len())].matches('\n').count() + 1)
+        .unwrap_or(0);
+    ConfigError::Parse {
+        path: path.to_owned(),
+        line,
+        key: if key.is_empty() || key == "." {
+            "(document)".into()
+        } else {
+            key.into()
+        },
+        message: e.message().trim().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Result<Topology, ConfigError> {
+        Topology::from_toml(raw, Path::new("topo.toml"))
+    }
+
+    #[test]
+    fn an_empty_file_is_the_default() {
+        assert_eq!(parse("").unwrap(), Topology::default());
+        assert!(Topology::default().validate().is_empty());
+    }
+
+    #[test]
+    fn wrong_types_name_file_key_and_expectation() {
+        let err = parse("[stages.ingest]\nbatch_max_records = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("topo.toml:2:"), "{err}");
+        assert!(err.contains("stages.ingest.batch_max_records"), "{err}");
+        assert!(err.contains("expected"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = parse("[kafka]\nbootstrp = \"x:1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bootstrp"), "{err}");
+        assert!(
+            err.contains("bootstrap"),
+            "{err} should list the expected keys"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let err = parse("[kafka]\nbootstrap = \n").unwrap_err().to_string();
+        assert!(err.starts_with("topo.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn validation_collects_every_problem() {
+        let t = parse("[topics]\npartitions = 0\nraw = \"bad name!\"\n[http]\nlisten = \"nope\"\n")
+            .unwrap();
+        let keys: Vec<String> = t.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["topics.partitions", "topics.raw", "http.listen"]);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut t = Topology::default();
+        t.apply_env(|k| match k {
+            "KAFKA_BOOTSTRAP" => Some("kafka:9092".into()),
+            "KUSANAGI_DATA_DIR" => Some("/var/lib/k".into()),
+            _ => None,
+        });
+        assert_eq!(t.kafka.bootstrap, "kafka:9092");
+        assert_eq!(
+            t.embedded_broker.data_dir,
+            PathBuf::from("/var/lib/k/broker")
+        );
+    }
+}

@@ -1,0 +1,49 @@
+//! Typed configuration: the topology file, overridable by environment.
+
+mod load;
+mod topology;
+
+pub use load::{ConfigError, ConfigProblem};
+pub use topology::{
+    EmbeddedBrokerConfig, HttpConfig, InstanceConfig, KafkaConfig, LogConfig, LogFormat,
+    StagesConfig, TopicsConfig, Topology,
+};
+
+impl Topology {
+    /// The Kafka client settings this topology describes, for brokers at
+    /// `bootstrap` (the configured ones, or the embedded broker's address).
+    pub fn kafka_settings(&self, bootstrap: &str) -> kusanagi_connectors::kafka::KafkaSettings {
+        let mut s = kusanagi_connectors::kafka::KafkaSettings::new(bootstrap);
+        s.client_id = self.kafka.client_id.clone();
+        s.properties = self.kafka.properties.clone();
+        s.session_timeout_ms = self.kafka.session_timeout_ms;
+        s.message_max_bytes = self.kafka.message_max_bytes;
+        s
+    }
+
+    /// The topics this topology needs, with their layout.
+    pub fn topic_specs(&self) -> Vec<kusanagi_connectors::kafka::TopicSpec> {
+        let t = &self.topics;
+        let spec =
+            |name: &str, configs: Vec<(&str, String)>| kusanagi_connectors::kafka::TopicSpec {
+                name: name.to_owned(),
+                partitions: t.partitions,
+                replication_factor: t.replication_factor,
+                configs: configs
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+            };
+        let bounded = || {
+            vec![
+                ("retention.ms", t.raw_retention_ms.to_string()),
+                ("max.message.bytes", t.raw_max_message_bytes.to_string()),
+            ]
+        };
+        vec![
+            spec(&t.raw, bounded()),
+            spec(&t.events, vec![("compression.type", "producer".into())]),
+            spec(&t.dead_letter, bounded()),
+        ]
+    }
+}

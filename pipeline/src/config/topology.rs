@@ -1,0 +1,190 @@
+//! The topology file's typed form: which stages run, where Kafka is, the
+//! topics, and each stage's limits. Every field has a default, so an empty
+//! file is a valid topology (the embedded default).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// A whole topology file (`topologies/*.toml`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topology {
+    /// This process's identity within the cluster.
+    pub instance: InstanceConfig,
+    /// Where Kafka is and how clients behave.
+    pub kafka: KafkaConfig,
+    /// The in-process broker started when `kafka.bootstrap` is empty.
+    pub embedded_broker: EmbeddedBrokerConfig,
+    /// Topic names and layout.
+    pub topics: TopicsConfig,
+    /// Per-stage settings.
+    pub stages: StagesConfig,
+    /// The HTTP server (ingest API, health, metrics).
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// This process's identity.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstanceConfig {
+    /// A name unique among the copies of a stage and stable across their
+    /// restarts (a pod's StatefulSet name, a host name). It makes the
+    /// transactional ids, so a restarted copy fences its dead predecessor
+    /// at once. Empty: the host name. Env: `KUSANAGI_INSTANCE_ID`.
+    pub id: String,
+}
+
+/// Kafka clients.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port]` of the brokers. Empty: start the embedded
+    /// broker. Env: `KAFKA_BOOTSTRAP`.
+    pub bootstrap: String,
+    /// Prefix of every client id.
+    pub client_id: String,
+    /// Consumer group session timeout in milliseconds: how long a dead
+    /// copy keeps its partitions before they move to a live one.
+    pub session_timeout_ms: u32,
+    /// Largest record any Kusanagi producer sends, in bytes.
+    pub message_max_bytes: u32,
+    /// Extra librdkafka properties for every client (`security.protocol`, ...).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap: String::new(),
+            client_id: "kusanagi".into(),
+            session_timeout_ms: 10_000,
+            message_max_bytes: 8 * 1024 * 1024,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// The embedded broker.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedBrokerConfig {
+    /// Address to listen on; port 0 picks a free one (printed at start).
+    pub listen: String,
+    /// Where the broker keeps its state. Env: `KUSANAGI_DATA_DIR` (the
+    /// broker then uses `<dir>/broker`).
+    pub data_dir: PathBuf,
+    /// How often the broker's state is saved when it changed, in milliseconds.
+    pub snapshot_interval_ms: u64,
+}
+
+impl Default for EmbeddedBrokerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9092".into(),
+            data_dir: PathBuf::from("data/broker"),
+            snapshot_interval_ms: 1_000,
+        }
+    }
+}
+
+/// Topic names and layout.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Partitions of each topic Kusanagi creates: the most copies of a
+    /// stage that can share the work.
+    pub partitions: i32,
+    /// Replicas of each partition (1 for the embedded broker, 3 in production).
+    pub replication_factor: i32,
+    /// Raw JSON events from producers.
+    pub raw: String,
+    /// Validated events, Avro.
+    pub events: String,
+    /// Rejected records with their reasons.
+    pub dead_letter: String,
+    /// How long the raw and dead-letter topics keep data, in milliseconds.
+    pub raw_retention_ms: i64,
+    /// Largest record the raw and dead-letter topics accept, in bytes
+    /// (their `max.message.bytes`).
+    pub raw_max_message_bytes: u32,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            partitions: 6,
+            replication_factor: 1,
+            raw: "events.raw".into(),
+            events: "events".into(),
+            dead_letter: "events.dlq".into(),
+            raw_retention_ms: 7 * 24 * 3_600_000,
+            raw_max_message_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Per-stage settings.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StagesConfig {
+    /// The ingest stage (`events.raw` to `events` and `events.dlq`).
+    pub ingest: crate::stages::ingest::IngestConfig,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Serve HTTP at all.
+    pub enabled: bool,
+    /// Address to listen on. Env: `KUSANAGI_HTTP_LISTEN`.
+    pub listen: String,
+    /// Most events one `POST /api/v1/events` may carry.
+    pub max_batch_events: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:8080".into(),
+            max_batch_events: 10_000,
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `kusanagi=debug`. Env: `RUST_LOG`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}

@@ -1,0 +1,1 @@
+//! Synthetic game traffic.

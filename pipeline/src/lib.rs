@@ -1,0 +1,21 @@
+//! Kusanagi's pipeline: the stage runtime, the stages, the HTTP API and
+//! what the `kusanagi` command runs.
+//!
+//! Data flows through the modules in this order:
+//!
+//! | module | what |
+//! |---|---|
+//! | [`config`] | the topology file, typed and validated; environment overrides |
+//! | [`runtime`] | the [`runtime::Stage`] trait and the exactly-once [`runtime::TransactionalLoop`] that runs any stage; metrics; dead letters |
+//! | [`stages`] | one folder per stage: [`stages::ingest`] (`events.raw` -> `events`, `events.dlq`) |
+//! | [`api`] | HTTP: event intake, health, metrics |
+//! | [`run`] | starting a process: broker, topics, stages, HTTP |
+//! | [`demo`] | synthetic game traffic with RMT patterns, a live status line and a summary |
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod run;
+pub mod runtime;
+pub mod stages;

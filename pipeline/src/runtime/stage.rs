@@ -1,0 +1,80 @@
+//! The one trait every Kafka-to-Kafka stage implements.
+
+/// One consumed record, as the runtime hands it to a stage.
+#[derive(Debug, Clone, Copy)]
+pub struct InRecord<'a> {
+    /// Source topic.
+    pub topic: &'a str,
+    /// Source partition.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+    /// The record's key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The record's value (`None` for a tombstone).
+    pub payload: Option<&'a [u8]>,
+    /// The record's timestamp in milliseconds, if the broker gave one.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// One record a stage wants produced, inside the same transaction as the
+/// offsets of the batch that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    /// Destination topic.
+    pub topic: String,
+    /// Key (decides the partition).
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub payload: Vec<u8>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Timestamp in milliseconds; `None` lets the producer stamp it.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// The (topic, partition) pairs a stage was given or lost in a rebalance.
+pub type Partitions = [(String, i32)];
+
+/// A Kafka-to-Kafka stage: turns a batch of consumed records into records
+/// to produce. The runtime ([`super::TransactionalLoop`]) does the rest:
+/// consuming, producing, and committing outputs with the consumed offsets
+/// in one transaction.
+///
+/// `process` must be deterministic given the records (and the state the
+/// stage rebuilt in [`Stage::on_assign`]): after an aborted transaction
+/// the runtime rewinds to the committed offsets and hands the same records
+/// again. Bad input is the stage's to dead-letter, never an error.
+pub trait Stage: Send {
+    /// Processes a batch, appending what to produce to `out`.
+    ///
+    /// An `Err` aborts the transaction; the runtime rewinds and retries the
+    /// batch after a back-off, so return one only for failures that a retry
+    /// can mend (an unreachable dependency), never for bad input.
+    fn process(
+        &mut self,
+        batch: &[InRecord<'_>],
+        out: &mut Vec<OutRecord>,
+    ) -> Result<(), StageError>;
+
+    /// Called after partitions are assigned, before their first batch:
+    /// rebuild state for them here.
+    fn on_assign(&mut self, _partitions: &Partitions) {}
+
+    /// Called after partitions are revoked: drop their state here.
+    fn on_revoke(&mut self, _partitions: &Partitions) {}
+
+    /// Called after a transaction was aborted and the consumer rewound to the
+    /// committed offsets: forget anything learned from the aborted batch.
+    fn on_rewind(&mut self) {}
+}
+
+/// A failure inside a stage that a retry may mend.
+#[derive(Debug, thiserror::Error)]
+#[error("{stage}: {message}")]
+pub struct StageError {
+    /// The stage.
+    pub stage: &'static str,
+    /// What failed.
+    pub message: String,
+}

@@ -1,0 +1,477 @@
+//! The exactly-once consume-process-produce loop every Kafka-to-Kafka stage
+//! runs.
+//!
+//! Design (Kafka's KIP-98 transactions with KIP-447 group fencing):
+//! - one consumer in the stage's group (`read_committed`, no auto-commit)
+//!   and one transactional producer whose `transactional.id` is
+//!   `<group>-<instance id>`, stable across restarts: a restarted copy's
+//!   `init_transactions` aborts whatever its dead predecessor left open;
+//! - per batch: begin a transaction, produce the stage's outputs, add the
+//!   batch's next offsets with `send_offsets_to_transaction` (carrying the
+//!   group metadata, so a copy that lost its partitions in a rebalance is
+//!   fenced by the coordinator), commit. Outputs and offsets become visible
+//!   together or not at all;
+//! - records polled before a rebalance are dropped, not processed: after an
+//!   eager rebalance the consumer resumes from the committed offsets, so they
+//!   come again to whichever copy owns them now;
+//! - a failed transaction is aborted, the consumer rewinds to the committed
+//!   offsets and the stage is told ([`Stage::on_rewind`]); the batch is
+//!   retried after a back-off. A fenced producer stops the loop: another
+//!   copy with the same instance id took over.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kusanagi_connectors::kafka::KafkaSettings;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{InRecord, Metrics, OutRecord, Shutdown, Stage};
+
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// How a stage's loop runs.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    /// The stage's name (metrics label, logs).
+    pub stage: &'static str,
+    /// Topics consumed.
+    pub input_topics: Vec<String>,
+    /// The consumer group; copies of a stage share it.
+    pub group_id: String,
+    /// Stable per copy: `<group>-<instance id>`.
+    pub transactional_id: String,
+    /// Most records in one transaction.
+    pub batch_max_records: usize,
+    /// Longest wait for a batch to fill once its first record arrived.
+    pub batch_max_wait: Duration,
+}
+
+/// Why a stage's loop stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// A client could not be created (configuration: the user's to fix).
+    #[error("{stage}: cannot create the Kafka {client}: {source}")]
+    Client {
+        /// The stage.
+        stage: &'static str,
+        /// Which client.
+        client: &'static str,
+        /// The client library's error.
+        source: KafkaError,
+    },
+    /// Another process started with the same transactional id and fenced
+    /// this one. Not retriable: two copies share an instance id.
+    #[error(
+        "{stage}: fenced: another copy with transactional id `{transactional_id}` took over \
+         (give every copy its own KUSANAGI_INSTANCE_ID)"
+    )]
+    Fenced {
+        /// The stage.
+        stage: &'static str,
+        /// The shared transactional id.
+        transactional_id: String,
+    },
+    /// The producer hit a fatal error and cannot go on.
+    #[error("{stage}: fatal Kafka error during {operation}: {source}")]
+    Fatal {
+        /// The stage.
+        stage: &'static str,
+        /// What was attempted.
+        operation: &'static str,
+        /// The client library's error.
+        source: KafkaError,
+    },
+}
+
+/// Rebalance events seen inside `poll`, handed to the stage afterwards.
+#[derive(Default)]
+struct RebalanceTracker {
+    generation: Mutex<u64>,
+    pending: Mutex<Vec<RebalanceEvent>>,
+}
+
+enum RebalanceEvent {
+    Assigned(Vec<(String, i32)>),
+    Revoked(Vec<(String, i32)>),
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for RebalanceTracker {}
+
+impl ConsumerContext for RebalanceTracker {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let event = match rebalance {
+            Rebalance::Assign(tpl) => RebalanceEvent::Assigned(partitions_of(tpl)),
+            Rebalance::Revoke(tpl) => RebalanceEvent::Revoked(partitions_of(tpl)),
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "rebalance error");
+                return;
+            }
+        };
+        *self.generation.lock().expect("generation lock") += 1;
+        self.pending.lock().expect("pending lock").push(event);
+    }
+}
+
+impl RebalanceTracker {
+    fn generation(&self) -> u64 {
+        *self.generation.lock().expect("generation lock")
+    }
+
+    fn take(&self) -> Vec<RebalanceEvent> {
+        std::mem::take(&mut *self.pending.lock().expect("pending lock"))
+    }
+}
+
+/// The loop of one stage copy. Blocking: run it on its own thread.
+pub struct TransactionalLoop<S: Stage> {
+    stage: S,
+    config: LoopConfig,
+    metrics: Metrics,
+    consumer: BaseConsumer<RebalanceTracker>,
+    producer: BaseProducer,
+}
+
+enum TxnFailure {
+    /// Abort, rewind and retry.
+    Abortable(String),
+    /// Stop the loop.
+    Stop(RuntimeError),
+}
+
+impl<S: Stage> TransactionalLoop<S> {
+    /// Creates the clients, fences any predecessor with the same
+    /// transactional id, and subscribes.
+    pub fn new(
+        stage: S,
+        settings: &KafkaSettings,
+        config: LoopConfig,
+        metrics: Metrics,
+    ) -> Result<Self, RuntimeError> {
+        let name = config.stage;
+        let consumer: BaseConsumer<RebalanceTracker> = settings
+            .consumer_config(&config.group_id)
+            .create_with_context(RebalanceTracker::default())
+            .map_err(|source| RuntimeError::Client {
+                stage: name,
+                client: "consumer",
+                source,
+            })?;
+        let producer: BaseProducer = settings
+            .transactional_producer_config(&config.transactional_id)
+            .create()
+            .map_err(|source| RuntimeError::Client {
+                stage: name,
+                client: "producer",
+                source,
+            })?;
+        init_transactions(&producer, &config)?;
+        let topics: Vec<&str> = config.input_topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|source| RuntimeError::Client {
+                stage: name,
+                client: "consumer subscription",
+                source,
+            })?;
+        tracing::info!(
+            stage = name,
+            group = %config.group_id,
+            transactional_id = %config.transactional_id,
+            topics = ?config.input_topics,
+            "stage started"
+        );
+        Ok(Self {
+            stage,
+            config,
+            metrics,
+            consumer,
+            producer,
+        })
+    }
+
+    /// Runs until `shutdown` is triggered or an unrecoverable error.
+    pub fn run(mut self, shutdown: &Shutdown) -> Result<(), RuntimeError> {
+        let mut out = Vec::new();
+        let mut failures = 0u32;
+        while !shutdown.is_triggered() {
+            let batch = self.poll_batch(shutdown);
+            if batch.is_empty() {
+                continue;
+            }
+            match self.commit_batch(&batch, &mut out) {
+                Ok(()) => failures = 0,
+                Err(TxnFailure::Stop(e)) => return Err(e),
+                Err(TxnFailure::Abortable(why)) => {
+                    failures += 1;
+                    self.metrics.transaction_aborted(self.config.stage);
+                    tracing::warn!(stage = self.config.stage, %why, failures, "transaction aborted; rewinding");
+                    self.abort_and_rewind()?;
+                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(7)));
+                    shutdown.sleep(backoff.min(MAX_BACKOFF));
+                }
+            }
+        }
+        tracing::info!(stage = self.config.stage, "stage stopping");
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    /// Polls until the batch is full, its wait is over, or shutdown. Records
+    /// polled before a rebalance are dropped (see the module notes).
+    fn poll_batch(&mut self, shutdown: &Shutdown) -> Vec<OwnedMessage> {
+        let mut batch: Vec<(u64, OwnedMessage)> = Vec::new();
+        let mut deadline: Option<Instant> = None;
+        while !shutdown.is_triggered() {
+            let timeout = match deadline {
+                None => Duration::from_millis(100),
+                Some(d) => d.saturating_duration_since(Instant::now()),
+            };
+            let polled = self.consumer.poll(timeout).map(|r| r.map(|m| m.detach()));
+            let generation = self.consumer.context().generation();
+            self.deliver_rebalances();
+            match polled {
+                Some(Ok(m)) => {
+                    batch.push((generation, m));
+                    deadline.get_or_insert_with(|| Instant::now() + self.config.batch_max_wait);
+                    if batch.len() >= self.config.batch_max_records {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(stage = self.config.stage, error = %e, "consumer error");
+                }
+                None => {}
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        let current = self.consumer.context().generation();
+        batch
+            .into_iter()
+            .filter(|(g, _)| *g == current)
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    fn deliver_rebalances(&mut self) {
+        for event in self.consumer.context().take() {
+            match event {
+                RebalanceEvent::Assigned(p) => {
+                    tracing::info!(stage = self.config.stage, partitions = ?p, "partitions assigned");
+                    self.stage.on_assign(&p);
+                }
+                RebalanceEvent::Revoked(p) => {
+                    tracing::info!(stage = self.config.stage, partitions = ?p, "partitions revoked");
+                    self.stage.on_revoke(&p);
+                }
+            }
+        }
+    }
+
+    fn commit_batch(
+        &mut self,
+        batch: &[OwnedMessage],
+        out: &mut Vec<OutRecord>,
+    ) -> Result<(), TxnFailure> {
+        let started = Instant::now();
+        let records: Vec<InRecord<'_>> = batch
+            .iter()
+            .map(|m| InRecord {
+                topic: m.topic(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key(),
+                payload: m.payload(),
+                timestamp_ms: m.timestamp().to_millis(),
+            })
+            .collect();
+        out.clear();
+        self.stage
+            .process(&records, out)
+            .map_err(|e| TxnFailure::Abortable(e.to_string()))?;
+
+        let txn = |op: &'static str, r: Result<(), KafkaError>| r.map_err(|e| self.classify(op, e));
+        txn("begin_transaction", self.producer.begin_transaction())?;
+        for record in out.iter() {
+            self.send(record)?;
+        }
+        let offsets = next_offsets(batch);
+        let group = self.consumer.group_metadata().ok_or_else(|| {
+            TxnFailure::Abortable("the consumer has no group metadata yet".into())
+        })?;
+        txn(
+            "send_offsets_to_transaction",
+            self.producer
+                .send_offsets_to_transaction(&offsets, &group, KAFKA_TIMEOUT),
+        )?;
+        txn(
+            "commit_transaction",
+            self.producer.commit_transaction(KAFKA_TIMEOUT),
+        )?;
+
+        let stage = self.config.stage;
+        self.metrics
+            .transaction_committed(stage, started.elapsed().as_secs_f64());
+        for (topic, n) in count_by_topic(records.iter().map(|r| r.topic)) {
+            self.metrics.records_in(stage, topic, n);
+        }
+        for (topic, n) in count_by_topic(out.iter().map(|r| r.topic.as_str())) {
+            self.metrics.records_out(stage, topic, n);
+        }
+        for reason in out.iter().filter_map(dead_letter_reason) {
+            self.metrics.dead_letter(stage, reason);
+        }
+        Ok(())
+    }
+
+    fn send(&self, record: &OutRecord) -> Result<(), TxnFailure> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (k, v) in &record.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let mut base = BaseRecord::to(&record.topic)
+            .payload(&record.payload)
+            .headers(headers);
+        if let Some(k) = &record.key {
+            base = base.key(k);
+        }
+        if let Some(ts) = record.timestamp_ms {
+            base = base.timestamp(ts);
+        }
+        loop {
+            match self.producer.send(base) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    self.producer.poll(Duration::from_millis(10));
+                    base = back;
+                }
+                Err((e, _)) => return Err(self.classify("produce", e)),
+            }
+        }
+    }
+
+    fn classify(&self, operation: &'static str, e: KafkaError) -> TxnFailure {
+        let stage = self.config.stage;
+        let fenced = matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced)
+        );
+        if fenced {
+            return TxnFailure::Stop(RuntimeError::Fenced {
+                stage,
+                transactional_id: self.config.transactional_id.clone(),
+            });
+        }
+        match &e {
+            KafkaError::Transaction(t) if t.is_fatal() => TxnFailure::Stop(RuntimeError::Fatal {
+                stage,
+                operation,
+                source: e,
+            }),
+            _ => TxnFailure::Abortable(format!("{operation}: {e}")),
+        }
+    }
+
+    /// Aborts the open transaction (if any) and moves the consumer back to
+    /// the committed offsets of its assignment.
+    fn abort_and_rewind(&mut self) -> Result<(), RuntimeError> {
+        if let Err(e) = self.producer.abort_transaction(KAFKA_TIMEOUT) {
+            let not_open = matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::State));
+            if let TxnFailure::Stop(stop) = self.classify("abort_transaction", e) {
+                return Err(stop);
+            }
+            if !not_open {
+                tracing::warn!(stage = self.config.stage, "abort_transaction failed");
+            }
+        }
+        let rewound = self
+            .consumer
+            .assignment()
+            .and_then(|a| self.consumer.committed_offsets(a, KAFKA_TIMEOUT))
+            .and_then(|committed| {
+                for e in committed.elements() {
+                    let to = match e.offset() {
+                        Offset::Offset(o) => Offset::Offset(o),
+                        _ => Offset::Beginning,
+                    };
+                    self.consumer
+                        .seek(e.topic(), e.partition(), to, KAFKA_TIMEOUT)?;
+                }
+                Ok(())
+            });
+        if let Err(e) = rewound {
+            tracing::warn!(stage = self.config.stage, error = %e, "rewind failed; the next rebalance or restart resumes from the committed offsets");
+        }
+        self.stage.on_rewind();
+        Ok(())
+    }
+}
+
+fn init_transactions(producer: &BaseProducer, config: &LoopConfig) -> Result<(), RuntimeError> {
+    let mut attempt = 0u32;
+    loop {
+        match producer.init_transactions(KAFKA_TIMEOUT) {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 && !matches!(&e, KafkaError::Transaction(t) if t.is_fatal()) => {
+                attempt += 1;
+                tracing::warn!(stage = config.stage, error = %e, attempt, "init_transactions failed; retrying");
+                std::thread::sleep(Duration::from_millis(500 * u64::from(attempt)));
+            }
+            Err(source) => {
+                return Err(RuntimeError::Fatal {
+                    stage: config.stage,
+                    operation: "init_transactions",
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// For each (topic, partition) in the batch, the offset after its last record.
+fn next_offsets(batch: &[OwnedMessage]) -> TopicPartitionList {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let e = next.entry((m.topic(), m.partition())).or_insert(0);
+        *e = (*e).max(m.offset() + 1);
+    }
+    let mut tpl = TopicPartitionList::with_capacity(next.len());
+    for ((topic, partition), offset) in next {
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .expect("a fresh partition list accepts offsets");
+    }
+    tpl
+}
+
+fn dead_letter_reason(r: &OutRecord) -> Option<&str> {
+    r.headers
+        .iter()
+        .find(|(k, _)| k == super::dead_letter::REASON_HEADER)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+fn count_by_topic<'a>(topics: impl Iterator<Item = &'a str>) -> BTreeMap<&'a str, u64> {
+    let mut counts = BTreeMap::new();
+    for t in topics {
+        *counts.entry(t).or_insert(0) += 1;
+    }
+    counts
+}

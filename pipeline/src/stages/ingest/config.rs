@@ -1,0 +1,70 @@
+//! The ingest stage's settings (`[stages.ingest]`).
+
+use serde::Deserialize;
+
+use crate::config::{KafkaConfig, TopicsConfig};
+
+/// `[stages.ingest]`: validation limits and batching.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Run this stage in `kusanagi run`.
+    pub enabled: bool,
+    /// Consumer group shared by every copy of the stage.
+    pub group_id: String,
+    /// Largest raw JSON event accepted, in bytes; larger ones are
+    /// dead-lettered as `too_large`.
+    pub max_event_bytes: usize,
+    /// Most records in one transaction.
+    pub batch_max_records: usize,
+    /// Longest wait for a batch to fill once its first record arrived, in
+    /// milliseconds (the latency added at low rates).
+    pub batch_max_wait_ms: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            group_id: "kusanagi-ingest".into(),
+            max_event_bytes: 1024 * 1024,
+            batch_max_records: 2_000,
+            batch_max_wait_ms: 20,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// Problems as (key under `stages.ingest`, message).
+    pub fn validate(&self, kafka: &KafkaConfig, _topics: &TopicsConfig) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        if self.group_id.trim().is_empty() {
+            p.push((
+                "group_id".into(),
+                "expected a consumer group name, found \"\"".into(),
+            ));
+        }
+        if self.batch_max_records == 0 {
+            p.push((
+                "batch_max_records".into(),
+                "expected at least 1, found 0".into(),
+            ));
+        }
+        if self.max_event_bytes == 0 || self.max_event_bytes > kafka.message_max_bytes as usize {
+            p.push((
+                "max_event_bytes".into(),
+                format!(
+                    "expected 1..={} (kafka.message_max_bytes), found {}",
+                    kafka.message_max_bytes, self.max_event_bytes
+                ),
+            ));
+        }
+        if self.batch_max_wait_ms > 60_000 {
+            p.push((
+                "batch_max_wait_ms".into(),
+                format!("expected at most 60000, found {}", self.batch_max_wait_ms),
+            ));
+        }
+        p
+    }
+}

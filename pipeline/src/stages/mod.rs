@@ -1,0 +1,3 @@
+//! The stages, one folder each, in data-flow order.
+
+pub mod ingest;
