@@ -1,1 +1,241 @@
-fn main() {}
+//! `kusanagi`: run the pipeline, one stage, or the embedded broker.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use kusanagi_pipeline::config::{LogFormat, Topology};
+use kusanagi_pipeline::demo::{self, DemoOptions};
+use kusanagi_pipeline::run::{self, Brokers};
+use kusanagi_pipeline::runtime::{Metrics, Shutdown};
+
+/// Kusanagi: real-time screening and archiving of game-economy events over Kafka.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The topology file. Without one, the built-in defaults (embedded broker).
+    #[arg(long, short, global = true, env = "KUSANAGI_TOPOLOGY")]
+    topology: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every enabled stage and the HTTP API in this process; with no
+    /// broker configured, start the embedded one.
+    Run {
+        /// Also generate synthetic game traffic, show a live status line and
+        /// print a summary at the end.
+        #[arg(long)]
+        demo: bool,
+        /// Records the demo generates.
+        #[arg(long, default_value_t = 20_000, requires = "demo")]
+        demo_events: u64,
+        /// Records per second the demo generates.
+        #[arg(long, default_value_t = 2_000, requires = "demo")]
+        demo_rate: u64,
+        /// Keep running after the demo's summary (Ctrl-C stops).
+        #[arg(long, requires = "demo")]
+        keep_running: bool,
+    },
+    /// Run one stage against a Kafka cluster (`KAFKA_BOOTSTRAP`).
+    Stage {
+        /// The stage.
+        #[arg(value_enum)]
+        name: StageName,
+    },
+    /// Run only the embedded Kafka-protocol broker.
+    Broker {
+        /// Address to listen on (overrides `embedded_broker.listen`).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Where to keep its data (overrides `embedded_broker.data_dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Check a topology file and print it with every default filled in.
+    CheckConfig,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StageName {
+    /// `events.raw` -> `events`, `events.dlq`, plus `POST /api/v1/events`.
+    Ingest,
+}
+
+fn load_topology(path: Option<&PathBuf>) -> anyhow::Result<Topology> {
+    Ok(match path {
+        Some(p) => Topology::load(p)?,
+        None => Topology::default_with_env()?,
+    })
+}
+
+fn init_logs(topology: &Topology, quiet_default: bool) {
+    let filter = if quiet_default && std::env::var_os("RUST_LOG").is_none() {
+        "warn".to_owned()
+    } else {
+        topology.log.filter.clone()
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr);
+    match topology.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|rt| rt.block_on(dispatch(cli)))
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kusanagi: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let topology = load_topology(cli.topology.as_ref())?;
+    match cli.command {
+        Command::CheckConfig => {
+            println!("{topology:#?}");
+            Ok(())
+        }
+        Command::Broker { listen, data_dir } => {
+            init_logs(&topology, false);
+            let mut topology = topology;
+            if let Some(l) = listen {
+                topology.embedded_broker.listen = l;
+            }
+            if let Some(d) = data_dir {
+                topology.embedded_broker.data_dir = d;
+            }
+            let brokers = Brokers::embed(&topology)?;
+            println!(
+                "embedded Kafka-protocol broker listening on {} (data in {})",
+                brokers.bootstrap,
+                topology.embedded_broker.data_dir.display()
+            );
+            let shutdown = Shutdown::new();
+            run::shutdown_on_signal(shutdown).await;
+            drop(brokers);
+            Ok(())
+        }
+        Command::Stage { name } => {
+            init_logs(&topology, false);
+            if topology.kafka.bootstrap.is_empty() {
+                bail!(
+                    "`kusanagi stage` runs against a Kafka cluster: set KAFKA_BOOTSTRAP or kafka.bootstrap \
+                     (use `kusanagi run` for the embedded broker)"
+                );
+            }
+            match name {
+                StageName::Ingest => {
+                    serve(&topology, Brokers::connect_or_embed(&topology)?, None).await
+                }
+            }
+        }
+        Command::Run {
+            demo,
+            demo_events,
+            demo_rate,
+            keep_running,
+        } => {
+            init_logs(&topology, demo);
+            let brokers = Brokers::connect_or_embed(&topology)?;
+            if let Some(b) = &brokers.embedded {
+                println!(
+                    "embedded Kafka-protocol broker listening on {} (data in {}); any Kafka client can connect",
+                    b.addr(),
+                    topology.embedded_broker.data_dir.display()
+                );
+            }
+            let demo = demo.then_some((
+                DemoOptions {
+                    events: demo_events,
+                    rate: demo_rate.max(1),
+                    seed: 20_261_124,
+                },
+                keep_running,
+            ));
+            serve(&topology, brokers, demo).await
+        }
+    }
+}
+
+/// Runs the enabled stages and HTTP until a signal (or the demo's end).
+async fn serve(
+    topology: &Topology,
+    brokers: Brokers,
+    demo: Option<(DemoOptions, bool)>,
+) -> anyhow::Result<()> {
+    let settings = topology.kafka_settings(&brokers.bootstrap);
+    run::prepare_topics(topology, &settings).await?;
+    let metrics = Metrics::new();
+    let shutdown = Shutdown::new();
+    tokio::spawn(run::shutdown_on_signal(shutdown.clone()));
+
+    let ingest = topology
+        .stages
+        .ingest
+        .enabled
+        .then(|| run::spawn_ingest(topology, &settings, &metrics, &shutdown));
+    let http = if topology.http.enabled {
+        let (addr, task) =
+            run::serve_http(topology, &settings, &metrics, &shutdown, ingest.is_some()).await?;
+        println!("HTTP API on http://{addr} (POST /api/v1/events, GET /healthz, GET /metrics)");
+        Some(task)
+    } else {
+        None
+    };
+
+    let mut failed = None;
+    if let Some((options, keep_running)) = demo {
+        println!(
+            "demo: sending {} records at {}/s to `{}`",
+            options.events, options.rate, topology.topics.raw
+        );
+        let report = demo::run(topology, &settings, options, &shutdown).await?;
+        println!("{report}");
+        if !report.complete {
+            failed = Some("the demo did not see every record it sent");
+        }
+        if !keep_running {
+            shutdown.trigger();
+        }
+    }
+    // Run until a signal, the demo's end, or the stage thread ending on its own.
+    while !shutdown.is_triggered() {
+        tokio::select! {
+            _ = shutdown.wait() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+        }
+        if ingest.as_ref().is_some_and(|h| h.is_finished()) {
+            shutdown.trigger();
+        }
+    }
+    if let Some(task) = http {
+        let _ = task.await;
+    }
+    if let Some(handle) = ingest {
+        match tokio::task::spawn_blocking(move || handle.join()).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(e.into()),
+            _ => bail!("the ingest stage panicked"),
+        }
+    }
+    drop(brokers);
+    if let Some(why) = failed {
+        bail!(why);
+    }
+    Ok(())
+}
