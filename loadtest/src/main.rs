@@ -1,1 +1,134 @@
-fn main() {}
+//! `kusanagi-loadtest`: drives `events.raw` with valid JSON game events at a
+//! fixed rate and measures, end to end through the ingest stage, how many
+//! come out in `events` and how long each took.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`cluster`] | the brokers: embedded (broker, topics and ingest stage in this process) or external |
+//! | [`pacing`] | the fixed-rate send schedule |
+//! | [`ledger`] | event ids of a run, send instants of events not yet seen, live counters |
+//! | [`drive`] | the producer side: warm-up probes, then the measured events on schedule |
+//! | [`observe`] | the `read_committed` reader of `events` and the latency histogram |
+//! | [`session`] | one run from warm-up to drain |
+//! | [`report`] | the figures, as text on stdout and as JSON |
+//!
+//! Exit status: 0 when every event was seen exactly once, 1 when some were
+//! missing or duplicated, 2 when the run could not be carried out.
+
+mod cluster;
+mod drive;
+mod ledger;
+mod observe;
+mod pacing;
+mod report;
+mod session;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use kusanagi_pipeline::config::Topology;
+
+use crate::cluster::{Cluster, Target};
+use crate::ledger::RunIds;
+use crate::report::Report;
+use crate::session::Plan;
+
+/// Load test of Kusanagi's ingest path: JSON events to `events.raw` at a
+/// fixed rate, measured until readable (read_committed) as Avro in `events`.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Events per second to send.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: u64,
+    /// Seconds to send for.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    duration: u64,
+    /// Brokers of an external cluster whose ingest stage runs elsewhere
+    /// (default: KAFKA_BOOTSTRAP, or the topology's kafka.bootstrap).
+    #[arg(long, conflicts_with = "embedded")]
+    bootstrap: Option<String>,
+    /// Start the embedded broker and the ingest stage in this process (the
+    /// default when no bootstrap is given).
+    #[arg(long)]
+    embedded: bool,
+    /// Topology file (topic names, client settings, ingest batching).
+    #[arg(long, short, env = "KUSANAGI_TOPOLOGY")]
+    topology: Option<PathBuf>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Least seconds of warm-up before the clock starts.
+    #[arg(long, default_value_t = 3)]
+    warm_up: u64,
+    /// Seconds to wait after the last send for every event to be seen.
+    #[arg(long, default_value_t = 30)]
+    drain: u64,
+    /// Seed of the event generator.
+    #[arg(long, default_value_t = 20_261_124)]
+    seed: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(report) if report.passed() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("kusanagi-loadtest: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<Report> {
+    let topology = match &args.topology {
+        Some(p) => Topology::load(p)?,
+        None => Topology::default_with_env()?,
+    };
+    let target = Target::choose(
+        args.embedded,
+        args.bootstrap.as_deref(),
+        &topology.kafka.bootstrap,
+    );
+    let plan = Plan {
+        rate: args.rate,
+        duration: Duration::from_secs(args.duration),
+        warm_up: Duration::from_secs(args.warm_up),
+        drain: Duration::from_secs(args.drain),
+        seed: args.seed,
+    };
+    let ids = RunIds::fresh();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        rt.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("loadtest: interrupted; stopping and reporting");
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+
+    let cluster = rt.block_on(Cluster::start(topology, target, ids.run()))?;
+    let result = session::run(&cluster, &ids, &plan, &stop);
+    let stopped = rt.block_on(cluster.stop());
+    let report = result?;
+    println!("{report}");
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report.to_json())? + "\n";
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    stopped?;
+    Ok(report)
+}

@@ -52,8 +52,17 @@ impl KafkaSettings {
     /// A consumer for an exactly-once stage: group member, offsets never
     /// committed by the consumer itself (the transaction commits them),
     /// reads only committed transactional data.
-    pub fn consumer_config(&self, group_id: &str) -> ClientConfig {
+    ///
+    /// With `instance_id`, the consumer is a static member of its group
+    /// (KIP-345, `group.instance.id`): a restarted copy takes its
+    /// predecessor's place and partitions at once, with no rebalance, while a
+    /// copy that is gone for good hands its partitions on after
+    /// `session_timeout_ms`.
+    pub fn consumer_config(&self, group_id: &str, instance_id: Option<&str>) -> ClientConfig {
         let mut c = self.base("consumer");
+        if let Some(id) = instance_id {
+            c.set("group.instance.id", id);
+        }
         c.set("group.id", group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -75,7 +84,7 @@ impl KafkaSettings {
     /// A plain reader outside any group (tests, `loadtest`, the demo's
     /// end-to-end check): `read_committed`, assigned partitions by hand.
     pub fn reader_config(&self, group_id: &str) -> ClientConfig {
-        let mut c = self.consumer_config(group_id);
+        let mut c = self.consumer_config(group_id, None);
         c.set("client.id", format!("{}-reader", self.client_id));
         c
     }
@@ -126,7 +135,8 @@ mod tests {
         let c = s.transactional_producer_config("t");
         assert_eq!(c.get("linger.ms"), Some("50"));
         assert_eq!(c.get("transactional.id"), Some("t"));
-        let c = s.consumer_config("g");
+        let c = s.consumer_config("g", Some("g-1"));
+        assert_eq!(c.get("group.instance.id"), Some("g-1"));
         assert_eq!(c.get("isolation.level"), Some("read_committed"));
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
     }

@@ -5,7 +5,9 @@
 //! - one consumer in the stage's group (`read_committed`, no auto-commit)
 //!   and one transactional producer whose `transactional.id` is
 //!   `<group>-<instance id>`, stable across restarts: a restarted copy's
-//!   `init_transactions` aborts whatever its dead predecessor left open;
+//!   `init_transactions` aborts whatever its dead predecessor left open, and
+//!   the same id as `group.instance.id` (static membership, KIP-345) gives
+//!   it its predecessor's partitions at once, without a rebalance;
 //! - per batch: begin a transaction, produce the stage's outputs, add the
 //!   batch's next offsets with `send_offsets_to_transaction` (carrying the
 //!   group metadata, so a copy that lost its partitions in a rebalance is
@@ -44,7 +46,8 @@ pub struct LoopConfig {
     pub input_topics: Vec<String>,
     /// The consumer group; copies of a stage share it.
     pub group_id: String,
-    /// Stable per copy: `<group>-<instance id>`.
+    /// Stable per copy: `<group>-<instance id>`. Also the consumer's
+    /// static group membership id (`group.instance.id`).
     pub transactional_id: String,
     /// Most records in one transaction.
     pub batch_max_records: usize,
@@ -163,7 +166,7 @@ impl<S: Stage> TransactionalLoop<S> {
     ) -> Result<Self, RuntimeError> {
         let name = config.stage;
         let consumer: BaseConsumer<RebalanceTracker> = settings
-            .consumer_config(&config.group_id)
+            .consumer_config(&config.group_id, Some(&config.transactional_id))
             .create_with_context(RebalanceTracker::default())
             .map_err(|source| RuntimeError::Client {
                 stage: name,
@@ -208,7 +211,7 @@ impl<S: Stage> TransactionalLoop<S> {
         let mut out = Vec::new();
         let mut failures = 0u32;
         while !shutdown.is_triggered() {
-            let batch = self.poll_batch(shutdown);
+            let batch = self.poll_batch(shutdown)?;
             if batch.is_empty() {
                 continue;
             }
@@ -232,7 +235,7 @@ impl<S: Stage> TransactionalLoop<S> {
 
     /// Polls until the batch is full, its wait is over, or shutdown. Records
     /// polled before a rebalance are dropped (see the module notes).
-    fn poll_batch(&mut self, shutdown: &Shutdown) -> Vec<OwnedMessage> {
+    fn poll_batch(&mut self, shutdown: &Shutdown) -> Result<Vec<OwnedMessage>, RuntimeError> {
         let mut batch: Vec<(u64, OwnedMessage)> = Vec::new();
         let mut deadline: Option<Instant> = None;
         while !shutdown.is_triggered() {
@@ -252,6 +255,12 @@ impl<S: Stage> TransactionalLoop<S> {
                     }
                 }
                 Some(Err(e)) => {
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId) {
+                        return Err(RuntimeError::Fenced {
+                            stage: self.config.stage,
+                            transactional_id: self.config.transactional_id.clone(),
+                        });
+                    }
                     tracing::warn!(stage = self.config.stage, error = %e, "consumer error");
                 }
                 None => {}
@@ -261,11 +270,11 @@ impl<S: Stage> TransactionalLoop<S> {
             }
         }
         let current = self.consumer.context().generation();
-        batch
+        Ok(batch
             .into_iter()
             .filter(|(g, _)| *g == current)
             .map(|(_, m)| m)
-            .collect()
+            .collect())
     }
 
     fn deliver_rebalances(&mut self) {

@@ -1,0 +1,156 @@
+//! Watching `events`: a `read_committed` reader outside any consumer group,
+//! assigned every partition of `events` at its high watermark before the
+//! first event is sent, so it sees exactly what the ingest stage commits
+//! from then on.
+//!
+//! On its own thread it decodes each Avro record, keeps this run's events,
+//! and for a measured event seen the first time takes its send instant out
+//! of the [`Ledger`] and records the latency, in microseconds, into an HDR
+//! histogram. A second sighting counts as a duplicate; an id of this run
+//! that was never sent counts as unexpected.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use kusanagi_connectors::kafka::KafkaSettings;
+use kusanagi_schemas::GameEventCodec;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::ledger::{Counters, IdKind, Ledger, RunIds};
+
+/// Largest latency the histogram holds (longer ones are clamped to it).
+const MAX_LATENCY_US: u64 = 3_600 * 1_000_000;
+
+/// What the observer saw.
+#[derive(Debug)]
+pub struct Observed {
+    /// Measured events seen, once each.
+    pub seen: u64,
+    /// Further sightings of measured events.
+    pub duplicated: u64,
+    /// Events with this run's measured prefix that were never sent.
+    pub unexpected: u64,
+    /// Records of `events` that could not be decoded.
+    pub undecodable: u64,
+    /// When the last measured event was first seen.
+    pub last_seen: Option<Instant>,
+    /// Hand-over to the producer -> readable in `events`, microseconds.
+    pub latency_us: Histogram<u64>,
+}
+
+/// An empty latency histogram: 1 µs to 1 h, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
+
+/// A reader of `topic` outside any group, positioned at the current end of
+/// every partition; also returns the number of partitions.
+pub fn tail_from_end(
+    settings: &KafkaSettings,
+    topic: &str,
+) -> anyhow::Result<(BaseConsumer, usize)> {
+    let consumer: BaseConsumer = settings
+        .reader_config("kusanagi-loadtest-reader")
+        .create()
+        .context("creating the reader")?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("reading the metadata of `{topic}`"))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), timeout)
+                .with_context(|| format!("reading the end of `{topic}` [{}]", p.id()))?;
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(high))?;
+        }
+    }
+    if tpl.count() == 0 {
+        bail!("topic `{topic}` has no partitions: does it exist on these brokers?");
+    }
+    consumer.assign(&tpl)?;
+    Ok((consumer, tpl.count()))
+}
+
+/// Starts the observer thread; it runs until `stop` and returns what it saw.
+pub fn spawn(
+    consumer: BaseConsumer,
+    ids: RunIds,
+    ledger: Arc<Ledger>,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<Observed> {
+    std::thread::Builder::new()
+        .name("loadtest-observe".into())
+        .spawn(move || observe(&consumer, &ids, &ledger, &counters, &stop))
+        .expect("spawning a thread")
+}
+
+fn observe(
+    consumer: &BaseConsumer,
+    ids: &RunIds,
+    ledger: &Ledger,
+    counters: &Counters,
+    stop: &AtomicBool,
+) -> Observed {
+    let codec = GameEventCodec::new();
+    let mut seen = HashSet::new();
+    let mut out = Observed {
+        seen: 0,
+        duplicated: 0,
+        unexpected: 0,
+        undecodable: 0,
+        last_seen: None,
+        latency_us: latency_histogram(),
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let Some(polled) = consumer.poll(Duration::from_millis(50)) else {
+            continue;
+        };
+        let now = Instant::now();
+        let m = match polled {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("loadtest: reader: {e}");
+                continue;
+            }
+        };
+        let Some(event) = m.payload().and_then(|p| codec.decode(p).ok()) else {
+            out.undecodable += 1;
+            continue;
+        };
+        match ids.classify(&event.event_id) {
+            IdKind::Foreign => {}
+            IdKind::WarmUp => {
+                counters.warm_up_seen.fetch_add(1, Ordering::Relaxed);
+            }
+            IdKind::Measured(seq) => {
+                if !seen.insert(seq) {
+                    out.duplicated += 1;
+                    counters.duplicated.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                match ledger.take(seq) {
+                    Some(sent_at) => {
+                        let us = now.saturating_duration_since(sent_at).as_micros();
+                        out.latency_us
+                            .saturating_record(u64::try_from(us).unwrap_or(MAX_LATENCY_US).max(1));
+                        out.seen += 1;
+                        out.last_seen = Some(now);
+                        counters.seen.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => out.unexpected += 1,
+                }
+            }
+        }
+    }
+    out
+}
