@@ -68,7 +68,10 @@ fn malformed(kind: &str, i: usize) -> Vec<u8> {
 
 /// The input, in order: malformed records spread evenly among valid ones.
 /// Returns the records and the expected reason count.
-fn input() -> (Vec<(String, Vec<u8>)>, BTreeMap<&'static str, usize>) {
+/// Keyed records to produce.
+type Records = Vec<(String, Vec<u8>)>;
+
+fn input() -> (Records, BTreeMap<&'static str, usize>) {
     let mut bad: Vec<(&str, &'static str)> = Vec::new();
     for (kind, n, reason) in MALFORMED {
         bad.extend(std::iter::repeat_n((kind, reason), n));
