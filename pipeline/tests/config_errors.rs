@@ -1,0 +1,85 @@
+//! A malformed topology fails at start, naming the file, the key and what
+//! was expected.
+
+mod common;
+
+use std::process::Command;
+
+use common::tempdir::TempDir;
+
+fn check(content: &str) -> (bool, String, String) {
+    let dir = TempDir::new("config");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, content).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kusanagi"))
+        .arg("--topology")
+        .arg(&path)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path.display().to_string(),
+    )
+}
+
+#[test]
+fn a_wrong_type_names_file_line_key_and_expectation() {
+    let (ok, err, path) = check("[stages.ingest]\nbatch_max_records = \"lots\"\n");
+    assert!(!ok);
+    assert!(err.contains(&format!("{path}:2")), "{err}");
+    assert!(err.contains("stages.ingest.batch_max_records"), "{err}");
+    assert!(err.contains("expected"), "{err}");
+}
+
+#[test]
+fn an_unknown_key_lists_the_known_ones() {
+    let (ok, err, path) = check("[kafka]\nbootstrp = \"kafka:9092\"\n");
+    assert!(!ok);
+    assert!(
+        err.contains(&path) && err.contains("bootstrp") && err.contains("bootstrap"),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_values_are_all_reported_at_once() {
+    let (ok, err, path) = check("[topics]\npartitions = 0\nevents = \"no spaces allowed\"\n");
+    assert!(!ok);
+    assert!(err.contains(&path), "{err}");
+    assert!(
+        err.contains("topics.partitions") && err.contains("topics.events"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kusanagi"))
+        .args(["--topology", "/nonexistent/topology.toml", "check-config"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/topology.toml"), "{err}");
+}
+
+#[test]
+fn the_shipped_topologies_are_valid() {
+    for name in ["local.toml", "production.toml"] {
+        let path = common::workspace().join("topologies").join(name);
+        let out = Command::new(env!("CARGO_BIN_EXE_kusanagi"))
+            .arg("--topology")
+            .arg(&path)
+            .arg("check-config")
+            .env_remove("KAFKA_BOOTSTRAP")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

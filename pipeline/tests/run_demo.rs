@@ -1,0 +1,79 @@
+//! `kusanagi run --demo` end to end on the embedded broker, and the
+//! broker's data surviving a restart.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{ChildGuard, Reader, free_port, tempdir::TempDir, wait_for_port};
+
+#[test]
+fn the_demo_runs_end_to_end_and_the_broker_keeps_its_data() {
+    let dir = TempDir::new("demo");
+    let broker_addr = format!("127.0.0.1:{}", free_port());
+    let topology = dir.path().join("local.toml");
+    std::fs::write(
+        &topology,
+        format!(
+            "[embedded_broker]\nlisten = \"{broker_addr}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kusanagi"))
+        .arg("--topology")
+        .arg(&topology)
+        .args([
+            "run",
+            "--demo",
+            "--demo-events",
+            "3000",
+            "--demo-rate",
+            "3000",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("kusanagi runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("embedded Kafka-protocol broker listening on"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Kusanagi demo summary"), "{stdout}");
+    assert!(
+        stdout.contains("every record accounted for, exactly once"),
+        "{stdout}"
+    );
+    let ingested: usize = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ingested"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the summary gives the ingested count");
+    assert!(ingested > 2_900, "{stdout}");
+
+    // Restart the broker alone on the same data: every ingested event is still there.
+    let data = dir.path().join("data/broker");
+    assert!(
+        data.join("kafka.json").exists(),
+        "the broker saved its state"
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_kusanagi"))
+        .args(["broker", "--listen", &addr, "--data-dir"])
+        .arg(&data)
+        .spawn()
+        .expect("broker restarts");
+    let _broker = ChildGuard {
+        child,
+        name: "broker".into(),
+    };
+    wait_for_port(&addr, Duration::from_secs(30));
+    let mut reader = Reader::new(&addr, &["events"]);
+    reader.read_until(Duration::from_secs(60), |m| m.len() >= ingested);
+    reader.drain(Duration::from_secs(2));
+    assert_eq!(reader.messages.len(), ingested, "events after a restart");
+}
