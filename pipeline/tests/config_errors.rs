@@ -67,7 +67,7 @@ fn a_missing_file_is_named() {
 
 #[test]
 fn the_shipped_topologies_are_valid() {
-    for name in ["local.toml", "production.toml"] {
+    for name in ["local.toml", "production.toml", "compose.toml"] {
         let path = common::workspace().join("topologies").join(name);
         let out = Command::new(env!("CARGO_BIN_EXE_kusanagi"))
             .arg("--topology")
