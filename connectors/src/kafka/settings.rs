@@ -38,7 +38,10 @@ impl KafkaSettings {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap)
             .set("client.id", format!("{}-{role}", self.client_id))
-            .set("broker.address.family", "v4");
+            .set("broker.address.family", "v4")
+            // Requests are small and latency-bound: do not let Nagle's
+            // algorithm hold them back waiting for a delayed ACK.
+            .set("socket.nagle.disable", "true");
         c
     }
 
