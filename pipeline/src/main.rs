@@ -204,7 +204,7 @@ async fn serve(
             "demo: sending {} records at {}/s to `{}`",
             options.events, options.rate, topology.topics.raw
         );
-        let report = demo::run(topology, &settings, options, &shutdown).await?;
+        let report = demo::run(topology, &settings, &metrics, options, &shutdown).await?;
         println!("{report}");
         if !report.complete {
             failed = Some("the demo did not see every record it sent");

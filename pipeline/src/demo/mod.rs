@@ -27,7 +27,7 @@ use rdkafka::{Offset, TopicPartitionList};
 pub use traffic::{Generated, Pattern, Traffic};
 
 use crate::config::Topology;
-use crate::runtime::Shutdown;
+use crate::runtime::{Metrics, Shutdown};
 
 /// How much traffic a demo sends.
 #[derive(Debug, Clone, Copy)]
@@ -148,9 +148,19 @@ struct Progress {
 pub async fn run(
     topology: &Topology,
     settings: &KafkaSettings,
+    metrics: &Metrics,
     options: DemoOptions,
     shutdown: &Shutdown,
 ) -> Result<DemoReport, KafkaError> {
+    // Start the clock once the ingest stage owns its partitions, so the
+    // latency reported is the pipeline's, not the consumer group's join.
+    let joined = Instant::now();
+    while metrics.assigned_partitions_now(crate::stages::ingest::STAGE) == 0
+        && joined.elapsed() < Duration::from_secs(30)
+        && !shutdown.is_triggered()
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let run_id = format!("demo-{}", chrono_like_stamp());
     let progress = Arc::new(Progress::default());
     *progress.latency_us.lock().expect("lock") = Histogram::new_with_bounds(1, 600_000_000, 3).ok();

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -57,6 +58,7 @@ pub struct Metrics {
     dead_letters: Family<StageReason, Counter>,
     transactions: Family<StageOutcome, Counter>,
     transaction_seconds: HistogramFamily<StageLabel>,
+    assigned_partitions: Family<StageLabel, Gauge>,
     http_requests: Family<RouteStatus, Counter>,
     http_events: Family<StageOutcome, Counter>,
 }
@@ -83,6 +85,7 @@ impl Metrics {
         let transactions = Family::default();
         let transaction_seconds: HistogramFamily<StageLabel> =
             Family::new_with_constructor(seconds_histogram);
+        let assigned_partitions = Family::default();
         let http_requests = Family::default();
         let http_events = Family::default();
         registry.register(
@@ -111,6 +114,11 @@ impl Metrics {
             transaction_seconds.clone(),
         );
         registry.register(
+            "assigned_partitions",
+            "Partitions currently assigned to this copy of a stage",
+            assigned_partitions.clone(),
+        );
+        registry.register(
             "http_requests",
             "HTTP requests by route and status",
             http_requests.clone(),
@@ -127,6 +135,7 @@ impl Metrics {
             dead_letters,
             transactions,
             transaction_seconds,
+            assigned_partitions,
             http_requests,
             http_events,
         }
@@ -208,6 +217,20 @@ impl Metrics {
                 outcome: "aborted",
             })
             .inc();
+    }
+
+    /// `stage` now owns `n` partitions (after a rebalance).
+    pub fn assigned_partitions(&self, stage: &'static str, n: usize) {
+        self.assigned_partitions
+            .get_or_create(&StageLabel { stage })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Partitions `stage` owns now.
+    pub fn assigned_partitions_now(&self, stage: &'static str) -> i64 {
+        self.assigned_partitions
+            .get_or_create(&StageLabel { stage })
+            .get()
     }
 
     /// One HTTP request answered.

@@ -278,7 +278,11 @@ impl<S: Stage> TransactionalLoop<S> {
     }
 
     fn deliver_rebalances(&mut self) {
-        for event in self.consumer.context().take() {
+        let events = self.consumer.context().take();
+        if events.is_empty() {
+            return;
+        }
+        for event in events {
             match event {
                 RebalanceEvent::Assigned(p) => {
                     tracing::info!(stage = self.config.stage, partitions = ?p, "partitions assigned");
@@ -290,6 +294,8 @@ impl<S: Stage> TransactionalLoop<S> {
                 }
             }
         }
+        let owned = self.consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.metrics.assigned_partitions(self.config.stage, owned);
     }
 
     fn commit_batch(
@@ -328,6 +334,7 @@ impl<S: Stage> TransactionalLoop<S> {
             self.producer
                 .send_offsets_to_transaction(&offsets, &group, KAFKA_TIMEOUT),
         )?;
+        self.await_deliveries();
         txn(
             "commit_transaction",
             self.producer.commit_transaction(KAFKA_TIMEOUT),
@@ -346,6 +353,19 @@ impl<S: Stage> TransactionalLoop<S> {
             self.metrics.dead_letter(stage, reason);
         }
         Ok(())
+    }
+
+    /// Serves delivery reports in 1 ms polls until nothing is in flight.
+    ///
+    /// `commit_transaction` flushes first, but rust-rdkafka's flush polls in
+    /// slices of up to 100 ms that always run to their end, which put a
+    /// 100 ms floor under every transaction. Draining here first leaves that
+    /// flush nothing to wait for; delivery failures still fail the commit.
+    fn await_deliveries(&self) {
+        let deadline = Instant::now() + KAFKA_TIMEOUT;
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            self.producer.poll(Duration::from_millis(1));
+        }
     }
 
     fn send(&self, record: &OutRecord) -> Result<(), TxnFailure> {
