@@ -72,11 +72,10 @@ impl GameEventCodec {
 
     /// Encodes `event` as a single object (header + datum).
     pub fn encode(&self, event: &GameEvent) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128 + event.event_id.len() * 4);
+        let mut out = Vec::with_capacity(160 + event.event_id.len() * 4);
         out.extend_from_slice(&self.header);
-        let datum = apache_avro::to_avro_datum(game_event_v1(), to_value(event))
+        apache_avro::write_avro_datum_ref(game_event_v1(), &AvroView::of(event), &mut out)
             .expect("a GameEvent always matches the v1 schema");
-        out.extend_from_slice(&datum);
         out
     }
 
@@ -113,10 +112,64 @@ impl GameEventCodec {
     }
 }
 
+/// A borrowed view of a GameEvent shaped like the v1 schema, written by
+/// apache-avro's schema-aware serializer without building a `Value` tree.
+#[derive(serde::Serialize)]
+struct AvroView<'a> {
+    event_id: &'a str,
+    timestamp: i64,
+    event_type: &'a str,
+    actor_id: &'a str,
+    target_id: &'a str,
+    action_details: AvroActionDetails<'a>,
+    context_metadata: AvroContextMetadata<'a>,
+    tenant_id: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct AvroActionDetails<'a> {
+    currency_amount: i64,
+    item_id: Option<&'a str>,
+    market_avg_price: Option<i64>,
+}
+
+#[derive(serde::Serialize)]
+struct AvroContextMetadata<'a> {
+    actor_level: i32,
+    account_age_days: i32,
+    recent_chat_log: Option<&'a str>,
+}
+
+impl<'a> AvroView<'a> {
+    fn of(e: &'a GameEvent) -> Self {
+        let a = &e.action_details;
+        let c = &e.context_metadata;
+        Self {
+            event_id: &e.event_id,
+            timestamp: e.timestamp.as_micros(),
+            event_type: &e.event_type,
+            actor_id: &e.actor_id,
+            target_id: &e.target_id,
+            action_details: AvroActionDetails {
+                currency_amount: a.currency_amount,
+                item_id: a.item_id.as_deref(),
+                market_avg_price: a.market_avg_price,
+            },
+            context_metadata: AvroContextMetadata {
+                actor_level: c.actor_level,
+                account_age_days: c.account_age_days,
+                recent_chat_log: c.recent_chat_log.as_deref(),
+            },
+            tenant_id: &e.tenant_id,
+        }
+    }
+}
+
 fn fingerprint_of(header: &[u8; HEADER_LEN]) -> [u8; 8] {
     header[2..].try_into().expect("8 bytes")
 }
 
+#[cfg(test)]
 fn optional_string(v: &Option<String>) -> Value {
     match v {
         None => Value::Union(0, Box::new(Value::Null)),
@@ -124,6 +177,7 @@ fn optional_string(v: &Option<String>) -> Value {
     }
 }
 
+#[cfg(test)]
 fn optional_long(v: Option<i64>) -> Value {
     match v {
         None => Value::Union(0, Box::new(Value::Null)),
@@ -131,6 +185,7 @@ fn optional_long(v: Option<i64>) -> Value {
     }
 }
 
+#[cfg(test)]
 fn to_value(e: &GameEvent) -> Value {
     let a = &e.action_details;
     let c = &e.context_metadata;
@@ -294,6 +349,19 @@ mod tests {
         let bytes = codec.encode(&sample());
         assert_eq!(&bytes[..2], &[0xC3, 0x01]);
         assert_eq!(codec.decode(&bytes).unwrap(), sample());
+    }
+
+    #[test]
+    fn the_serde_writer_matches_the_validated_value_encoder() {
+        let codec = GameEventCodec::new();
+        let mut bare = sample();
+        bare.action_details.item_id = None;
+        bare.action_details.market_avg_price = Some(7);
+        bare.context_metadata.recent_chat_log = None;
+        for e in [sample(), bare] {
+            let reference = apache_avro::to_avro_datum(game_event_v1(), to_value(&e)).unwrap();
+            assert_eq!(&codec.encode(&e)[HEADER_LEN..], &reference[..]);
+        }
     }
 
     #[test]
