@@ -86,7 +86,7 @@ impl Default for EmbeddedBrokerConfig {
         Self {
             listen: "127.0.0.1:9092".into(),
             data_dir: PathBuf::from("data/broker"),
-            snapshot_interval_ms: 1_000,
+            snapshot_interval_ms: 5_000,
         }
     }
 }
