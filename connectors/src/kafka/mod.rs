@@ -8,8 +8,10 @@
 
 pub mod admin;
 pub mod embedded;
+pub mod produce;
 pub mod settings;
 
 pub use admin::{TopicSpec, ensure_topics};
 pub use embedded::EmbeddedBroker;
+pub use produce::enqueue;
 pub use settings::KafkaSettings;

@@ -7,15 +7,14 @@
 //! the answer, 202, comes only after the brokers acknowledged all of them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use kusanagi_connectors::kafka::enqueue;
 use kusanagi_schemas::{GameEvent, GameEventCodec, InvalidEvent};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
@@ -200,23 +199,14 @@ async fn publish(api: &EventsApi, events: &[GameEvent]) -> Result<(), String> {
             key: "content-type",
             value: Some(CONTENT_TYPE),
         });
-        let mut record = FutureRecord::to(&api.topic)
+        let record = FutureRecord::to(&api.topic)
             .key(event.kafka_key())
             .payload(&payload)
             .headers(headers);
-        loop {
-            match api.producer.send_result(record) {
-                Ok(delivery) => {
-                    deliveries.push(delivery);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => return Err(e.to_string()),
-            }
-        }
+        let delivery = enqueue(&api.producer, record)
+            .await
+            .map_err(|e| e.to_string())?;
+        deliveries.push(delivery);
     }
     for delivery in deliveries {
         match delivery.await {

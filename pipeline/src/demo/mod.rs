@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use kusanagi_connectors::kafka::KafkaSettings;
+use kusanagi_connectors::kafka::enqueue;
 use kusanagi_schemas::GameEventCodec;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -198,22 +199,10 @@ pub async fn run(
             let now = kusanagi_schemas::EventTime::from(chrono::Utc::now()).to_rfc3339();
             let g = traffic.next_record(&now);
             *report.generated.entry(g.pattern).or_insert(0) += 1;
-            let mut record = FutureRecord::to(&topology.topics.raw)
+            let record = FutureRecord::to(&topology.topics.raw)
                 .key(&g.key)
                 .payload(&g.json);
-            loop {
-                match producer.send_result(record) {
-                    Ok(d) => {
-                        deliveries.push(d);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err((e, _)) => return Err(e),
-                }
-            }
+            deliveries.push(enqueue(&producer, record).await?);
             progress.sent.fetch_add(1, Ordering::Relaxed);
         }
     }
