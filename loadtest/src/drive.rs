@@ -121,8 +121,13 @@ impl Driver {
     /// least `min` passed (the consumer group of the ingest stage has its
     /// partitions and its producer its transactional id), then waits up to
     /// 5 s for the probes still in flight. Fails after `timeout` without
-    /// any probe seen. Returns the number of probes sent.
-    pub fn warm_up(&mut self, min: Duration, timeout: Duration) -> anyhow::Result<u64> {
+    /// any probe seen, or on `stop`. Returns the number of probes sent.
+    pub fn warm_up(
+        &mut self,
+        min: Duration,
+        timeout: Duration,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<u64> {
         let started = Instant::now();
         let mut probes = 0u64;
         let seen = || self.counters.warm_up_seen.load(Ordering::Relaxed);
@@ -133,6 +138,9 @@ impl Driver {
             std::thread::sleep(Duration::from_millis(10));
             if seen() > 0 && started.elapsed() >= min {
                 break;
+            }
+            if stop.load(Ordering::Relaxed) {
+                bail!("interrupted during the warm-up");
             }
             if started.elapsed() >= timeout {
                 bail!(

@@ -23,7 +23,7 @@ mod pacing;
 mod report;
 mod session;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,14 +121,22 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     }
 
     let cluster = rt.block_on(Cluster::start(topology, target, ids.run()))?;
-    let result = session::run(&cluster, &ids, &plan, &stop);
+    // The figures are out before the teardown, which can take a while (the
+    // embedded broker saves its state).
+    let published = session::run(&cluster, &ids, &plan, &stop)
+        .and_then(|report| publish(&report, args.json.as_deref()).map(|()| report));
     let stopped = rt.block_on(cluster.stop());
-    let report = result?;
+    let report = published?;
+    stopped?;
+    Ok(report)
+}
+
+/// Prints the report on stdout and writes its JSON form to `json`.
+fn publish(report: &Report, json: Option<&Path>) -> anyhow::Result<()> {
     println!("{report}");
-    if let Some(path) = &args.json {
+    if let Some(path) = json {
         let text = serde_json::to_string_pretty(&report.to_json())? + "\n";
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    stopped?;
-    Ok(report)
+    Ok(())
 }

@@ -55,6 +55,8 @@ pub fn run(
         counters.clone(),
         stop_observer.clone(),
     );
+    // Stops the observer on every way out, errors included.
+    let _stop_observer_on_exit = StopOnDrop(stop_observer.clone());
     let mut driver = Driver::new(
         &cluster.settings,
         &topics.raw,
@@ -73,15 +75,7 @@ pub fn run(
         topics.events
     );
     let warm = Instant::now();
-    let probes = driver.warm_up(plan.warm_up, WARM_UP_TIMEOUT);
-    let probes = match probes {
-        Ok(p) => p,
-        Err(e) => {
-            stop_observer.store(true, Ordering::Relaxed);
-            let _ = observer.join();
-            return Err(e);
-        }
-    };
+    let probes = driver.warm_up(plan.warm_up, WARM_UP_TIMEOUT, stop)?;
     let schedule = Schedule::new(plan.rate, plan.duration);
     eprintln!(
         "loadtest: warm-up done in {:.1} s ({probes} probes); sending {} events at {} events/s",
@@ -162,6 +156,15 @@ pub fn run(
         latency: LatencySummary::of(&observed.latency_us),
         cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     })
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A status line on stderr once a second: totals, rates over the last

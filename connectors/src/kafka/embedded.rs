@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use noida::kafka::connection::handle_connection;
 use noida::kafka::engine::{Engine, Snapshot};
@@ -99,9 +99,14 @@ impl EmbeddedBroker {
                 .name("kafka-snapshot".into())
                 .spawn(move || {
                     let mut last = None;
+                    let mut next = Instant::now() + snapshot_interval;
+                    // Wake often to notice a stop at once; save on schedule.
                     while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(snapshot_interval);
-                        last = save_if_changed(&engine, &path, last);
+                        std::thread::sleep(Duration::from_millis(50));
+                        if Instant::now() >= next {
+                            last = save_if_changed(&engine, &path, last);
+                            next = Instant::now() + snapshot_interval;
+                        }
                     }
                 })
                 .map_err(|e| fail(format!("cannot start the snapshot thread: {e}")))?

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::message::ToBytes;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 /// Queues `record` on `producer`, waiting while its local queue is full
 /// (back-pressure) rather than failing; returns the delivery to await.
