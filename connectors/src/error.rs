@@ -31,6 +31,17 @@ pub enum ConnectorError {
         /// The broker's answer.
         reason: String,
     },
+    /// An object-storage tier failed: a bad URL or option (the user's to
+    /// fix), or the store refused or failed the operation (external).
+    #[error("storage {url}: {operation}: {detail}")]
+    Storage {
+        /// The tier's URL.
+        url: String,
+        /// What was attempted (`open`, `put <path>`, ...).
+        operation: String,
+        /// The store's message.
+        detail: String,
+    },
     /// The embedded broker could not start (a port in use, an unreadable
     /// data directory).
     #[error("embedded broker: {detail}")]
@@ -44,5 +55,6 @@ impl ConnectorError {
     /// Whether retrying the same operation may succeed.
     pub fn is_retriable(&self) -> bool {
         matches!(self, Self::Kafka { .. })
+            || matches!(self, Self::Storage { operation, .. } if operation != "open")
     }
 }

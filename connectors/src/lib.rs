@@ -3,10 +3,12 @@
 //! | module | what |
 //! |---|---|
 //! | [`kafka`] | rdkafka clients configured for exactly-once, topic admin, and the embedded broker |
+//! | [`storage`] | object-storage tiers (memory, local folder, S3) named by URL |
 //! | [`error`] | [`ConnectorError`], saying whose fault a failure is and whether a retry helps |
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod kafka;
+pub mod storage;
 
 pub use error::ConnectorError;

@@ -1,0 +1,106 @@
+//! One conformance suite for every kind of tier: in memory, a local
+//! folder, and S3 on the real S3-protocol server the harness starts
+//! (`KUSANAGI_TEST_S3_ENDPOINT`, set by `scripts/test.sh`).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use bytes::Bytes;
+use kusanagi_connectors::storage::TierStore;
+
+async fn conformance(tier: TierStore) {
+    let a = "events/tenant=t1/dt=2099-01-01/hour=00/a.parquet";
+    let b = "events/tenant=t1/dt=2099-01-02/hour=13/b.parquet";
+    tier.put(a, Bytes::from_static(b"first")).await.unwrap();
+    tier.put(b, Bytes::from(vec![7u8; 70_000])).await.unwrap();
+    tier.put("screenings/x.parquet", Bytes::from_static(b"s"))
+        .await
+        .unwrap();
+
+    assert_eq!(tier.get(a).await.unwrap(), Bytes::from_static(b"first"));
+    assert_eq!(tier.get(b).await.unwrap().len(), 70_000);
+    assert_eq!(
+        tier.list("events").await.unwrap(),
+        [(a.to_owned(), 5), (b.to_owned(), 70_000)]
+    );
+
+    // Overwrite is whole-object.
+    tier.put(a, Bytes::from_static(b"second")).await.unwrap();
+    assert_eq!(tier.get(a).await.unwrap(), Bytes::from_static(b"second"));
+
+    tier.delete(a).await.unwrap();
+    tier.delete(a).await.unwrap(); // deleting what is gone is fine
+    let err = tier.get(a).await.unwrap_err().to_string();
+    assert!(err.contains(tier.url()) && err.contains(a), "{err}");
+    assert_eq!(tier.list("events").await.unwrap().len(), 1);
+    assert_eq!(tier.list("").await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn memory_tier() {
+    conformance(TierStore::open("memory://", &BTreeMap::new()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn local_folder_tier() {
+    let dir = std::env::temp_dir().join(format!("kusanagi-tier-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = format!("file://{}", dir.join("hot").display());
+    conformance(TierStore::open(&url, &BTreeMap::new()).unwrap()).await;
+    assert!(
+        dir.join("hot/screenings/x.parquet").exists(),
+        "files are plain files in the folder"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Creates a bucket on the S3-protocol server with one plain HTTP request.
+fn create_bucket(endpoint: &str, bucket: &str) {
+    let host = endpoint.trim_start_matches("http://");
+    let mut s = TcpStream::connect(host).expect("S3 server reachable");
+    write!(
+        s,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "create bucket: {answer}"
+    );
+}
+
+#[tokio::test]
+async fn s3_tier_on_the_real_s3_server() {
+    let endpoint = std::env::var("KUSANAGI_TEST_S3_ENDPOINT").expect(
+        "KUSANAGI_TEST_S3_ENDPOINT is not set: run scripts/test.sh, which starts the S3 server",
+    );
+    let bucket = format!("kusanagi-conformance-{}", std::process::id());
+    create_bucket(&endpoint, &bucket);
+    let options: BTreeMap<String, String> = [
+        ("endpoint", endpoint.as_str()),
+        ("region", "us-east-1"),
+        ("access_key_id", "test"),
+        ("secret_access_key", "test"),
+        ("allow_http", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let tier = TierStore::open(&format!("s3://{bucket}/cold"), &options).unwrap();
+    conformance(tier).await;
+}
+
+#[test]
+fn bad_urls_and_options_are_named() {
+    let err = TierStore::open("ftp://x", &BTreeMap::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ftp://x") && err.contains("expected"), "{err}");
+    let mut options = BTreeMap::new();
+    options.insert("colour".to_owned(), "blue".to_owned());
+    let err = TierStore::open("s3://b", &options).unwrap_err().to_string();
+    assert!(err.contains("colour"), "{err}");
+}
