@@ -95,16 +95,7 @@ impl Traffic {
                 self.burst = Some((left - 1, mule.clone()));
             }
             let sender = format!("smurf_{:04}", self.rng.random_range(0..10_000));
-            return self.trade(
-                &event_id,
-                now,
-                &sender,
-                &mule,
-                95_000,
-                20_000,
-                None,
-                Pattern::SmurfingFanIn,
-            );
+            return self.fan_in(&event_id, now, &sender, &mule);
         }
         let roll = self.rng.random_range(0..1_000);
         match roll {
@@ -113,16 +104,7 @@ impl Traffic {
                 let mule = format!("mule_{:04}", self.rng.random_range(0..1_000));
                 self.burst = Some((11, mule.clone()));
                 let sender = self.player();
-                self.trade(
-                    &event_id,
-                    now,
-                    &sender,
-                    &mule,
-                    95_000,
-                    20_000,
-                    None,
-                    Pattern::SmurfingFanIn,
-                )
+                self.fan_in(&event_id, now, &sender, &mule)
             }
             7..=21 => {
                 let (a, t) = (self.player(), self.player());
@@ -161,6 +143,21 @@ impl Traffic {
                 self.trade(&event_id, now, &a, &t, amount, price, chat, Pattern::Normal)
             }
         }
+    }
+
+    /// One transfer of a fan-in burst: just under the R1 threshold's tenth,
+    /// so a dozen of them in five minutes trip R1 and R2 together.
+    fn fan_in(&mut self, event_id: &str, now: &str, sender: &str, mule: &str) -> Generated {
+        self.trade(
+            event_id,
+            now,
+            sender,
+            mule,
+            95_000,
+            20_000,
+            None,
+            Pattern::SmurfingFanIn,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]

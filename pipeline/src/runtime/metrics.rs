@@ -90,17 +90,17 @@ impl Metrics {
         let http_events = Family::default();
         registry.register(
             "records_in",
-            "Records consumed by a stage, per source topic",
+            "Records consumed by a stage in committed transactions, per source topic",
             records_in.clone(),
         );
         registry.register(
             "records_out",
-            "Records produced by a stage (committed or not), per destination topic",
+            "Records produced by a stage in committed transactions, per destination topic",
             records_out.clone(),
         );
         registry.register(
             "dead_letters",
-            "Records a stage sent to its dead-letter topic, per reason",
+            "Records a stage dead-lettered in committed transactions, per reason",
             dead_letters.clone(),
         );
         registry.register(
