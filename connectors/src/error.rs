@@ -42,6 +42,15 @@ pub enum ConnectorError {
         /// The store's message.
         detail: String,
     },
+    /// An HTTP client could not be built (a bad URL or TLS setup: the
+    /// user's to fix).
+    #[error("HTTP client for {url}: {detail}")]
+    Http {
+        /// The endpoint.
+        url: String,
+        /// What failed.
+        detail: String,
+    },
     /// The embedded broker could not start (a port in use, an unreadable
     /// data directory).
     #[error("embedded broker: {detail}")]

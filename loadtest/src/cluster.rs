@@ -96,7 +96,8 @@ impl Cluster {
                 run::prepare_topics(&cluster.topology, &cluster.settings)
                     .await
                     .context("creating the topics")?;
-                cluster.ingest = Some(run::spawn_ingest(
+                cluster.ingest = Some(run::spawn_stage(
+                    run::StageKind::Ingest,
                     &cluster.topology,
                     &cluster.settings,
                     &Metrics::new(),

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use kusanagi_pipeline::config::{LogFormat, Topology};
 use kusanagi_pipeline::demo::{self, DemoOptions};
-use kusanagi_pipeline::run::{self, Brokers};
+use kusanagi_pipeline::run::{self, Brokers, StageKind};
 use kusanagi_pipeline::runtime::{Metrics, Shutdown};
 
 /// Kusanagi: real-time screening and archiving of game-economy events over Kafka.
@@ -40,11 +40,13 @@ enum Command {
         #[arg(long, requires = "demo")]
         keep_running: bool,
     },
-    /// Run one stage against a Kafka cluster (`KAFKA_BOOTSTRAP`).
+    /// Run one stage against a Kafka cluster (`KAFKA_BOOTSTRAP`). Start as
+    /// many copies as the input topic has partitions, each with its own
+    /// `KUSANAGI_INSTANCE_ID`.
     Stage {
         /// The stage.
         #[arg(value_enum)]
-        name: StageName,
+        name: StageKind,
     },
     /// Run only the embedded Kafka-protocol broker.
     Broker {
@@ -57,12 +59,6 @@ enum Command {
     },
     /// Check a topology file and print it with every default filled in.
     CheckConfig,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum StageName {
-    /// `events.raw` -> `events`, `events.dlq`, plus `POST /api/v1/events`.
-    Ingest,
 }
 
 fn load_topology(path: Option<&PathBuf>) -> anyhow::Result<Topology> {
@@ -138,11 +134,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                      (use `kusanagi run` for the embedded broker)"
                 );
             }
-            match name {
-                StageName::Ingest => {
-                    serve(&topology, Brokers::connect_or_embed(&topology)?, None).await
-                }
-            }
+            let brokers = Brokers::connect_or_embed(&topology)?;
+            serve(&topology, brokers, &[name], None).await
         }
         Command::Run {
             demo,
@@ -167,15 +160,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 },
                 keep_running,
             ));
-            serve(&topology, brokers, demo).await
+            serve(&topology, brokers, &StageKind::enabled(&topology), demo).await
         }
     }
 }
 
-/// Runs the enabled stages and HTTP until a signal (or the demo's end).
+/// Runs `stages` and HTTP until a signal (or the demo's end).
 async fn serve(
     topology: &Topology,
     brokers: Brokers,
+    stages: &[StageKind],
     demo: Option<(DemoOptions, bool)>,
 ) -> anyhow::Result<()> {
     let settings = topology.kafka_settings(&brokers.bootstrap);
@@ -184,14 +178,19 @@ async fn serve(
     let shutdown = Shutdown::new();
     tokio::spawn(run::shutdown_on_signal(shutdown.clone()));
 
-    let ingest = topology
-        .stages
-        .ingest
-        .enabled
-        .then(|| run::spawn_ingest(topology, &settings, &metrics, &shutdown));
+    let handles: Vec<_> = stages
+        .iter()
+        .map(|&kind| {
+            (
+                kind,
+                run::spawn_stage(kind, topology, &settings, &metrics, &shutdown),
+            )
+        })
+        .collect();
+    let with_events = stages.contains(&StageKind::Ingest);
     let http = if topology.http.enabled {
         let (addr, task) =
-            run::serve_http(topology, &settings, &metrics, &shutdown, ingest.is_some()).await?;
+            run::serve_http(topology, &settings, &metrics, &shutdown, with_events).await?;
         println!("HTTP API on http://{addr} (POST /api/v1/events, GET /healthz, GET /metrics)");
         Some(task)
     } else {
@@ -213,25 +212,34 @@ async fn serve(
             shutdown.trigger();
         }
     }
-    // Run until a signal, the demo's end, or the stage thread ending on its own.
+    // Run until a signal, the demo's end, or a stage thread ending on its own.
     while !shutdown.is_triggered() {
         tokio::select! {
             _ = shutdown.wait() => {}
             _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
         }
-        if ingest.as_ref().is_some_and(|h| h.is_finished()) {
+        if handles.iter().any(|(_, h)| h.is_finished()) {
             shutdown.trigger();
         }
     }
     if let Some(task) = http {
         let _ = task.await;
     }
-    if let Some(handle) = ingest {
+    let mut first_error = None;
+    for (kind, handle) in handles {
         match tokio::task::spawn_blocking(move || handle.join()).await {
             Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => return Err(e.into()),
-            _ => bail!("the ingest stage panicked"),
+            Ok(Ok(Err(e))) => {
+                eprintln!("kusanagi: the {} stage stopped: {e}", kind.name());
+                first_error.get_or_insert(anyhow::Error::from(e));
+            }
+            _ => {
+                first_error.get_or_insert(anyhow::anyhow!("the {} stage panicked", kind.name()));
+            }
         }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
     }
     drop(brokers);
     if let Some(why) = failed {

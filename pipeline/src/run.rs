@@ -8,14 +8,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kusanagi_connectors::ConnectorError;
-use kusanagi_connectors::kafka::{EmbeddedBroker, KafkaSettings, ensure_topics};
+use kusanagi_connectors::kafka::{EmbeddedBroker, KafkaSettings, PartitionReader, ensure_topics};
+use kusanagi_connectors::llm::LlmClient;
 use kusanagi_schemas::GameEventCodec;
 use rdkafka::producer::FutureProducer;
 
 use crate::api::{self, EventsApi};
 use crate::config::Topology;
 use crate::runtime::{LoopConfig, Metrics, RuntimeError, Shutdown, TransactionalLoop};
+use crate::stages::analyze::{self, AnalyzeStage, Analyzer};
+use crate::stages::decide::{self, DecideStage, DecideTopics};
 use crate::stages::ingest::{self, IngestStage};
+use crate::stages::screen::{self, ScreenStage};
 
 /// Why a process could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -93,43 +97,186 @@ pub async fn prepare_topics(topology: &Topology, settings: &KafkaSettings) -> Re
     }
 }
 
-/// Runs the ingest stage on its own thread until `shutdown`, restarting its
-/// clients after a fatal Kafka error; a fenced copy or a bad configuration
-/// ends it.
-pub fn spawn_ingest(
+/// A Kafka-to-Kafka stage this process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum StageKind {
+    /// `events.raw` -> `events`, `events.dlq` (and `POST /api/v1/events`).
+    Ingest,
+    /// `events` -> `screenings`: the L1 rules over 5-minute windows.
+    Screen,
+    /// `screenings`, `l2.verdicts` -> `accounts`, `accounts.transitions`,
+    /// `l2.requests`: the account state machine.
+    Decide,
+    /// `l2.requests` -> `l2.verdicts`: the LLM analysis, with the fallback.
+    Analyze,
+}
+
+impl StageKind {
+    /// The stage's name in metrics, logs and thread names.
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Ingest => ingest::STAGE,
+            StageKind::Screen => screen::STAGE,
+            StageKind::Decide => decide::STAGE,
+            StageKind::Analyze => analyze::STAGE,
+        }
+    }
+
+    /// The stages `kusanagi run` starts for `topology`, in data-flow order.
+    pub fn enabled(topology: &Topology) -> Vec<StageKind> {
+        let s = &topology.stages;
+        [
+            (StageKind::Ingest, s.ingest.enabled),
+            (StageKind::Screen, s.screen.enabled),
+            (StageKind::Decide, s.decide.enabled),
+            (StageKind::Analyze, s.analyze.enabled),
+        ]
+        .into_iter()
+        .filter_map(|(k, on)| on.then_some(k))
+        .collect()
+    }
+}
+
+/// Runs `kind` on its own thread until `shutdown`, restarting its clients
+/// after a fatal Kafka error; a fenced copy or a bad configuration ends it.
+pub fn spawn_stage(
+    kind: StageKind,
     topology: &Topology,
     settings: &KafkaSettings,
     metrics: &Metrics,
     shutdown: &Shutdown,
 ) -> JoinHandle<Result<(), RuntimeError>> {
-    let cfg = topology.stages.ingest.clone();
-    let topics = topology.topics.clone();
-    let loop_config = LoopConfig {
-        stage: ingest::STAGE,
-        input_topics: vec![topics.raw.clone()],
-        group_id: cfg.group_id.clone(),
-        transactional_id: format!("{}-{}", cfg.group_id, topology.instance_id()),
-        batch_max_records: cfg.batch_max_records,
-        batch_max_wait: Duration::from_millis(cfg.batch_max_wait_ms),
-    };
-    let max_record =
-        (topology.kafka.message_max_bytes as usize).min(topics.raw_max_message_bytes as usize);
     let (settings, metrics, shutdown) = (settings.clone(), metrics.clone(), shutdown.clone());
-    std::thread::Builder::new()
-        .name("stage-ingest".into())
-        .spawn(move || {
-            supervise(&shutdown, || {
-                let stage = IngestStage::new(
-                    &topics.events,
-                    &topics.dead_letter,
-                    cfg.max_event_bytes,
-                    max_record,
-                );
-                TransactionalLoop::new(stage, &settings, loop_config.clone(), metrics.clone())
+    let topics = topology.topics.clone();
+    let instance = topology.instance_id();
+    let thread = std::thread::Builder::new().name(format!("stage-{}", kind.name()));
+    let loop_config = |inputs: &[&str], group: &str, max: usize, wait_ms: u64| LoopConfig {
+        stage: kind.name(),
+        input_topics: inputs.iter().map(|t| (*t).to_owned()).collect(),
+        group_id: group.to_owned(),
+        transactional_id: format!("{group}-{instance}"),
+        batch_max_records: max,
+        batch_max_wait: Duration::from_millis(wait_ms),
+    };
+    match kind {
+        StageKind::Ingest => {
+            let cfg = topology.stages.ingest.clone();
+            let lc = loop_config(
+                &[&topics.raw],
+                &cfg.group_id,
+                cfg.batch_max_records,
+                cfg.batch_max_wait_ms,
+            );
+            let max_record = (topology.kafka.message_max_bytes as usize)
+                .min(topics.raw_max_message_bytes as usize);
+            thread.spawn(move || {
+                supervise(&shutdown, || {
+                    let stage = IngestStage::new(
+                        &topics.events,
+                        &topics.dead_letter,
+                        cfg.max_event_bytes,
+                        max_record,
+                    );
+                    TransactionalLoop::new(stage, &settings, lc.clone(), metrics.clone())
+                })
             })
-        })
-        .expect("spawning a thread")
+        }
+        StageKind::Screen => {
+            let cfg = topology.stages.screen.clone();
+            let lc = loop_config(
+                &[&topics.events],
+                &cfg.group_id,
+                cfg.batch_max_records,
+                cfg.batch_max_wait_ms,
+            );
+            thread.spawn(move || {
+                supervise(&shutdown, || {
+                    let reader = replay_reader(screen::STAGE, &settings)?;
+                    let stage = ScreenStage::new(
+                        cfg.clone(),
+                        &topics.events,
+                        &topics.screenings,
+                        &topics.dead_letter,
+                        Box::new(reader),
+                    );
+                    TransactionalLoop::new(stage, &settings, lc.clone(), metrics.clone())
+                })
+            })
+        }
+        StageKind::Decide => {
+            let cfg = topology.stages.decide.clone();
+            let lc = loop_config(
+                &[&topics.screenings, &topics.l2_verdicts],
+                &cfg.group_id,
+                cfg.batch_max_records,
+                cfg.batch_max_wait_ms,
+            );
+            let decide_topics = DecideTopics {
+                screenings: topics.screenings.clone(),
+                verdicts: topics.l2_verdicts.clone(),
+                accounts: topics.accounts.clone(),
+                transitions: topics.transitions.clone(),
+                requests: topics.l2_requests.clone(),
+                dead_letter: topics.dead_letter.clone(),
+            };
+            thread.spawn(move || {
+                supervise(&shutdown, || {
+                    let reader = replay_reader(decide::STAGE, &settings)?;
+                    let stage = DecideStage::new(decide_topics.clone(), Box::new(reader));
+                    TransactionalLoop::new(stage, &settings, lc.clone(), metrics.clone())
+                })
+            })
+        }
+        StageKind::Analyze => {
+            let cfg = topology.stages.analyze.clone();
+            let lc = loop_config(
+                &[&topics.l2_requests],
+                &cfg.group_id,
+                cfg.batch_max_records,
+                cfg.batch_max_wait_ms,
+            );
+            thread.spawn(move || {
+                supervise(&shutdown, || {
+                    let setup = |detail: String| RuntimeError::Setup {
+                        stage: analyze::STAGE,
+                        detail,
+                    };
+                    let analyzer = match &cfg.model {
+                        None => Analyzer::Fallback,
+                        Some(m) => {
+                            let client = LlmClient::new(m.llm_config(|k| std::env::var(k).ok()))
+                                .map_err(|e| setup(e.to_string()))?;
+                            Analyzer::model(
+                                client,
+                                m.max_concurrency,
+                                cfg.cache_capacity,
+                                Duration::from_secs(cfg.cache_ttl_seconds),
+                            )
+                        }
+                    };
+                    let stage =
+                        AnalyzeStage::new(analyzer, &topics.l2_verdicts, &topics.dead_letter)
+                            .map_err(|e| setup(format!("cannot start its async runtime: {e}")))?;
+                    TransactionalLoop::new(stage, &settings, lc.clone(), metrics.clone())
+                })
+            })
+        }
+    }
+    .expect("spawning a thread")
 }
+
+fn replay_reader(
+    stage: &'static str,
+    settings: &KafkaSettings,
+) -> Result<PartitionReader, RuntimeError> {
+    PartitionReader::new(settings, REPLAY_TIMEOUT).map_err(|e| RuntimeError::Setup {
+        stage,
+        detail: e.to_string(),
+    })
+}
+
+/// How long a replay may go without reading anything before it fails.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs a stage loop, recreating it after a fatal error until `shutdown`.
 fn supervise<S: crate::runtime::Stage>(
@@ -141,7 +288,11 @@ fn supervise<S: crate::runtime::Stage>(
         let result = make().and_then(|l| l.run(shutdown));
         match result {
             Ok(()) => return Ok(()),
-            Err(e @ (RuntimeError::Fenced { .. } | RuntimeError::Client { .. })) => return Err(e),
+            Err(
+                e @ (RuntimeError::Fenced { .. }
+                | RuntimeError::Client { .. }
+                | RuntimeError::Setup { .. }),
+            ) => return Err(e),
             Err(e) => {
                 restarts += 1;
                 tracing::error!(error = %e, restarts, "stage failed; restarting its Kafka clients");

@@ -229,7 +229,7 @@ impl Fields {
         match value {
             Value::Record(fields) => Ok(Self(fields.into_iter().collect())),
             other => Err(CodecError::Shape(format!(
-                "{what}: expected a record, found {other:?}"
+                "GameEvent {what}: expected a record, found {other:?}"
             ))),
         }
     }
@@ -291,7 +291,7 @@ impl Fields {
 
 fn shape(name: &str, expected: &str, found: &Value) -> CodecError {
     CodecError::Shape(format!(
-        "field {name}: expected {expected}, found {found:?}"
+        "GameEvent field {name}: expected {expected}, found {found:?}"
     ))
 }
 

@@ -119,8 +119,9 @@ pub enum CodecError {
     /// The Avro body does not match the schema, or a schema is invalid.
     #[error("avro: {0}")]
     Avro(String),
-    /// The datum decoded but does not hold a valid GameEvent.
-    #[error("decoded datum is not a GameEvent: {0}")]
+    /// The datum decoded but does not hold a valid record of the expected
+    /// type (the message names the type).
+    #[error("decoded datum does not fit: {0}")]
     Shape(String),
 }
 

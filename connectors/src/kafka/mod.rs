@@ -9,9 +9,11 @@
 pub mod admin;
 pub mod embedded;
 pub mod produce;
+pub mod replay;
 pub mod settings;
 
 pub use admin::{TopicSpec, ensure_topics};
 pub use embedded::EmbeddedBroker;
 pub use produce::enqueue;
+pub use replay::{PartitionReader, RecordVisitor};
 pub use settings::KafkaSettings;

@@ -71,6 +71,10 @@ impl KafkaSettings {
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
+            // Co-partitioned inputs (the decide stage reads partition p of
+            // `screenings` and of `l2.verdicts`): the range assignor gives
+            // one member the same partition number of every topic.
+            .set("partition.assignment.strategy", "range")
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
             .set(

@@ -151,20 +151,29 @@ impl Topology {
                 ),
             );
         }
-        for (key, name) in [
-            ("topics.raw", &self.topics.raw),
-            ("topics.events", &self.topics.events),
-            ("topics.dead_letter", &self.topics.dead_letter),
-        ] {
+        let t = &self.topics;
+        let names = [
+            ("topics.raw", &t.raw),
+            ("topics.events", &t.events),
+            ("topics.dead_letter", &t.dead_letter),
+            ("topics.screenings", &t.screenings),
+            ("topics.l2_requests", &t.l2_requests),
+            ("topics.l2_verdicts", &t.l2_verdicts),
+            ("topics.accounts", &t.accounts),
+            ("topics.transitions", &t.transitions),
+        ];
+        for (key, name) in names {
             if let Err(why) = check_topic_name(name) {
                 bad(key, why);
             }
         }
-        if self.topics.raw == self.topics.events || self.topics.events == self.topics.dead_letter {
-            bad(
-                "topics",
-                "expected distinct names for raw, events and dead_letter".into(),
-            );
+        for (i, (key, name)) in names.iter().enumerate() {
+            if let Some((other, _)) = names[..i].iter().find(|(_, n)| n == name) {
+                bad(
+                    key,
+                    format!("expected a topic of its own, found {name:?}, the name of {other}"),
+                );
+            }
         }
         if self.kafka.session_timeout_ms < 1_000 {
             bad(
@@ -204,6 +213,15 @@ impl Topology {
         let ingest = &self.stages.ingest;
         for (key, problem) in ingest.validate(&self.kafka, &self.topics) {
             bad(&format!("stages.ingest.{key}"), problem);
+        }
+        for (key, problem) in self.stages.screen.validate() {
+            bad(&format!("stages.screen.{key}"), problem);
+        }
+        for (key, problem) in self.stages.decide.validate() {
+            bad(&format!("stages.decide.{key}"), problem);
+        }
+        for (key, problem) in self.stages.analyze.validate(|k| std::env::var(k).ok()) {
+            bad(&format!("stages.analyze.{key}"), problem);
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             bad(

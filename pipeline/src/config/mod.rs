@@ -9,6 +9,36 @@ pub use topology::{
     StagesConfig, TopicsConfig, Topology,
 };
 
+/// The checks every stage's loop settings share: a group name, at least
+/// one record per batch, at most a minute of batch wait. Problems as (key,
+/// message).
+pub(crate) fn check_loop(
+    group_id: &str,
+    batch_max_records: usize,
+    batch_max_wait_ms: u64,
+) -> Vec<(String, String)> {
+    let mut p = Vec::new();
+    if group_id.trim().is_empty() {
+        p.push((
+            "group_id".into(),
+            "expected a consumer group name, found \"\"".into(),
+        ));
+    }
+    if batch_max_records == 0 {
+        p.push((
+            "batch_max_records".into(),
+            "expected at least 1, found 0".into(),
+        ));
+    }
+    if batch_max_wait_ms > 60_000 {
+        p.push((
+            "batch_max_wait_ms".into(),
+            format!("expected at most 60000, found {batch_max_wait_ms}"),
+        ));
+    }
+    p
+}
+
 impl Topology {
     /// The Kafka client settings this topology describes, for brokers at
     /// `bootstrap` (the configured ones, or the embedded broker's address).
@@ -40,10 +70,22 @@ impl Topology {
                 ("max.message.bytes", t.raw_max_message_bytes.to_string()),
             ]
         };
+        let producer = || vec![("compression.type", "producer".into())];
         vec![
             spec(&t.raw, bounded()),
-            spec(&t.events, vec![("compression.type", "producer".into())]),
+            spec(&t.events, producer()),
             spec(&t.dead_letter, bounded()),
+            spec(&t.screenings, producer()),
+            spec(&t.l2_requests, producer()),
+            spec(&t.l2_verdicts, producer()),
+            spec(
+                &t.accounts,
+                vec![
+                    ("cleanup.policy", "compact".into()),
+                    ("compression.type", "producer".into()),
+                ],
+            ),
+            spec(&t.transitions, producer()),
         ]
     }
 }

@@ -106,6 +106,16 @@ pub struct TopicsConfig {
     pub events: String,
     /// Rejected records with their reasons.
     pub dead_letter: String,
+    /// One L1 screening per distinct event (the screen stage's output).
+    pub screenings: String,
+    /// L2 analysis requests, coalesced per account.
+    pub l2_requests: String,
+    /// L2 verdicts.
+    pub l2_verdicts: String,
+    /// The latest state of every account (compacted).
+    pub accounts: String,
+    /// Every move of every account, applied or refused.
+    pub transitions: String,
     /// How long the raw and dead-letter topics keep data, in milliseconds.
     pub raw_retention_ms: i64,
     /// Largest record the raw and dead-letter topics accept, in bytes
@@ -121,6 +131,11 @@ impl Default for TopicsConfig {
             raw: "events.raw".into(),
             events: "events".into(),
             dead_letter: "events.dlq".into(),
+            screenings: "screenings".into(),
+            l2_requests: "l2.requests".into(),
+            l2_verdicts: "l2.verdicts".into(),
+            accounts: "accounts".into(),
+            transitions: "accounts.transitions".into(),
             raw_retention_ms: 7 * 24 * 3_600_000,
             raw_max_message_bytes: 8 * 1024 * 1024,
         }
@@ -133,6 +148,13 @@ impl Default for TopicsConfig {
 pub struct StagesConfig {
     /// The ingest stage (`events.raw` to `events` and `events.dlq`).
     pub ingest: crate::stages::ingest::IngestConfig,
+    /// The screen stage (`events` to `screenings`).
+    pub screen: crate::stages::screen::ScreenConfig,
+    /// The decide stage (`screenings`, `l2.verdicts` to `accounts`,
+    /// `accounts.transitions`, `l2.requests`).
+    pub decide: crate::stages::decide::DecideConfig,
+    /// The analyze stage (`l2.requests` to `l2.verdicts`).
+    pub analyze: crate::stages::analyze::AnalyzeConfig,
 }
 
 /// The HTTP server.

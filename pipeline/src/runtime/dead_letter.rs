@@ -80,6 +80,7 @@ pub fn dead_letter(
     }
     OutRecord {
         topic: topic.to_owned(),
+        partition: None,
         key: source.key.map(<[u8]>::to_vec),
         payload: value.to_vec(),
         headers,

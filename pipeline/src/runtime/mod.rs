@@ -3,11 +3,13 @@
 
 pub mod dead_letter;
 mod metrics;
+pub mod replay;
 mod shutdown;
 mod stage;
 mod transactional;
 
 pub use metrics::Metrics;
+pub use replay::PartitionSource;
 pub use shutdown::Shutdown;
-pub use stage::{InRecord, OutRecord, Partitions, Stage, StageError};
+pub use stage::{AssignedPartition, InRecord, OutRecord, Partitions, Stage, StageError};
 pub use transactional::{LoopConfig, RuntimeError, TransactionalLoop};

@@ -23,7 +23,12 @@ pub struct InRecord<'a> {
 pub struct OutRecord {
     /// Destination topic.
     pub topic: String,
-    /// Key (decides the partition).
+    /// The destination partition; `None` lets the producer's partitioner
+    /// choose by key. Stages whose output must stay co-partitioned with
+    /// their input (the state of one partition number lives in one copy)
+    /// name the input's partition.
+    pub partition: Option<i32>,
+    /// Key.
     pub key: Option<Vec<u8>>,
     /// Value.
     pub payload: Vec<u8>,
@@ -33,8 +38,23 @@ pub struct OutRecord {
     pub timestamp_ms: Option<i64>,
 }
 
-/// The (topic, partition) pairs a stage was given or lost in a rebalance.
+/// The (topic, partition) pairs a stage lost in a rebalance.
 pub type Partitions = [(String, i32)];
+
+/// A partition a stage was given (or rewound to), with where its group
+/// committed last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignedPartition {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The committed offset (the next record to process); `None` when the
+    /// group never committed one.
+    pub committed: Option<i64>,
+    /// The metadata the stage committed with it ([`Stage::commit_metadata`]).
+    pub metadata: Option<String>,
+}
 
 /// A Kafka-to-Kafka stage: turns a batch of consumed records into records
 /// to produce. The runtime ([`super::TransactionalLoop`]) does the rest:
@@ -57,16 +77,25 @@ pub trait Stage: Send {
         out: &mut Vec<OutRecord>,
     ) -> Result<(), StageError>;
 
-    /// Called after partitions are assigned, before their first batch:
-    /// rebuild state for them here.
-    fn on_assign(&mut self, _partitions: &Partitions) {}
+    /// Called after partitions are assigned, before their first batch, with
+    /// their committed offsets: plan the rebuild of their state here. Do the
+    /// I/O in [`Stage::process`], where a failure can be retried.
+    fn on_assign(&mut self, _partitions: &[AssignedPartition]) {}
 
     /// Called after partitions are revoked: drop their state here.
     fn on_revoke(&mut self, _partitions: &Partitions) {}
 
     /// Called after a transaction was aborted and the consumer rewound to the
-    /// committed offsets: forget anything learned from the aborted batch.
-    fn on_rewind(&mut self) {}
+    /// committed offsets of `assigned`: forget anything learned since.
+    fn on_rewind(&mut self, _assigned: &[AssignedPartition]) {}
+
+    /// Metadata to commit with the next offset of `(topic, partition)`, in
+    /// the same transaction as the batch just processed (at most a few
+    /// hundred bytes; Kafka's `offset.metadata.max.bytes` is 4096 by
+    /// default). It comes back in [`AssignedPartition::metadata`].
+    fn commit_metadata(&self, _topic: &str, _partition: i32) -> Option<String> {
+        None
+    }
 }
 
 /// A failure inside a stage that a retry may mend.

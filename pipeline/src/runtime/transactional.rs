@@ -32,7 +32,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{InRecord, Metrics, OutRecord, Shutdown, Stage};
+use super::{AssignedPartition, InRecord, Metrics, OutRecord, Shutdown, Stage};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -68,6 +68,14 @@ pub enum RuntimeError {
         client: &'static str,
         /// The client library's error.
         source: KafkaError,
+    },
+    /// A stage's own resources could not be set up (the user's to fix).
+    #[error("{stage}: {detail}")]
+    Setup {
+        /// The stage.
+        stage: &'static str,
+        /// What failed.
+        detail: String,
     },
     /// Another process started with the same transactional id and fenced
     /// this one. Not retriable: two copies share an instance id.
@@ -245,7 +253,7 @@ impl<S: Stage> TransactionalLoop<S> {
             };
             let polled = self.consumer.poll(timeout).map(|r| r.map(|m| m.detach()));
             let generation = self.consumer.context().generation();
-            self.deliver_rebalances();
+            self.deliver_rebalances()?;
             match polled {
                 Some(Ok(m)) => {
                     batch.push((generation, m));
@@ -277,16 +285,17 @@ impl<S: Stage> TransactionalLoop<S> {
             .collect())
     }
 
-    fn deliver_rebalances(&mut self) {
+    fn deliver_rebalances(&mut self) -> Result<(), RuntimeError> {
         let events = self.consumer.context().take();
         if events.is_empty() {
-            return;
+            return Ok(());
         }
         for event in events {
             match event {
                 RebalanceEvent::Assigned(p) => {
                     tracing::info!(stage = self.config.stage, partitions = ?p, "partitions assigned");
-                    self.stage.on_assign(&p);
+                    let assigned = self.committed(&p)?;
+                    self.stage.on_assign(&assigned);
                 }
                 RebalanceEvent::Revoked(p) => {
                     tracing::info!(stage = self.config.stage, partitions = ?p, "partitions revoked");
@@ -296,6 +305,52 @@ impl<S: Stage> TransactionalLoop<S> {
         }
         let owned = self.consumer.assignment().map(|a| a.count()).unwrap_or(0);
         self.metrics.assigned_partitions(self.config.stage, owned);
+        Ok(())
+    }
+
+    /// The group's committed offsets and metadata for `partitions`, retried
+    /// a few times: a stage must not rebuild its state from a guess.
+    fn committed(
+        &self,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<AssignedPartition>, RuntimeError> {
+        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+        for (topic, partition) in partitions {
+            tpl.add_partition(topic, *partition);
+        }
+        let mut attempt = 0u32;
+        let committed = loop {
+            match self.consumer.committed_offsets(tpl.clone(), KAFKA_TIMEOUT) {
+                Ok(c) => break c,
+                Err(e) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::warn!(stage = self.config.stage, error = %e, attempt, "cannot read committed offsets; retrying");
+                    std::thread::sleep(Duration::from_millis(500 * u64::from(attempt)));
+                }
+                Err(source) => {
+                    return Err(RuntimeError::Fatal {
+                        stage: self.config.stage,
+                        operation: "committed_offsets",
+                        source,
+                    });
+                }
+            }
+        };
+        Ok(committed
+            .elements()
+            .iter()
+            .map(|e| AssignedPartition {
+                topic: e.topic().to_owned(),
+                partition: e.partition(),
+                committed: match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                },
+                metadata: Some(e.metadata())
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_owned),
+            })
+            .collect())
     }
 
     fn commit_batch(
@@ -326,6 +381,11 @@ impl<S: Stage> TransactionalLoop<S> {
             self.send(record)?;
         }
         let offsets = next_offsets(batch);
+        for mut e in offsets.elements() {
+            if let Some(m) = self.stage.commit_metadata(e.topic(), e.partition()) {
+                e.set_metadata(m);
+            }
+        }
         let group = self.consumer.group_metadata().ok_or_else(|| {
             TxnFailure::Abortable("the consumer has no group metadata yet".into())
         })?;
@@ -379,6 +439,9 @@ impl<S: Stage> TransactionalLoop<S> {
         let mut base = BaseRecord::to(&record.topic)
             .payload(&record.payload)
             .headers(headers);
+        if let Some(p) = record.partition {
+            base = base.partition(p);
+        }
         if let Some(k) = &record.key {
             base = base.key(k);
         }
@@ -431,25 +494,30 @@ impl<S: Stage> TransactionalLoop<S> {
                 tracing::warn!(stage = self.config.stage, "abort_transaction failed");
             }
         }
-        let rewound = self
+        let owned = self
             .consumer
             .assignment()
-            .and_then(|a| self.consumer.committed_offsets(a, KAFKA_TIMEOUT))
-            .and_then(|committed| {
-                for e in committed.elements() {
-                    let to = match e.offset() {
-                        Offset::Offset(o) => Offset::Offset(o),
-                        _ => Offset::Beginning,
-                    };
-                    self.consumer
-                        .seek(e.topic(), e.partition(), to, KAFKA_TIMEOUT)?;
-                }
-                Ok(())
-            });
-        if let Err(e) = rewound {
-            tracing::warn!(stage = self.config.stage, error = %e, "rewind failed; the next rebalance or restart resumes from the committed offsets");
+            .map(|a| partitions_of(&a))
+            .map_err(|source| RuntimeError::Fatal {
+                stage: self.config.stage,
+                operation: "assignment",
+                source,
+            })?;
+        let committed = self.committed(&owned)?;
+        for p in &committed {
+            let to = p.committed.map_or(Offset::Beginning, Offset::Offset);
+            if let Err(e) = self.consumer.seek(&p.topic, p.partition, to, KAFKA_TIMEOUT) {
+                // A seek fails when the fetcher is not started yet; the
+                // stage state is reset below either way, so make the loop
+                // restart its clients rather than continue from a guess.
+                return Err(RuntimeError::Fatal {
+                    stage: self.config.stage,
+                    operation: "seek",
+                    source: e,
+                });
+            }
         }
-        self.stage.on_rewind();
+        self.stage.on_rewind(&committed);
         Ok(())
     }
 }

@@ -1,3 +1,6 @@
-//! The stages, one folder each, in data-flow order.
+//! The stages, one folder each: ingest -> screen -> decide <-> analyze.
 
+pub mod analyze;
+pub mod decide;
 pub mod ingest;
+pub mod screen;

@@ -37,19 +37,11 @@ impl Default for IngestConfig {
 impl IngestConfig {
     /// Problems as (key under `stages.ingest`, message).
     pub fn validate(&self, kafka: &KafkaConfig, _topics: &TopicsConfig) -> Vec<(String, String)> {
-        let mut p = Vec::new();
-        if self.group_id.trim().is_empty() {
-            p.push((
-                "group_id".into(),
-                "expected a consumer group name, found \"\"".into(),
-            ));
-        }
-        if self.batch_max_records == 0 {
-            p.push((
-                "batch_max_records".into(),
-                "expected at least 1, found 0".into(),
-            ));
-        }
+        let mut p = crate::config::check_loop(
+            &self.group_id,
+            self.batch_max_records,
+            self.batch_max_wait_ms,
+        );
         if self.max_event_bytes == 0 || self.max_event_bytes > kafka.message_max_bytes as usize {
             p.push((
                 "max_event_bytes".into(),
@@ -57,12 +49,6 @@ impl IngestConfig {
                     "expected 1..={} (kafka.message_max_bytes), found {}",
                     kafka.message_max_bytes, self.max_event_bytes
                 ),
-            ));
-        }
-        if self.batch_max_wait_ms > 60_000 {
-            p.push((
-                "batch_max_wait_ms".into(),
-                format!("expected at most 60000, found {}", self.batch_max_wait_ms),
             ));
         }
         p

@@ -35,6 +35,7 @@ pub fn validate(payload: Option<&[u8]>, max_event_bytes: usize) -> Result<GameEv
 pub fn event_record(codec: &GameEventCodec, topic: &str, event: &GameEvent) -> OutRecord {
     OutRecord {
         topic: topic.to_owned(),
+        partition: None,
         key: Some(event.kafka_key().to_vec()),
         payload: codec.encode(event),
         headers: vec![("content-type".into(), CONTENT_TYPE.as_bytes().to_vec())],

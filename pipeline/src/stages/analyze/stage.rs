@@ -1,0 +1,245 @@
+//! The analyze stage: `l2.requests` -> `l2.verdicts`, one verdict per
+//! request, co-partitioned with its input.
+//!
+//! A batch's requests are analysed concurrently (up to the model's
+//! `max_concurrency`, paced by its rate limit) and their verdicts produced
+//! in request order, in the transaction that commits the batch. A request
+//! whose window profile was judged recently takes the cached judgment
+//! (moka, keyed by [`ProfileKey`]). Any model failure (timeout, 429, 5xx,
+//! malformed or schema-violating JSON, context or token limit) gets the
+//! deterministic fallback's verdict, which records why; so no request is
+//! ever left without a verdict.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kusanagi_connectors::llm::LlmClient;
+use kusanagi_schemas::{AccountState, L2Request, RecordCodec, RuleSet, Verdict};
+use moka::sync::Cache;
+
+use super::fallback::fallback_verdict;
+use super::prompt::{Judgment, parse_judgment, prompt_for};
+use crate::runtime::dead_letter::{Rejection, dead_letter};
+use crate::runtime::{InRecord, OutRecord, Stage, StageError};
+
+/// The stage's name in metrics and logs.
+pub const STAGE: &str = "analyze";
+
+/// What makes two requests "the same case" for the cache: the tenant, the
+/// account's state, the rules, the window's counts, and its total rounded
+/// to two significant digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProfileKey {
+    tenant_id: String,
+    state: AccountState,
+    rules: RuleSet,
+    total_received: i64,
+    transaction_count: i32,
+    distinct_senders: i32,
+}
+
+impl ProfileKey {
+    /// The key of `request`.
+    pub fn of(request: &L2Request) -> Self {
+        let w = &request.window;
+        Self {
+            tenant_id: request.tenant_id.clone(),
+            state: request.account_state,
+            rules: request.rules,
+            total_received: two_significant_digits(w.total_received),
+            transaction_count: w.transaction_count,
+            distinct_senders: w.distinct_senders,
+        }
+    }
+}
+
+fn two_significant_digits(v: i64) -> i64 {
+    let mut scale = 1i64;
+    while v / scale >= 100 {
+        scale = scale.saturating_mul(10);
+    }
+    (v / scale) * scale
+}
+
+/// Who answers requests.
+pub enum Analyzer {
+    /// The deterministic fallback, for every request (no model configured).
+    Fallback,
+    /// A model, with a cache of its judgments.
+    Model {
+        /// The paced client.
+        client: Arc<LlmClient>,
+        /// Judgments by profile.
+        cache: Option<Cache<ProfileKey, Judgment>>,
+        /// Most analyses in flight.
+        concurrency: usize,
+    },
+}
+
+impl Analyzer {
+    /// A model analyzer with a cache of `capacity` judgments kept for `ttl`.
+    pub fn model(client: LlmClient, concurrency: usize, capacity: u64, ttl: Duration) -> Self {
+        let cache = (capacity > 0).then(|| {
+            Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build()
+        });
+        Analyzer::Model {
+            client: Arc::new(client),
+            cache,
+            concurrency: concurrency.max(1),
+        }
+    }
+
+    async fn analyze(&self, request: &L2Request) -> (Verdict, Outcome) {
+        let Analyzer::Model { client, cache, .. } = self else {
+            return (
+                fallback_verdict(request, "no_model", ""),
+                Outcome::Fallback("no_model"),
+            );
+        };
+        let key = ProfileKey::of(request);
+        if let Some(j) = cache.as_ref().and_then(|c| c.get(&key)) {
+            return (j.verdict(request, &client.name()), Outcome::CacheHit);
+        }
+        let answer = client.complete(&prompt_for(request)).await;
+        match answer.and_then(|text| parse_judgment(&text)) {
+            Ok(j) => {
+                let verdict = j.verdict(request, &client.name());
+                if let Some(c) = cache {
+                    c.insert(key, j);
+                }
+                (verdict, Outcome::Model)
+            }
+            Err(failure) => {
+                tracing::info!(stage = STAGE, target = %request.target_id, request = %request.request_id, %failure, "model failed; fallback verdict");
+                let reason = failure.reason();
+                (
+                    fallback_verdict(request, reason, &failure.to_string()),
+                    Outcome::Fallback(reason),
+                )
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Model,
+    CacheHit,
+    Fallback(&'static str),
+}
+
+/// What the stage did, for metrics and the demo.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AnalyzeStats {
+    /// Verdicts produced.
+    pub verdicts: u64,
+    /// Answered by the model.
+    pub model: u64,
+    /// Answered from the cache.
+    pub cache_hits: u64,
+    /// Answered by the fallback, by reason.
+    pub fallbacks: BTreeMap<&'static str, u64>,
+}
+
+/// `l2.requests` -> `l2.verdicts`.
+pub struct AnalyzeStage {
+    analyzer: Analyzer,
+    verdicts_topic: String,
+    dead_letter_topic: String,
+    requests: RecordCodec<L2Request>,
+    verdicts: RecordCodec<Verdict>,
+    runtime: tokio::runtime::Runtime,
+    stats: AnalyzeStats,
+}
+
+impl AnalyzeStage {
+    /// A stage answering with `analyzer`, writing to `verdicts_topic`.
+    pub fn new(
+        analyzer: Analyzer,
+        verdicts_topic: &str,
+        dead_letter_topic: &str,
+    ) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            analyzer,
+            verdicts_topic: verdicts_topic.to_owned(),
+            dead_letter_topic: dead_letter_topic.to_owned(),
+            requests: RecordCodec::new(),
+            verdicts: RecordCodec::new(),
+            runtime,
+            stats: AnalyzeStats::default(),
+        })
+    }
+
+    /// What the stage did so far.
+    pub fn stats(&self) -> &AnalyzeStats {
+        &self.stats
+    }
+}
+
+impl Stage for AnalyzeStage {
+    fn process(
+        &mut self,
+        batch: &[InRecord<'_>],
+        out: &mut Vec<OutRecord>,
+    ) -> Result<(), StageError> {
+        let mut decoded: Vec<(usize, L2Request)> = Vec::with_capacity(batch.len());
+        let mut slots: Vec<Option<OutRecord>> = vec![None; batch.len()];
+        for (i, record) in batch.iter().enumerate() {
+            match record.payload.map(|v| self.requests.decode(v)) {
+                Some(Ok(r)) => decoded.push((i, r)),
+                other => {
+                    let detail = match other {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "the record has no value".into(),
+                    };
+                    slots[i] = Some(dead_letter(
+                        STAGE,
+                        &self.dead_letter_topic,
+                        record,
+                        &Rejection {
+                            reason: "undecodable",
+                            detail,
+                            field: None,
+                        },
+                        usize::MAX,
+                    ));
+                }
+            }
+        }
+        let concurrency = match &self.analyzer {
+            Analyzer::Model { concurrency, .. } => *concurrency,
+            Analyzer::Fallback => 1,
+        };
+        let analyzer = &self.analyzer;
+        let results: Vec<(Verdict, Outcome)> = self.runtime.block_on(
+            futures::stream::iter(decoded.iter().map(|(_, r)| analyzer.analyze(r)))
+                .buffered(concurrency)
+                .collect(),
+        );
+        for ((i, _), (verdict, outcome)) in decoded.iter().zip(results) {
+            self.stats.verdicts += 1;
+            match outcome {
+                Outcome::Model => self.stats.model += 1,
+                Outcome::CacheHit => self.stats.cache_hits += 1,
+                Outcome::Fallback(reason) => *self.stats.fallbacks.entry(reason).or_insert(0) += 1,
+            }
+            slots[*i] = Some(OutRecord {
+                topic: self.verdicts_topic.clone(),
+                partition: Some(batch[*i].partition),
+                key: Some(verdict.target_id.as_bytes().to_vec()),
+                payload: self.verdicts.encode(&verdict),
+                headers: vec![],
+                timestamp_ms: None,
+            });
+        }
+        out.extend(slots.into_iter().flatten());
+        Ok(())
+    }
+}

@@ -1,0 +1,355 @@
+use kusanagi_schemas::{
+    Account, AccountState, EventTime, FraudType, L2Request, RecordCodec, Rule, RuleSet, Screening,
+    Transition, Verdict, WindowProfile, action_for_score,
+};
+use proptest::prelude::*;
+
+use super::*;
+use crate::runtime::replay::MemoryLog;
+use crate::runtime::{AssignedPartition, InRecord, OutRecord, Stage};
+
+use AccountState::*;
+
+fn screening(id: &str, at: i64, rules: &[Rule]) -> Screening {
+    let set: RuleSet = rules.iter().copied().collect();
+    Screening {
+        event_id: id.into(),
+        event_time: EventTime::from_micros(at),
+        tenant_id: "default".into(),
+        target_id: "bob".into(),
+        actor_id: "alice".into(),
+        screened: !set.is_empty(),
+        triggered_rules: set,
+        recommended_action: if set.is_empty() {
+            Normal
+        } else {
+            RestrictedWithdrawal
+        },
+        needs_l2: set.contains(Rule::R4),
+        window: WindowProfile {
+            total_received: 10,
+            transaction_count: 1,
+            distinct_senders: 1,
+        },
+        window_rules: set,
+        evidence_event_ids: vec![id.into()],
+        late: false,
+    }
+}
+
+fn verdict(request_id: &str, score: i32) -> Verdict {
+    Verdict {
+        request_id: request_id.into(),
+        event_time: EventTime::from_micros(0),
+        tenant_id: "default".into(),
+        target_id: "bob".into(),
+        is_fraud: score > 30,
+        risk_score: score,
+        fraud_type: if score > 30 {
+            FraudType::RmtDirect
+        } else {
+            FraudType::Legitimate
+        },
+        recommended_action: action_for_score(score),
+        reasoning: "test".into(),
+        evidence_event_ids: vec![],
+        confidence: 0.6,
+        analyzer: "fallback".into(),
+        fallback_reason: Some("no_model".into()),
+    }
+}
+
+fn bob() -> Account {
+    Account::new("bob", "default", EventTime::from_micros(0))
+}
+
+fn moves(effects: &Effects) -> Vec<(AccountState, AccountState, bool)> {
+    effects
+        .transitions
+        .iter()
+        .map(|t| (t.from_state, t.to_state, t.applied))
+        .collect()
+}
+
+#[test]
+fn a_screened_event_restricts_a_normal_account_without_l2_unless_r4() {
+    let mut a = bob();
+    let e = apply_screening(&mut a, &screening("e1", 1, &[Rule::R1]));
+    assert_eq!(moves(&e), [(Normal, RestrictedWithdrawal, true)]);
+    assert_eq!(e.transitions[0].rule, "R1");
+    assert_eq!(e.transitions[0].version, 1);
+    assert!(e.request.is_none());
+    // Screened again while restricted: no move, an L2 request.
+    let e = apply_screening(&mut a, &screening("e2", 2, &[Rule::R2]));
+    assert!(e.transitions.is_empty());
+    assert_eq!(e.request.as_ref().unwrap().request_id, "e2");
+    assert_eq!(e.request.unwrap().account_state, RestrictedWithdrawal);
+
+    let mut a = bob();
+    let e = apply_screening(&mut a, &screening("e1", 1, &[Rule::R4]));
+    assert_eq!(moves(&e), [(Normal, RestrictedWithdrawal, true)]);
+    assert_eq!(e.request.unwrap().rules.to_vec(), [Rule::R4]);
+    assert_eq!(a.l2_in_flight.as_deref(), Some("e1"));
+}
+
+#[test]
+fn unscreened_events_change_nothing() {
+    let mut a = bob();
+    assert_eq!(
+        apply_screening(&mut a, &screening("e1", 1, &[])),
+        Effects::default()
+    );
+    assert_eq!(a, bob());
+}
+
+#[test]
+fn requests_coalesce_while_one_is_in_flight() {
+    let mut a = bob();
+    apply_screening(&mut a, &screening("e1", 10, &[Rule::R4]));
+    for (id, at) in [("e2", 30), ("e3", 20), ("e4", 40)] {
+        let e = apply_screening(&mut a, &screening(id, at, &[Rule::R4]));
+        assert!(e.request.is_none(), "{id} coalesces");
+    }
+    let queued = a.l2_queued.clone().unwrap();
+    assert_eq!(
+        (queued.request_id.as_str(), queued.coalesced),
+        ("e4", 3),
+        "the newest by event time"
+    );
+    // The verdict of e1 (low risk) recovers the account and sends e4.
+    let e = apply_verdict(&mut a, &verdict("e1", 10));
+    assert_eq!(moves(&e), [(RestrictedWithdrawal, Normal, true)]);
+    let sent = e.request.unwrap();
+    assert_eq!(
+        (sent.request_id.as_str(), sent.coalesced, sent.account_state),
+        ("e4", 3, Normal)
+    );
+    assert_eq!(a.l2_in_flight.as_deref(), Some("e4"));
+    assert!(a.l2_queued.is_none());
+}
+
+#[test]
+fn a_ban_goes_through_surveillance_and_is_final() {
+    let mut a = bob();
+    apply_screening(&mut a, &screening("e1", 1, &[Rule::R4]));
+    apply_screening(&mut a, &screening("e2", 2, &[Rule::R4]));
+    let e = apply_verdict(&mut a, &verdict("e1", 90));
+    assert_eq!(
+        moves(&e),
+        [
+            (RestrictedWithdrawal, UnderSurveillance, true),
+            (UnderSurveillance, Banned, true)
+        ]
+    );
+    assert_eq!(a.version, 3);
+    assert!(e.request.is_none(), "no analysis of a banned account");
+    assert!(a.l2_queued.is_none() && a.l2_in_flight.is_none());
+    // A later recovery verdict is refused and recorded.
+    let e = apply_verdict(&mut a, &verdict("e9", 0));
+    assert_eq!(moves(&e), [(Banned, Normal, false)]);
+    assert_eq!(e.transitions[0].refusal.as_deref(), Some("BANNED is final"));
+    assert_eq!(e.transitions[0].version, 3);
+    assert_eq!(a.state, Banned);
+    // Nor do screenings move or analyse it.
+    let e = apply_screening(&mut a, &screening("e10", 3, &[Rule::R1, Rule::R4]));
+    assert!(e.transitions.is_empty() && e.request.is_none());
+}
+
+#[test]
+fn an_illegal_verdict_move_is_refused_not_applied() {
+    let mut a = bob();
+    let e = apply_verdict(&mut a, &verdict("x", 50));
+    assert_eq!(moves(&e), [(Normal, UnderSurveillance, false)]);
+    assert_eq!(a.state, Normal);
+    assert_eq!(a.version, 0);
+}
+
+// ------------------------------------------------------ property test
+
+#[derive(Debug, Clone)]
+enum Input {
+    Screen(i64, Vec<Rule>),
+    Verdict(usize, i32),
+}
+
+fn inputs() -> impl Strategy<Value = Vec<Input>> {
+    let rule = prop::sample::select(Rule::ALL.to_vec());
+    let input = prop_oneof![
+        (0..1_000i64, prop::collection::vec(rule, 0..3)).prop_map(|(t, r)| Input::Screen(t, r)),
+        (0..40usize, 0..=100i32).prop_map(|(i, s)| Input::Verdict(i, s)),
+    ];
+    prop::collection::vec(input, 0..80)
+}
+
+proptest! {
+    #[test]
+    fn no_sequence_makes_an_illegal_move_and_banned_is_final(inputs in inputs()) {
+        let mut a = bob();
+        let mut sent: Vec<String> = Vec::new();
+        let mut banned = false;
+        for (i, input) in inputs.into_iter().enumerate() {
+            let before = a.clone();
+            let effects = match input {
+                Input::Screen(t, rules) => apply_screening(&mut a, &screening(&format!("e{i}"), t, &rules)),
+                Input::Verdict(which, score) => {
+                    // A verdict for a request that was sent, or a stray one.
+                    let id = sent.get(which).cloned().unwrap_or_else(|| format!("stray{which}"));
+                    apply_verdict(&mut a, &verdict(&id, score))
+                }
+            };
+            let mut state = before.state;
+            let mut version = before.version;
+            for t in &effects.transitions {
+                prop_assert_eq!(t.from_state, state);
+                if t.applied {
+                    prop_assert!(state.can_move_to(t.to_state), "applied an illegal move {:?}", t);
+                    state = t.to_state;
+                    version += 1;
+                    prop_assert_eq!(t.version, version);
+                    prop_assert!(t.refusal.is_none());
+                } else {
+                    prop_assert!(!state.can_move_to(t.to_state), "refused a legal move {:?}", t);
+                    prop_assert!(t.refusal.is_some());
+                    prop_assert_eq!(t.version, version);
+                }
+            }
+            prop_assert_eq!(a.state, state);
+            prop_assert_eq!(a.version, version);
+            if banned {
+                prop_assert_eq!(a.state, Banned, "left BANNED");
+                prop_assert!(effects.request.is_none());
+            }
+            banned |= a.state == Banned;
+            if let Some(r) = &effects.request {
+                prop_assert_eq!(a.l2_in_flight.as_deref(), Some(r.request_id.as_str()));
+                sent.push(r.request_id.clone());
+            }
+            prop_assert!(a.l2_queued.is_none() || a.l2_in_flight.is_some(), "a queued trigger with nothing in flight");
+        }
+    }
+}
+
+// ------------------------------------------------------------ the stage
+
+fn topics() -> DecideTopics {
+    DecideTopics {
+        screenings: "screenings".into(),
+        verdicts: "l2.verdicts".into(),
+        accounts: "accounts".into(),
+        transitions: "accounts.transitions".into(),
+        requests: "l2.requests".into(),
+        dead_letter: "events.dlq".into(),
+    }
+}
+
+fn run(stage: &mut DecideStage, records: &[(&'static str, Vec<u8>)]) -> Vec<OutRecord> {
+    let batch: Vec<InRecord<'_>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (topic, payload))| InRecord {
+            topic,
+            partition: 2,
+            offset: i as i64,
+            key: Some(b"bob"),
+            payload: Some(payload),
+            timestamp_ms: None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    stage.process(&batch, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn the_stage_writes_moves_requests_and_the_latest_state_and_rebuilds_from_it() {
+    let s = RecordCodec::<Screening>::new();
+    let v = RecordCodec::<Verdict>::new();
+    let changelog = MemoryLog::default();
+    let mut stage = DecideStage::new(topics(), Box::new(changelog.clone()));
+    let out = run(
+        &mut stage,
+        &[
+            ("screenings", s.encode(&screening("e1", 1, &[Rule::R4]))),
+            ("screenings", s.encode(&screening("e2", 2, &[]))),
+            ("screenings", s.encode(&screening("e3", 3, &[Rule::R2]))),
+        ],
+    );
+    let shape: Vec<(&str, Option<i32>)> = out
+        .iter()
+        .map(|r| (r.topic.as_str(), r.partition))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("accounts.transitions", Some(2)),
+            ("l2.requests", Some(2)),
+            ("accounts", Some(2)),
+        ],
+        "one move, one request (e3 coalesced), the account once per batch"
+    );
+    let request = RecordCodec::<L2Request>::new()
+        .decode(&out[1].payload)
+        .unwrap();
+    assert_eq!(request.request_id, "e1");
+    let account = RecordCodec::<Account>::new()
+        .decode(&out[2].payload)
+        .unwrap();
+    assert_eq!(account.state, RestrictedWithdrawal);
+    assert_eq!(account.l2_queued.as_ref().unwrap().request_id, "e3");
+    let moved = RecordCodec::<Transition>::new()
+        .decode(&out[0].payload)
+        .unwrap();
+    assert_eq!(
+        (moved.source_id.as_str(), moved.rule.as_str()),
+        ("e1", "R4")
+    );
+    changelog.push(Some(b"bob".to_vec()), Some(out[2].payload.clone()));
+
+    // A new copy rebuilds bob from the changelog and carries on.
+    let mut next = DecideStage::new(topics(), Box::new(changelog.clone()));
+    next.on_assign(&[AssignedPartition {
+        topic: "screenings".into(),
+        partition: 2,
+        committed: Some(3),
+        metadata: None,
+    }]);
+    let out = run(&mut next, &[("l2.verdicts", v.encode(&verdict("e1", 95)))]);
+    assert_eq!(next.stats().rebuilt, 1);
+    let kinds: Vec<&str> = out.iter().map(|r| r.topic.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["accounts.transitions", "accounts.transitions", "accounts"],
+        "banned: two moves, no request for e3"
+    );
+    assert_eq!(next.account(2, "bob").unwrap().state, Banned);
+
+    // An erased account's tombstone removes it on rebuild.
+    changelog.push(Some(b"bob".to_vec()), None);
+    let mut after = DecideStage::new(topics(), Box::new(changelog.clone()));
+    after.on_assign(&[AssignedPartition {
+        topic: "screenings".into(),
+        partition: 2,
+        committed: None,
+        metadata: None,
+    }]);
+    run(&mut after, &[]);
+    let _ = run(
+        &mut after,
+        &[("screenings", s.encode(&screening("e5", 5, &[])))],
+    );
+    assert!(after.account(2, "bob").is_none());
+}
+
+#[test]
+fn undecodable_inputs_are_dead_lettered() {
+    let mut stage = DecideStage::new(topics(), Box::new(MemoryLog::default()));
+    let out = run(
+        &mut stage,
+        &[
+            ("screenings", b"junk".to_vec()),
+            ("l2.verdicts", b"junk".to_vec()),
+        ],
+    );
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|r| r.topic == "events.dlq"));
+}

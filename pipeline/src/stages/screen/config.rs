@@ -1,0 +1,106 @@
+//! The screen stage's settings (`[stages.screen]`).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::rules::Thresholds;
+use super::window::WindowSpec;
+
+/// `[stages.screen]`: windows, thresholds and batching.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScreenConfig {
+    /// Run this stage in `kusanagi run`.
+    pub enabled: bool,
+    /// Consumer group shared by every copy of the stage.
+    pub group_id: String,
+    /// Length of a target's window, in seconds (SCREENING.md: 300).
+    pub window_seconds: u64,
+    /// How far behind the newest event time of its partition an event may
+    /// be and still be screened over a complete window, in seconds. Later
+    /// events are screened over what is retained and flagged `late`. The
+    /// state holds `allowed_lateness_seconds + 2 * window_seconds` of event
+    /// time per partition, and a rebuild replays that much.
+    pub allowed_lateness_seconds: u64,
+    /// The thresholds of every tenant without its own.
+    pub thresholds: Thresholds,
+    /// Per-tenant thresholds (`[stages.screen.tenants.<tenant_id>]`), each
+    /// a whole set (unset keys take the built-in defaults).
+    pub tenants: BTreeMap<String, Thresholds>,
+    /// Most records in one transaction.
+    pub batch_max_records: usize,
+    /// Longest wait for a batch to fill once its first record arrived, in
+    /// milliseconds.
+    pub batch_max_wait_ms: u64,
+}
+
+impl Default for ScreenConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            group_id: "kusanagi-screen".into(),
+            window_seconds: 300,
+            allowed_lateness_seconds: 600,
+            thresholds: Thresholds::default(),
+            tenants: BTreeMap::new(),
+            batch_max_records: 2_000,
+            batch_max_wait_ms: 10,
+        }
+    }
+}
+
+impl ScreenConfig {
+    /// The window length and lateness in microseconds.
+    pub fn window_spec(&self) -> WindowSpec {
+        let us = |s: u64| {
+            i64::try_from(s)
+                .unwrap_or(i64::MAX / 4)
+                .saturating_mul(1_000_000)
+        };
+        WindowSpec {
+            window_us: us(self.window_seconds),
+            allowed_lateness_us: us(self.allowed_lateness_seconds),
+        }
+    }
+
+    /// The thresholds for `tenant`.
+    pub fn thresholds_for(&self, tenant: &str) -> &Thresholds {
+        self.tenants.get(tenant).unwrap_or(&self.thresholds)
+    }
+
+    /// Problems as (key under `stages.screen`, message).
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        if self.group_id.trim().is_empty() {
+            p.push((
+                "group_id".into(),
+                "expected a consumer group name, found \"\"".into(),
+            ));
+        }
+        if !(1..=86_400).contains(&self.window_seconds) {
+            p.push((
+                "window_seconds".into(),
+                format!("expected 1..=86400, found {}", self.window_seconds),
+            ));
+        }
+        if self.allowed_lateness_seconds > 7 * 86_400 {
+            p.push((
+                "allowed_lateness_seconds".into(),
+                format!(
+                    "expected at most 604800 (7 days), found {}",
+                    self.allowed_lateness_seconds
+                ),
+            ));
+        }
+        for (key, msg) in self.thresholds.validate() {
+            p.push((format!("thresholds.{key}"), msg));
+        }
+        for (tenant, t) in &self.tenants {
+            for (key, msg) in t.validate() {
+                p.push((format!("tenants.{tenant}.{key}"), msg));
+            }
+        }
+        p
+    }
+}

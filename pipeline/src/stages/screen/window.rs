@@ -1,0 +1,250 @@
+//! Per-target 5-minute windows over one `events` partition, by event time.
+//!
+//! Design. The window of an event `e` for target `t` is every distinct
+//! event (by event_id) for `t` seen so far whose timestamp lies in
+//! `[ts(e) - window, ts(e)]`, `e` included (SCREENING.md). Events are kept
+//! per target in event-time order, so late and out-of-order events fall
+//! into place by their own timestamp.
+//!
+//! Bounded state. The partition's *watermark* `W` is the newest event time
+//! seen in it. An event older than `W - allowed_lateness` is *late*: it is
+//! still screened, over what is retained, and flagged. The state retains
+//! every event with `ts >= W - allowed_lateness - 2 * window` and nothing
+//! older; a target whose last event expires is dropped whole, so an idle
+//! target costs nothing.
+//!
+//! Rebuild by replay. The state after offset `C` is a function of the
+//! partition's records from [`PartitionWindows::replay_from`] (the oldest
+//! retained offset) up to `C`: replaying them through [`PartitionWindows::observe`]
+//! into an empty state rebuilds the same events, watermark and rules for
+//! everything a non-late event can see. Why two windows of margin: an
+//! event's stored rules depend on its own window, and a later non-late
+//! event's window (at least `W - allowed_lateness - window`) reaches back
+//! one more window to events whose own rules must be exact. Late events
+//! therefore report only their own rules as `window_rules` and evidence,
+//! which keeps every screening identical with or without a rebuild.
+//!
+//! Duplicates. An event_id already retained for its target is a duplicate:
+//! it is not counted again and gets no second screening. Deduplication
+//! reaches as far back as the state does.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use kusanagi_schemas::{AccountState, EventTime, GameEvent, RuleSet, Screening, WindowProfile};
+
+use super::rules::{Thresholds, evaluate};
+
+/// Window length and allowed lateness, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    /// Length of a window.
+    pub window_us: i64,
+    /// How far behind the watermark an event may be and still be screened
+    /// over a complete window.
+    pub allowed_lateness_us: i64,
+}
+
+impl WindowSpec {
+    /// Oldest event time retained under watermark `w`.
+    fn retention_bound(&self, w: i64) -> i64 {
+        w.saturating_sub(self.allowed_lateness_us)
+            .saturating_sub(self.window_us.saturating_mul(2))
+    }
+}
+
+/// One retained event.
+#[derive(Debug, Clone)]
+struct Entry {
+    event_id: Arc<str>,
+    actor_id: Arc<str>,
+    amount: i64,
+    rules: RuleSet,
+}
+
+/// One target's retained events, keyed by (event time, offset).
+#[derive(Debug, Default)]
+struct TargetWindow {
+    events: BTreeMap<(i64, i64), Entry>,
+    ids: HashSet<Arc<str>>,
+}
+
+/// The windows of every target of one partition.
+#[derive(Debug)]
+pub struct PartitionWindows {
+    spec: WindowSpec,
+    targets: HashMap<Arc<str>, TargetWindow>,
+    /// (event time, offset) of every retained event -> its target, for expiry.
+    expiry: BTreeMap<(i64, i64), Arc<str>>,
+    /// Offsets of retained events: the first is where a replay starts.
+    offsets: BTreeSet<i64>,
+    watermark: Option<i64>,
+}
+
+impl PartitionWindows {
+    /// Empty windows.
+    pub fn new(spec: WindowSpec) -> Self {
+        Self {
+            spec,
+            targets: HashMap::new(),
+            expiry: BTreeMap::new(),
+            offsets: BTreeSet::new(),
+            watermark: None,
+        }
+    }
+
+    /// Screens `event` (read at `offset`) over its target's window and
+    /// keeps it. `None` for a duplicate, which changes nothing.
+    pub fn observe(
+        &mut self,
+        offset: i64,
+        event: &GameEvent,
+        thresholds: &Thresholds,
+    ) -> Option<Screening> {
+        let ts = event.timestamp.as_micros();
+        let target = self.targets.get(event.target_id.as_str());
+        if target.is_some_and(|t| t.ids.contains(event.event_id.as_str())) {
+            return None;
+        }
+        let late = self
+            .watermark
+            .is_some_and(|w| ts < w.saturating_sub(self.spec.allowed_lateness_us));
+
+        let from = ts.saturating_sub(self.spec.window_us);
+        let mut window = WindowProfile {
+            total_received: event.action_details.currency_amount,
+            transaction_count: 1,
+            distinct_senders: 1,
+        };
+        let mut senders: HashSet<&str> = HashSet::from([event.actor_id.as_str()]);
+        let mut members: Vec<&Entry> = Vec::new();
+        if let Some(t) = target {
+            for entry in t
+                .events
+                .range((from, i64::MIN)..=(ts, i64::MAX))
+                .map(|(_, e)| e)
+            {
+                window.total_received = window.total_received.saturating_add(entry.amount);
+                window.transaction_count += 1;
+                senders.insert(&entry.actor_id);
+                members.push(entry);
+            }
+        }
+        window.distinct_senders = i32::try_from(senders.len()).unwrap_or(i32::MAX);
+        let rules = evaluate(thresholds, event, &window);
+
+        let (window_rules, evidence_event_ids) = if late {
+            let own = if rules.is_empty() {
+                vec![]
+            } else {
+                vec![event.event_id.clone()]
+            };
+            (rules, own)
+        } else {
+            let union = members.iter().fold(rules, |acc, e| acc.union(e.rules));
+            let mut evidence: Vec<String> = members
+                .iter()
+                .filter(|e| !e.rules.is_empty())
+                .map(|e| e.event_id.to_string())
+                .collect();
+            if !rules.is_empty() {
+                evidence.push(event.event_id.clone());
+            }
+            let skip = evidence.len().saturating_sub(Screening::MAX_EVIDENCE);
+            evidence.drain(..skip);
+            (union, evidence)
+        };
+
+        let screening = Screening {
+            event_id: event.event_id.clone(),
+            event_time: event.timestamp,
+            tenant_id: event.tenant_id.clone(),
+            target_id: event.target_id.clone(),
+            actor_id: event.actor_id.clone(),
+            screened: !rules.is_empty(),
+            triggered_rules: rules,
+            recommended_action: if rules.is_empty() {
+                AccountState::Normal
+            } else {
+                AccountState::RestrictedWithdrawal
+            },
+            needs_l2: rules.contains(kusanagi_schemas::Rule::R4),
+            window,
+            window_rules,
+            evidence_event_ids,
+            late,
+        };
+
+        let watermark = self.watermark.map_or(ts, |w| w.max(ts));
+        self.watermark = Some(watermark);
+        if ts >= self.spec.retention_bound(watermark) {
+            self.insert(offset, event, rules);
+        }
+        self.expire();
+        Some(screening)
+    }
+
+    fn insert(&mut self, offset: i64, event: &GameEvent, rules: RuleSet) {
+        let ts = event.timestamp.as_micros();
+        let target_key: Arc<str> = match self.targets.get_key_value(event.target_id.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(event.target_id.as_str()),
+        };
+        let event_id: Arc<str> = Arc::from(event.event_id.as_str());
+        let target = self.targets.entry(target_key.clone()).or_default();
+        target.ids.insert(event_id.clone());
+        target.events.insert(
+            (ts, offset),
+            Entry {
+                event_id,
+                actor_id: Arc::from(event.actor_id.as_str()),
+                amount: event.action_details.currency_amount,
+                rules,
+            },
+        );
+        self.expiry.insert((ts, offset), target_key);
+        self.offsets.insert(offset);
+    }
+
+    /// Drops every event older than the retention bound, and targets left empty.
+    fn expire(&mut self) {
+        let Some(w) = self.watermark else { return };
+        let bound = self.spec.retention_bound(w);
+        while let Some(entry) = self.expiry.first_entry() {
+            if entry.key().0 >= bound {
+                break;
+            }
+            let (key, target_key) = entry.remove_entry();
+            self.offsets.remove(&key.1);
+            if let Some(target) = self.targets.get_mut(&target_key) {
+                if let Some(e) = target.events.remove(&key) {
+                    target.ids.remove(&e.event_id);
+                }
+                if target.events.is_empty() {
+                    self.targets.remove(&target_key);
+                }
+            }
+        }
+    }
+
+    /// The offset a replay must start from to rebuild this state, given
+    /// that the next record to read is at `next_offset`.
+    pub fn replay_from(&self, next_offset: i64) -> i64 {
+        self.offsets.first().copied().unwrap_or(next_offset)
+    }
+
+    /// Targets with retained events.
+    pub fn targets(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Retained events.
+    pub fn retained_events(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// The newest event time seen.
+    pub fn watermark(&self) -> Option<EventTime> {
+        self.watermark.map(EventTime::from_micros)
+    }
+}

@@ -1,0 +1,507 @@
+//! The screen and decide stages, exactly once, on real brokers running as
+//! their own processes: 50,000 events across 2,000 accounts (ordinary
+//! trades out of order, duplicates, and scripted RMT accounts: smurfing
+//! fan-ins, big direct trades, overpriced items, RMT slang), the screen and
+//! the decide stage each killed with SIGKILL at random points and
+//! restarted. Afterwards `screenings`, `accounts.transitions`,
+//! `l2.requests` and the latest `accounts` states equal those of an
+//! uninterrupted run: the same stage code run in this process over the
+//! same partitions, with no crash.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{
+    Broker, BrokerKind, ChildGuard, Reader, kusanagi, produce_all, producer, tempdir::TempDir,
+};
+use kusanagi_pipeline::config::Topology;
+use kusanagi_pipeline::runtime::{InRecord, OutRecord, PartitionSource, Stage};
+use kusanagi_pipeline::stages::decide::{DecideStage, DecideTopics};
+use kusanagi_pipeline::stages::screen::{ScreenConfig, ScreenStage};
+use kusanagi_schemas::{
+    Account, AccountState, ActionDetails, ContextMetadata, EventTime, GameEvent, GameEventCodec,
+    L2Request, RecordCodec, Screening, Transition,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+
+const ACCOUNTS: usize = 2_000;
+const EVENTS: usize = 50_000;
+const PARTITIONS: i32 = 3;
+const RMT: usize = 400;
+const WAIT: Duration = Duration::from_secs(300);
+const T0: i64 = 4_070_908_800_000_000; // 2099-01-01T00:00:00Z
+const SEC: i64 = 1_000_000;
+
+fn event(id: String, target: usize, actor: String, at_us: i64, amount: i64) -> GameEvent {
+    GameEvent {
+        event_id: id,
+        timestamp: EventTime::from_micros(at_us),
+        event_type: "TRADE".into(),
+        actor_id: actor,
+        target_id: format!("acct_{target:04}"),
+        action_details: ActionDetails {
+            currency_amount: amount,
+            item_id: None,
+            market_avg_price: None,
+        },
+        context_metadata: ContextMetadata::default(),
+        tenant_id: "default".into(),
+    }
+}
+
+/// The input: ordinary trades spread over ~80 minutes of event time with
+/// up to 40 s of jitter (out of order), 1% redelivered, and 400 scripted
+/// RMT accounts (`acct_0000`..`acct_0399`), each active twice.
+fn workload() -> Vec<GameEvent> {
+    let mut rng = StdRng::seed_from_u64(20_261_129);
+    let mut out: Vec<GameEvent> = Vec::with_capacity(EVENTS);
+    let mut n = 0usize;
+    while out.len() < EVENTS {
+        let i = out.len();
+        let clock = T0 + (i as i64) * 100_000;
+        if i % 100 == 99 {
+            let copy = out[i - rng.random_range(1..50)].clone();
+            out.push(copy);
+            continue;
+        }
+        n += 1;
+        let jitter = rng.random_range(0..40 * SEC);
+        let target = rng.random_range(RMT..ACCOUNTS);
+        let mut e = event(
+            format!("ev-{n:06}"),
+            target,
+            format!("player_{}", rng.random_range(0..5_000)),
+            clock - jitter,
+            rng.random_range(100..20_000),
+        );
+        if i % 62 == 0 && i / 62 < 2 * RMT {
+            // A scripted RMT account every 62 events, each twice, ~40
+            // minutes apart: the second round finds the account restricted
+            // with an L2 request in flight (state a restarted stage must
+            // have rebuilt, or it would restrict and ask again).
+            let rmt = (i / 62) % RMT;
+            match rmt % 4 {
+                0 => {
+                    // Smurfing: 12 senders within two minutes (R2).
+                    for s in 0..12 {
+                        n += 1;
+                        out.push(event(
+                            format!("ev-{n:06}"),
+                            rmt,
+                            format!("mule_{rmt}_{s}"),
+                            clock + s * 10 * SEC,
+                            5_000,
+                        ));
+                    }
+                }
+                1 => e.action_details.currency_amount = 1_500_000, // R1
+                2 => {
+                    e.action_details.currency_amount = 150_000; // R3
+                    e.action_details.market_avg_price = Some(1_000);
+                }
+                _ => e.context_metadata.recent_chat_log = Some("口座に5万おねがい".into()), // R4
+            }
+            if rmt % 4 != 0 {
+                e.target_id = format!("acct_{rmt:04}");
+            }
+        }
+        out.push(e);
+    }
+    out.truncate(EVENTS);
+    out
+}
+
+fn write_topology(dir: &Path, bootstrap: &str) -> PathBuf {
+    let path = dir.join("topology.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[instance]
+id = "it"
+
+[kafka]
+bootstrap = "{bootstrap}"
+session_timeout_ms = 6000
+
+[topics]
+partitions = {PARTITIONS}
+
+[stages.screen]
+batch_max_records = 500
+
+[stages.decide]
+batch_max_records = 500
+
+[http]
+enabled = false
+"#
+        ),
+    )
+    .expect("topology");
+    path
+}
+
+/// Records by (partition, offset), read_committed, from the beginning.
+fn by_partition(messages: Vec<&OwnedMessage>) -> BTreeMap<i32, Vec<&OwnedMessage>> {
+    let mut out: BTreeMap<i32, Vec<&OwnedMessage>> = BTreeMap::new();
+    for m in messages {
+        out.entry(m.partition()).or_default().push(m);
+    }
+    for list in out.values_mut() {
+        list.sort_by_key(|m| m.offset());
+    }
+    out
+}
+
+/// No partition to replay from: the uninterrupted run never restarts.
+struct NoReplay;
+
+impl PartitionSource for NoReplay {
+    fn read(
+        &mut self,
+        _: &str,
+        _: i32,
+        _: i64,
+        _: i64,
+        _: &mut kusanagi_connectors::kafka::RecordVisitor<'_>,
+    ) -> Result<u64, String> {
+        Ok(0)
+    }
+}
+
+fn run_stage(
+    stage: &mut dyn Stage,
+    topic: &str,
+    partition: i32,
+    values: &[Vec<u8>],
+) -> Vec<OutRecord> {
+    let batch: Vec<InRecord<'_>> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| InRecord {
+            topic,
+            partition,
+            offset: i as i64,
+            key: None,
+            payload: Some(v),
+            timestamp_ms: None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    stage
+        .process(&batch, &mut out)
+        .expect("the reference run processes its input");
+    out
+}
+
+/// What the pipeline must have produced: per partition, the screenings,
+/// the transitions and requests in order, and the latest account states.
+struct Expected {
+    screenings: BTreeMap<i32, Vec<Vec<u8>>>,
+    transitions: BTreeMap<i32, Vec<Vec<u8>>>,
+    requests: BTreeMap<i32, Vec<Vec<u8>>>,
+    accounts: BTreeMap<String, Account>,
+}
+
+fn uninterrupted(events: &BTreeMap<i32, Vec<&OwnedMessage>>) -> Expected {
+    let topics = DecideTopics {
+        screenings: "screenings".into(),
+        verdicts: "l2.verdicts".into(),
+        accounts: "accounts".into(),
+        transitions: "accounts.transitions".into(),
+        requests: "l2.requests".into(),
+        dead_letter: "events.dlq".into(),
+    };
+    let mut expected = Expected {
+        screenings: BTreeMap::new(),
+        transitions: BTreeMap::new(),
+        requests: BTreeMap::new(),
+        accounts: BTreeMap::new(),
+    };
+    let codec = RecordCodec::<Account>::new();
+    for (&p, messages) in events {
+        let values: Vec<Vec<u8>> = messages
+            .iter()
+            .map(|m| m.payload().unwrap().to_vec())
+            .collect();
+        let mut screen = ScreenStage::new(
+            ScreenConfig::default(),
+            "events",
+            "screenings",
+            "events.dlq",
+            Box::new(NoReplay),
+        );
+        let screenings: Vec<Vec<u8>> = run_stage(&mut screen, "events", p, &values)
+            .into_iter()
+            .map(|r| r.payload)
+            .collect();
+        let mut decide = DecideStage::new(topics.clone(), Box::new(NoReplay));
+        let mut transitions = vec![];
+        let mut requests = vec![];
+        for r in run_stage(&mut decide, "screenings", p, &screenings) {
+            match r.topic.as_str() {
+                "accounts.transitions" => transitions.push(r.payload),
+                "l2.requests" => requests.push(r.payload),
+                "accounts" => {
+                    let a = codec.decode(&r.payload).unwrap();
+                    expected.accounts.insert(a.account_id.clone(), a);
+                }
+                other => panic!("unexpected output topic {other}"),
+            }
+        }
+        expected.screenings.insert(p, screenings);
+        expected.transitions.insert(p, transitions);
+        expected.requests.insert(p, requests);
+    }
+    expected
+}
+
+fn values(messages: &BTreeMap<i32, Vec<&OwnedMessage>>) -> BTreeMap<i32, Vec<Vec<u8>>> {
+    messages
+        .iter()
+        .map(|(p, ms)| {
+            (
+                *p,
+                ms.iter().map(|m| m.payload().unwrap().to_vec()).collect(),
+            )
+        })
+        .collect()
+}
+
+fn count(m: &[OwnedMessage], topic: &str) -> usize {
+    m.iter().filter(|m| m.topic() == topic).count()
+}
+
+/// Restarts `stage` after SIGKILL whenever the count of `topic` passes the
+/// next of `kills`.
+fn kill_at(
+    dir: &Path,
+    topology: &Path,
+    stage: &str,
+    child: &mut ChildGuard,
+    seen: usize,
+    kills: &mut Vec<usize>,
+    generation: &mut u32,
+) {
+    if kills.first().is_some_and(|k| seen >= *k) {
+        kills.remove(0);
+        child.kill9();
+        *generation += 1;
+        eprintln!("[it] SIGKILLed the {stage} stage at {seen} outputs; restarting it");
+        *child = kusanagi(
+            dir,
+            &format!("{stage}-{generation}"),
+            topology,
+            &["stage", stage],
+        );
+    }
+}
+
+fn exactly_once_across_sigkills(kind: BrokerKind) {
+    let broker = Broker::start(kind);
+    let dir = TempDir::new("screening-eos");
+    let topology_path = write_topology(dir.path(), &broker.bootstrap);
+    let topology = Topology::load(&topology_path).expect("topology");
+    let settings = topology.kafka_settings(&topology.kafka.bootstrap);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(kusanagi_pipeline::run::prepare_topics(&topology, &settings))
+        .expect("topics");
+
+    let events = workload();
+    let codec = GameEventCodec::new();
+    let records: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .map(|e| (e.target_id.clone(), codec.encode(e)))
+        .collect();
+    let started = Instant::now();
+    produce_all(&producer(&broker.bootstrap), "events", &records);
+
+    let mut rng = StdRng::seed_from_u64(kind as u64 + 7);
+    let distinct = {
+        let mut ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        ids.sort();
+        ids.dedup();
+        ids.len()
+    };
+    let mut screen_kills: Vec<usize> = (0..2)
+        .map(|k| rng.random_range(k * distinct / 3 + 1_000..(k + 1) * distinct / 3))
+        .collect();
+    let mut decide_kills: Vec<usize> = vec![rng.random_range(30..150), rng.random_range(180..300)];
+    let (mut sg, mut dg) = (0u32, 0u32);
+    let mut screen = kusanagi(dir.path(), "screen-0", &topology_path, &["stage", "screen"]);
+    let mut decide = kusanagi(dir.path(), "decide-0", &topology_path, &["stage", "decide"]);
+
+    let mut progress = Reader::new(&broker.bootstrap, &["screenings", "accounts.transitions"]);
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline
+        && (count(&progress.messages, "screenings") < distinct || !decide_kills.is_empty())
+    {
+        progress.read_until(Duration::from_millis(500), |_| false);
+        kill_at(
+            dir.path(),
+            &topology_path,
+            "screen",
+            &mut screen,
+            count(&progress.messages, "screenings"),
+            &mut screen_kills,
+            &mut sg,
+        );
+        kill_at(
+            dir.path(),
+            &topology_path,
+            "decide",
+            &mut decide,
+            count(&progress.messages, "accounts.transitions"),
+            &mut decide_kills,
+            &mut dg,
+        );
+    }
+    assert!(
+        count(&progress.messages, "screenings") >= distinct,
+        "timed out with {} of {distinct} screenings; see {}",
+        count(&progress.messages, "screenings"),
+        dir.path().display()
+    );
+
+    // The reference: the same stages over the same partitions, uninterrupted.
+    let mut input = Reader::new(&broker.bootstrap, &["events"]);
+    assert!(input.read_until(WAIT, |m| m.len() >= EVENTS));
+    let expected = uninterrupted(&by_partition(input.of("events").collect()));
+    let want_transitions: usize = expected.transitions.values().map(Vec::len).sum();
+
+    let mut out = Reader::new(
+        &broker.bootstrap,
+        &[
+            "screenings",
+            "accounts.transitions",
+            "l2.requests",
+            "accounts",
+        ],
+    );
+    let complete = out.read_until(WAIT, |m| {
+        count(m, "accounts.transitions") >= want_transitions && count(m, "screenings") >= distinct
+    });
+    out.drain(Duration::from_secs(5));
+    assert!(
+        complete,
+        "timed out: {} of {want_transitions} transitions; see {}",
+        count(&out.messages, "accounts.transitions"),
+        dir.path().display()
+    );
+    eprintln!(
+        "[{kind:?}] pipeline done in {:?} with {sg} screen and {dg} decide restarts",
+        started.elapsed()
+    );
+    assert_eq!((sg, dg), (2, 2), "every planned SIGKILL happened");
+
+    let screenings = values(&by_partition(out.of("screenings").collect()));
+    assert_eq!(
+        screenings.values().map(Vec::len).sum::<usize>(),
+        distinct,
+        "one screening per distinct event"
+    );
+    assert_eq!(
+        screenings, expected.screenings,
+        "screenings equal the uninterrupted run's, partition by partition"
+    );
+    assert_eq!(
+        values(&by_partition(out.of("accounts.transitions").collect())),
+        expected.transitions,
+        "transitions equal"
+    );
+    assert_eq!(
+        values(&by_partition(out.of("l2.requests").collect())),
+        expected.requests,
+        "L2 requests equal"
+    );
+    let account_codec = RecordCodec::<Account>::new();
+    let mut latest: BTreeMap<String, Account> = BTreeMap::new();
+    for m in by_partition(out.of("accounts").collect())
+        .values()
+        .flatten()
+    {
+        let a = account_codec.decode(m.payload().unwrap()).unwrap();
+        assert_eq!(
+            m.key(),
+            Some(a.account_id.as_bytes()),
+            "accounts are keyed by account id"
+        );
+        latest.insert(a.account_id.clone(), a);
+    }
+    assert_eq!(latest, expected.accounts, "latest account states equal");
+
+    // The scripted RMT accounts were caught.
+    let restricted = latest
+        .values()
+        .filter(|a| a.state == AccountState::RestrictedWithdrawal)
+        .count();
+    let rmt_caught = (0..RMT)
+        .filter(|i| {
+            latest
+                .get(&format!("acct_{i:04}"))
+                .is_some_and(|a| a.state != AccountState::Normal)
+        })
+        .count();
+    assert_eq!(rmt_caught, RMT, "every scripted RMT account is restricted");
+    let screened: Vec<Screening> = screenings
+        .values()
+        .flatten()
+        .map(|v| RecordCodec::<Screening>::new().decode(v).unwrap())
+        .filter(|s| s.screened)
+        .collect();
+    let requests: Vec<L2Request> = values(&by_partition(out.of("l2.requests").collect()))
+        .values()
+        .flatten()
+        .map(|v| RecordCodec::<L2Request>::new().decode(v).unwrap())
+        .collect();
+    assert!(
+        requests
+            .iter()
+            .all(|r| !r.rules.is_empty() && r.target_id.starts_with("acct_")),
+        "every L2 request names the rules of its window"
+    );
+    let r4_requests = requests.len();
+    let transitions: HashMap<String, usize> =
+        values(&by_partition(out.of("accounts.transitions").collect()))
+            .values()
+            .flatten()
+            .map(|v| RecordCodec::<Transition>::new().decode(v).unwrap())
+            .fold(HashMap::new(), |mut m, t| {
+                *m.entry(t.account_id).or_insert(0) += 1;
+                m
+            });
+    eprintln!(
+        "[{kind:?}] {distinct} screenings ({} screened), {} transitions over {} accounts, {restricted} restricted, {r4_requests} L2 requests",
+        screened.len(),
+        want_transitions,
+        transitions.len()
+    );
+    assert_eq!(
+        screen.terminate(Duration::from_secs(30)),
+        Some(0),
+        "SIGTERM stops the screen stage cleanly"
+    );
+    assert_eq!(
+        decide.terminate(Duration::from_secs(30)),
+        Some(0),
+        "SIGTERM stops the decide stage cleanly"
+    );
+}
+
+#[test]
+fn screen_and_decide_exactly_once_across_sigkills_on_noida_db_process() {
+    exactly_once_across_sigkills(BrokerKind::NoidaDb);
+}
+
+#[test]
+fn screen_and_decide_exactly_once_across_sigkills_on_embedded_broker() {
+    exactly_once_across_sigkills(BrokerKind::Embedded);
+}

@@ -1,0 +1,157 @@
+//! Account types: the state machine's states, an account's latest state
+//! (compacted topic `accounts`) and its transitions (`accounts.transitions`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::EventTime;
+use crate::screening::{RuleSet, WindowProfile};
+
+/// Where an account stands (`SCREENING.md`, Account states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AccountState {
+    /// Withdrawals allowed.
+    Normal,
+    /// L1 screening fired: withdrawals blocked pending analysis.
+    RestrictedWithdrawal,
+    /// L2 found risk: withdrawals blocked, watched.
+    UnderSurveillance,
+    /// Final.
+    Banned,
+}
+
+impl AccountState {
+    /// Every state.
+    pub const ALL: [AccountState; 4] = [
+        AccountState::Normal,
+        AccountState::RestrictedWithdrawal,
+        AccountState::UnderSurveillance,
+        AccountState::Banned,
+    ];
+
+    /// The state's name as on the wire (`RESTRICTED_WITHDRAWAL`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Normal => "NORMAL",
+            AccountState::RestrictedWithdrawal => "RESTRICTED_WITHDRAWAL",
+            AccountState::UnderSurveillance => "UNDER_SURVEILLANCE",
+            AccountState::Banned => "BANNED",
+        }
+    }
+
+    /// Whether the state machine allows the move `self -> to`.
+    pub fn can_move_to(self, to: AccountState) -> bool {
+        use AccountState::*;
+        matches!(
+            (self, to),
+            (Normal, RestrictedWithdrawal)
+                | (RestrictedWithdrawal, UnderSurveillance | Normal)
+                | (UnderSurveillance, Banned | Normal)
+        )
+    }
+
+    /// Withdrawals are allowed only in `NORMAL`.
+    pub fn allows_withdrawal(self) -> bool {
+        self == AccountState::Normal
+    }
+}
+
+impl std::fmt::Display for AccountState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A trigger seen while an L2 request was in flight, sent when its verdict
+/// comes (the newest one wins; the rules are the newest window's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedRequest {
+    /// The newest triggering event.
+    pub request_id: String,
+    /// Its time.
+    #[serde(with = "crate::codec::micros")]
+    pub event_time: EventTime,
+    /// Rules fired in its window.
+    pub rules: RuleSet,
+    /// Its window.
+    pub window: WindowProfile,
+    /// Evidence ids from its window.
+    pub evidence_event_ids: Vec<String>,
+    /// Triggers this request stands for.
+    pub coalesced: i32,
+}
+
+/// The latest state of one account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// The account (a `target_id`).
+    pub account_id: String,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// Where it stands.
+    pub state: AccountState,
+    /// Number of applied transitions.
+    pub version: i64,
+    /// Event time of the last change.
+    #[serde(with = "crate::codec::micros")]
+    pub updated_at: EventTime,
+    /// The L2 request awaiting a verdict.
+    pub l2_in_flight: Option<String>,
+    /// The trigger to send once that verdict comes.
+    pub l2_queued: Option<QueuedRequest>,
+}
+
+impl Account {
+    /// A new account in `NORMAL`.
+    pub fn new(account_id: &str, tenant_id: &str, at: EventTime) -> Self {
+        Self {
+            account_id: account_id.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            state: AccountState::Normal,
+            version: 0,
+            updated_at: at,
+            l2_in_flight: None,
+            l2_queued: None,
+        }
+    }
+}
+
+/// What caused a move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Trigger {
+    /// An L1 screening.
+    L1Screening,
+    /// An L2 verdict.
+    L2Verdict,
+}
+
+/// One move of an account, applied or refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// The account.
+    pub account_id: String,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// The account's version after the move (unchanged when refused).
+    pub version: i64,
+    /// State before.
+    pub from_state: AccountState,
+    /// State asked for.
+    pub to_state: AccountState,
+    /// What caused it.
+    pub trigger: Trigger,
+    /// The rules (`R1+R4`) or the verdict's fraud type.
+    pub rule: String,
+    /// The cause's event time.
+    #[serde(with = "crate::codec::micros")]
+    pub event_time: EventTime,
+    /// The event_id (L1) or request_id (L2) behind the move.
+    pub source_id: String,
+    /// A short summary of the evidence.
+    pub evidence: String,
+    /// Applied (`true`) or refused.
+    pub applied: bool,
+    /// Why it was refused.
+    pub refusal: Option<String>,
+}
