@@ -1,8 +1,8 @@
 //! What a run measures: an external cluster whose ingest stage runs
 //! elsewhere, or, embedded, the whole path in this process: the embedded
 //! Kafka-protocol broker on a free port with its data in a fresh temporary
-//! directory, the topology's topics, and the ingest stage (`events.raw` ->
-//! `events`, `events.dlq`), started exactly as `kusanagi run` starts them.
+//! directory, the topology's topics, and the stages the run goes through
+//! (ingest; ingest and screen), started exactly as `kusanagi run` starts them.
 
 use std::path::PathBuf;
 use std::thread::JoinHandle;
@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use kusanagi_connectors::kafka::KafkaSettings;
 use kusanagi_pipeline::config::Topology;
-use kusanagi_pipeline::run::{self, Brokers};
+use kusanagi_pipeline::run::{self, Brokers, StageKind};
 use kusanagi_pipeline::runtime::{Metrics, RuntimeError, Shutdown};
 
 /// Which brokers a run uses.
@@ -47,7 +47,7 @@ pub struct Cluster {
     /// `embedded` or `external`.
     pub mode: &'static str,
     shutdown: Shutdown,
-    ingest: Option<JoinHandle<Result<(), RuntimeError>>>,
+    stages: Vec<(StageKind, JoinHandle<Result<(), RuntimeError>>)>,
     brokers: Option<Brokers>,
     data_dir: Option<PathBuf>,
 }
@@ -55,7 +55,12 @@ pub struct Cluster {
 impl Cluster {
     /// Connects to, or starts, what `target` says; `run` names the
     /// temporary directory of an embedded broker.
-    pub async fn start(mut topology: Topology, target: Target, run: &str) -> anyhow::Result<Self> {
+    pub async fn start(
+        mut topology: Topology,
+        target: Target,
+        run: &str,
+        stages: &[StageKind],
+    ) -> anyhow::Result<Self> {
         let shutdown = Shutdown::new();
         match target {
             Target::External(bootstrap) => {
@@ -66,7 +71,7 @@ impl Cluster {
                     settings,
                     mode: "external",
                     shutdown,
-                    ingest: None,
+                    stages: Vec::new(),
                     brokers: None,
                     data_dir: None,
                 })
@@ -85,7 +90,7 @@ impl Cluster {
                     topology,
                     mode: "embedded",
                     shutdown,
-                    ingest: None,
+                    stages: Vec::new(),
                     brokers: None,
                     data_dir: Some(data_dir),
                 };
@@ -96,37 +101,44 @@ impl Cluster {
                 run::prepare_topics(&cluster.topology, &cluster.settings)
                     .await
                     .context("creating the topics")?;
-                cluster.ingest = Some(run::spawn_stage(
-                    run::StageKind::Ingest,
-                    &cluster.topology,
-                    &cluster.settings,
-                    &Metrics::new(),
-                    &cluster.shutdown,
-                ));
+                let metrics = Metrics::new();
+                for &kind in stages {
+                    let handle = run::spawn_stage(
+                        kind,
+                        &cluster.topology,
+                        &cluster.settings,
+                        &metrics,
+                        &cluster.shutdown,
+                    );
+                    cluster.stages.push((kind, handle));
+                }
                 Ok(cluster)
             }
         }
     }
 
-    /// Whether the ingest stage started here has stopped on its own (a
-    /// fatal error: the run cannot complete).
-    pub fn ingest_stopped(&self) -> bool {
-        self.ingest.as_ref().is_some_and(JoinHandle::is_finished)
+    /// Whether a stage started here has stopped on its own (a fatal
+    /// error: the run cannot complete).
+    pub fn stage_stopped(&self) -> bool {
+        self.stages.iter().any(|(_, h)| h.is_finished())
     }
 
     /// Stops the ingest stage and the embedded broker, and removes the
     /// broker's temporary directory. Fails if the stage failed.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.trigger();
-        let stage = match self.ingest.take() {
-            Some(handle) => match tokio::task::spawn_blocking(move || handle.join()).await {
-                Ok(Ok(result)) => result.context("the ingest stage failed"),
-                _ => Err(anyhow::anyhow!("the ingest stage panicked")),
-            },
-            None => Ok(()),
-        };
+        let mut result = Ok(());
+        for (kind, handle) in std::mem::take(&mut self.stages) {
+            let joined = match tokio::task::spawn_blocking(move || handle.join()).await {
+                Ok(Ok(r)) => r.with_context(|| format!("the {} stage failed", kind.name())),
+                _ => Err(anyhow::anyhow!("the {} stage panicked", kind.name())),
+            };
+            if result.is_ok() {
+                result = joined;
+            }
+        }
         self.cleanup();
-        stage
+        result
     }
 
     fn cleanup(&mut self) {
@@ -142,7 +154,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown.trigger();
-        if let Some(handle) = self.ingest.take() {
+        for (_, handle) in std::mem::take(&mut self.stages) {
             let _ = handle.join();
         }
         self.cleanup();

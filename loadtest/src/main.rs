@@ -32,6 +32,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use kusanagi_pipeline::config::Topology;
+use kusanagi_pipeline::run::StageKind;
 
 use crate::cluster::{Cluster, Target};
 use crate::ledger::RunIds;
@@ -72,6 +73,11 @@ struct Args {
     /// Seed of the event generator.
     #[arg(long, default_value_t = 20_261_124)]
     seed: u64,
+    /// Where an event's measured trip ends: readable in `events` (the
+    /// ingest stage) or its screening readable in `screenings` (ingest and
+    /// screen: the L1 latency).
+    #[arg(long, value_enum, default_value = "events")]
+    until: observe::Watch,
 }
 
 fn main() -> ExitCode {
@@ -102,6 +108,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         warm_up: Duration::from_secs(args.warm_up),
         drain: Duration::from_secs(args.drain),
         seed: args.seed,
+        watch: args.until,
     };
     let ids = RunIds::fresh();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -120,7 +127,11 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         });
     }
 
-    let cluster = rt.block_on(Cluster::start(topology, target, ids.run()))?;
+    let stages: &[StageKind] = match args.until {
+        observe::Watch::Events => &[StageKind::Ingest],
+        observe::Watch::Screenings => &[StageKind::Ingest, StageKind::Screen],
+    };
+    let cluster = rt.block_on(Cluster::start(topology, target, ids.run(), stages))?;
     // The figures are out before the teardown, which can take a while (the
     // embedded broker saves its state).
     let published = session::run(&cluster, &ids, &plan, &stop)

@@ -1,7 +1,7 @@
-//! Watching `events`: a `read_committed` reader outside any consumer group,
-//! assigned every partition of `events` at its high watermark before the
-//! first event is sent, so it sees exactly what the ingest stage commits
-//! from then on.
+//! Watching `events` (or `screenings`): a `read_committed` reader outside
+//! any consumer group, assigned every partition of the topic at its high
+//! watermark before the first event is sent, so it sees exactly what the
+//! ingest stage (or the screen stage) commits from then on.
 //!
 //! On its own thread it decodes each Avro record, keeps this run's events,
 //! and for a measured event seen the first time takes its send instant out
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use kusanagi_connectors::kafka::KafkaSettings;
-use kusanagi_schemas::GameEventCodec;
+use kusanagi_schemas::{GameEventCodec, RecordCodec, Screening};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -27,6 +27,38 @@ use crate::ledger::{Counters, IdKind, Ledger, RunIds};
 
 /// Largest latency the histogram holds (longer ones are clamped to it).
 const MAX_LATENCY_US: u64 = 3_600 * 1_000_000;
+
+/// Which topic a run watches, and so how far through the pipeline its
+/// latency reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Watch {
+    /// `events`: through the ingest stage.
+    Events,
+    /// `screenings`: through the ingest and screen stages (the L1 latency).
+    Screenings,
+}
+
+/// Reads the event id out of a record of the watched topic.
+enum Decoder {
+    Events(GameEventCodec),
+    Screenings(RecordCodec<Screening>),
+}
+
+impl Decoder {
+    fn new(watch: Watch) -> Self {
+        match watch {
+            Watch::Events => Decoder::Events(GameEventCodec::new()),
+            Watch::Screenings => Decoder::Screenings(RecordCodec::new()),
+        }
+    }
+
+    fn event_id(&self, payload: &[u8]) -> Option<String> {
+        match self {
+            Decoder::Events(c) => c.decode(payload).ok().map(|e| e.event_id),
+            Decoder::Screenings(c) => c.decode(payload).ok().map(|s| s.event_id),
+        }
+    }
+}
 
 /// What the observer saw.
 #[derive(Debug)]
@@ -82,6 +114,7 @@ pub fn tail_from_end(
 
 /// Starts the observer thread; it runs until `stop` and returns what it saw.
 pub fn spawn(
+    watch: Watch,
     consumer: BaseConsumer,
     ids: RunIds,
     ledger: Arc<Ledger>,
@@ -90,18 +123,19 @@ pub fn spawn(
 ) -> JoinHandle<Observed> {
     std::thread::Builder::new()
         .name("loadtest-observe".into())
-        .spawn(move || observe(&consumer, &ids, &ledger, &counters, &stop))
+        .spawn(move || observe(watch, &consumer, &ids, &ledger, &counters, &stop))
         .expect("spawning a thread")
 }
 
 fn observe(
+    watch: Watch,
     consumer: &BaseConsumer,
     ids: &RunIds,
     ledger: &Ledger,
     counters: &Counters,
     stop: &AtomicBool,
 ) -> Observed {
-    let codec = GameEventCodec::new();
+    let decoder = Decoder::new(watch);
     let mut seen = HashSet::new();
     let mut out = Observed {
         seen: 0,
@@ -123,11 +157,11 @@ fn observe(
                 continue;
             }
         };
-        let Some(event) = m.payload().and_then(|p| codec.decode(p).ok()) else {
+        let Some(event_id) = m.payload().and_then(|p| decoder.event_id(p)) else {
             out.undecodable += 1;
             continue;
         };
-        match ids.classify(&event.event_id) {
+        match ids.classify(&event_id) {
             IdKind::Foreign => {}
             IdKind::WarmUp => {
                 counters.warm_up_seen.fetch_add(1, Ordering::Relaxed);

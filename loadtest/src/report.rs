@@ -65,7 +65,10 @@ pub struct Report {
     pub mode: &'static str,
     /// The brokers' `bootstrap.servers`.
     pub bootstrap: String,
-    /// Partitions of `events`.
+    /// The topic watched: `events` (through ingest) or `screenings`
+    /// (through ingest and screen).
+    pub observed: String,
+    /// Partitions of the watched topic.
     pub partitions: usize,
     /// Requested events per second.
     pub target_rate: u64,
@@ -153,7 +156,8 @@ impl Report {
             "run": self.run,
             "mode": self.mode,
             "bootstrap": self.bootstrap,
-            "events_partitions": self.partitions,
+            "observed_topic": self.observed,
+            "partitions": self.partitions,
             "target_rate": self.target_rate,
             "duration_s": self.duration_s,
             "achieved_send_rate": round(self.achieved_send_rate(), 1),
@@ -180,8 +184,8 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "Kusanagi load test {} ({} brokers at {}, {} partitions of `events`)",
-            self.run, self.mode, self.bootstrap, self.partitions
+            "Kusanagi load test {} ({} brokers at {}, {} partitions of `{}`)",
+            self.run, self.mode, self.bootstrap, self.partitions, self.observed
         )?;
         writeln!(
             f,
@@ -197,8 +201,9 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  seen          {} in `events`: {} missing, {} duplicated{}",
+            "  seen          {} in `{}`: {} missing, {} duplicated{}",
             self.seen,
+            self.observed,
             self.missing(),
             self.duplicated,
             if self.delivery_failed > 0 || self.unexpected > 0 {
@@ -257,6 +262,7 @@ mod tests {
             run: "lt-x-1".into(),
             mode: "embedded",
             bootstrap: "127.0.0.1:1234".into(),
+            observed: "events".into(),
             partitions: 6,
             target_rate: 10_000,
             duration_s: 30.0,

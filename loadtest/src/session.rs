@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::cluster::Cluster;
 use crate::drive::Driver;
 use crate::ledger::{Counters, Ledger, RunIds};
-use crate::observe;
+use crate::observe::{self, Watch};
 use crate::pacing::Schedule;
 use crate::report::{LatencySummary, Report};
 
@@ -32,6 +32,8 @@ pub struct Plan {
     pub drain: Duration,
     /// Seed of the event generator.
     pub seed: u64,
+    /// The topic whose records end an event's measured trip.
+    pub watch: Watch,
 }
 
 /// Runs `plan` against `cluster`. `stop` (Ctrl-C) ends sending and the
@@ -46,9 +48,14 @@ pub fn run(
     let ledger = Arc::new(Ledger::new());
     let counters = Arc::new(Counters::default());
 
-    let (consumer, partitions) = observe::tail_from_end(&cluster.settings, &topics.events)?;
+    let watched = match plan.watch {
+        Watch::Events => &topics.events,
+        Watch::Screenings => &topics.screenings,
+    };
+    let (consumer, partitions) = observe::tail_from_end(&cluster.settings, watched)?;
     let stop_observer = Arc::new(AtomicBool::new(false));
     let observer = observe::spawn(
+        plan.watch,
         consumer,
         ids.clone(),
         ledger.clone(),
@@ -72,7 +79,7 @@ pub fn run(
         cluster.settings.bootstrap,
         plan.warm_up.as_secs(),
         topics.raw,
-        topics.events
+        watched
     );
     let warm = Instant::now();
     let probes = driver.warm_up(plan.warm_up, WARM_UP_TIMEOUT, stop)?;
@@ -98,8 +105,8 @@ pub fn run(
     while !driving.is_finished() {
         std::thread::sleep(Duration::from_millis(50));
         status.maybe_print(&counters, &ledger);
-        if cluster.ingest_stopped() {
-            eprintln!("loadtest: the ingest stage stopped; ending the run");
+        if cluster.stage_stopped() {
+            eprintln!("loadtest: a stage stopped; ending the run");
             stop.store(true, Ordering::Relaxed);
         }
     }
@@ -113,7 +120,7 @@ pub fn run(
     while counters.seen.load(Ordering::Relaxed) < sending.sent
         && Instant::now() < deadline
         && !stop.load(Ordering::Relaxed)
-        && !cluster.ingest_stopped()
+        && !cluster.stage_stopped()
     {
         std::thread::sleep(Duration::from_millis(20));
         status.maybe_print(&counters, &ledger);
@@ -132,7 +139,7 @@ pub fn run(
     if observed.undecodable > 0 {
         eprintln!(
             "loadtest: {} records of `{}` could not be decoded",
-            observed.undecodable, topics.events
+            observed.undecodable, watched
         );
     }
 
@@ -140,6 +147,7 @@ pub fn run(
         run: ids.run().to_owned(),
         mode: cluster.mode,
         bootstrap: cluster.settings.bootstrap.clone(),
+        observed: watched.clone(),
         partitions,
         target_rate: schedule.rate,
         duration_s: plan.duration.as_secs_f64(),

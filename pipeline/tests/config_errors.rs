@@ -74,6 +74,8 @@ fn the_shipped_topologies_are_valid() {
             .arg(&path)
             .arg("check-config")
             .env_remove("KAFKA_BOOTSTRAP")
+            // production.toml names the analyze stage's key variable.
+            .env("OPENAI_API_KEY", "sk-test")
             .output()
             .unwrap();
         assert!(
@@ -82,4 +84,21 @@ fn the_shipped_topologies_are_valid() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn a_missing_model_key_fails_at_start_naming_the_variable() {
+    let path = common::workspace().join("topologies/production.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_kusanagi"))
+        .arg("--topology")
+        .arg(&path)
+        .arg("check-config")
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("production.toml"), "{err}");
+    assert!(err.contains("stages.analyze.model.api_key_env"), "{err}");
+    assert!(err.contains("OPENAI_API_KEY"), "{err}");
 }

@@ -55,6 +55,37 @@ fn the_demo_runs_end_to_end_and_the_broker_keeps_its_data() {
         .expect("the summary gives the ingested count");
     assert!(ingested > 2_900, "{stdout}");
 
+    // The screening stages ran on the same traffic: every event screened,
+    // accounts restricted and analysed, and the analysis acted on them.
+    let count = |line: &str, label: &str| -> u64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim().starts_with(line))
+            .unwrap_or_else(|| panic!("no `{line}` line in\n{stdout}"));
+        let words: Vec<&str> = line
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|w| !w.is_empty())
+            .collect();
+        let at = words
+            .iter()
+            .position(|w| *w == label)
+            .unwrap_or_else(|| panic!("no `{label}` in {line}"));
+        words[at - 1]
+            .parse()
+            .unwrap_or_else(|_| panic!("no count before `{label}` in {line}"))
+    };
+    let screened = count("screened", "of");
+    assert!(screened > 0, "{stdout}");
+    let restricted = count("accounts", "restricted");
+    let analysed = count("accounts", "analysed");
+    let banned = count("accounts", "banned");
+    let recovered = count("accounts", "recovered");
+    assert!(restricted > 0 && analysed > 0, "{stdout}");
+    assert!(
+        banned > 0 && recovered > 0,
+        "the fallback analysis bans smurfing with slang and clears slang alone:\n{stdout}"
+    );
+
     // Restart the broker alone on the same data: every ingested event is still there.
     let data = dir.path().join("data/broker");
     assert!(

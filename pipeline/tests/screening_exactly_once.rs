@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    Broker, BrokerKind, ChildGuard, Reader, kusanagi, produce_all, producer, tempdir::TempDir,
+    Broker, BrokerKind, ChildGuard, Reader, committed, end_offsets, kusanagi, produce_all,
+    producer, tempdir::TempDir,
 };
 use kusanagi_pipeline::config::Topology;
 use kusanagi_pipeline::runtime::{InRecord, OutRecord, PartitionSource, Stage};
@@ -279,22 +280,24 @@ fn count(m: &[OwnedMessage], topic: &str) -> usize {
     m.iter().filter(|m| m.topic() == topic).count()
 }
 
-/// Restarts `stage` after SIGKILL whenever the count of `topic` passes the
-/// next of `kills`.
+/// Kills `stage` with SIGKILL and restarts it when its committed progress
+/// passes the next of `kills`.
 fn kill_at(
     dir: &Path,
     topology: &Path,
     stage: &str,
     child: &mut ChildGuard,
-    seen: usize,
-    kills: &mut Vec<usize>,
+    seen: i64,
+    kills: &mut Vec<i64>,
     generation: &mut u32,
 ) {
     if kills.first().is_some_and(|k| seen >= *k) {
         kills.remove(0);
         child.kill9();
         *generation += 1;
-        eprintln!("[it] SIGKILLed the {stage} stage at {seen} outputs; restarting it");
+        eprintln!(
+            "[it] SIGKILLed the {stage} stage after it committed {seen} input offsets; restarting it"
+        );
         *child = kusanagi(
             dir,
             &format!("{stage}-{generation}"),
@@ -331,26 +334,42 @@ fn exactly_once_across_sigkills(kind: BrokerKind) {
         ids.dedup();
         ids.len()
     };
-    let mut screen_kills: Vec<usize> = (0..2)
-        .map(|k| rng.random_range(k * distinct / 3 + 1_000..(k + 1) * distinct / 3))
+    // Progress is read from the stages' committed offsets (a cheap offset
+    // fetch), so the kill points are in records the stage has committed.
+    let events_end: i64 = end_offsets(&broker.bootstrap, "events", PARTITIONS)
+        .iter()
+        .sum();
+    let mut screen_kills: Vec<i64> = (0..2)
+        .map(|k| rng.random_range(k * events_end / 3 + 1_000..(k + 1) * events_end / 3))
         .collect();
-    let mut decide_kills: Vec<usize> = vec![rng.random_range(30..150), rng.random_range(180..300)];
+    let mut decide_kills: Vec<i64> = vec![
+        rng.random_range(events_end / 5..events_end * 2 / 5),
+        rng.random_range(events_end / 2..events_end * 4 / 5),
+    ];
     let (mut sg, mut dg) = (0u32, 0u32);
     let mut screen = kusanagi(dir.path(), "screen-0", &topology_path, &["stage", "screen"]);
     let mut decide = kusanagi(dir.path(), "decide-0", &topology_path, &["stage", "decide"]);
 
-    let mut progress = Reader::new(&broker.bootstrap, &["screenings", "accounts.transitions"]);
     let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline
-        && (count(&progress.messages, "screenings") < distinct || !decide_kills.is_empty())
-    {
-        progress.read_until(Duration::from_millis(500), |_| false);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let screened: i64 = committed(&broker.bootstrap, "kusanagi-screen", "events", PARTITIONS)
+            .iter()
+            .sum();
+        let decided: i64 = committed(
+            &broker.bootstrap,
+            "kusanagi-decide",
+            "screenings",
+            PARTITIONS,
+        )
+        .iter()
+        .sum();
         kill_at(
             dir.path(),
             &topology_path,
             "screen",
             &mut screen,
-            count(&progress.messages, "screenings"),
+            screened,
             &mut screen_kills,
             &mut sg,
         );
@@ -359,17 +378,36 @@ fn exactly_once_across_sigkills(kind: BrokerKind) {
             &topology_path,
             "decide",
             &mut decide,
-            count(&progress.messages, "accounts.transitions"),
+            decided,
             &mut decide_kills,
             &mut dg,
         );
+        // Done: the screen stage committed every event, and the decide
+        // stage every screening (the last record of a partition is
+        // followed by its transaction's commit marker).
+        let screenings_end = end_offsets(&broker.bootstrap, "screenings", PARTITIONS);
+        let decided_all = committed(
+            &broker.bootstrap,
+            "kusanagi-decide",
+            "screenings",
+            PARTITIONS,
+        )
+        .iter()
+        .zip(&screenings_end)
+        .all(|(c, end)| *c + 1 >= *end);
+        if screened >= events_end
+            && decided_all
+            && screen_kills.is_empty()
+            && decide_kills.is_empty()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out: the screen stage committed {screened} of {events_end} events; see {}",
+            dir.path().display()
+        );
     }
-    assert!(
-        count(&progress.messages, "screenings") >= distinct,
-        "timed out with {} of {distinct} screenings; see {}",
-        count(&progress.messages, "screenings"),
-        dir.path().display()
-    );
 
     // The reference: the same stages over the same partitions, uninterrupted.
     let mut input = Reader::new(&broker.bootstrap, &["events"]);

@@ -2,10 +2,12 @@
 //!
 //! The generator produces JSON events (ordinary trades, smurfing fan-in
 //! bursts, big direct trades, RMT slang, a few malformed records) to
-//! `events.raw` at a fixed rate. A `read_committed` reader tails `events`
-//! and `events.dlq`, so what the status line and the summary report is what
-//! the ingest stage committed, end to end through the broker, with the
-//! latency from event time to visibility in `events`.
+//! `events.raw` at a fixed rate. A `read_committed` reader tails `events`,
+//! `events.dlq`, `screenings`, `accounts.transitions`, `l2.requests` and
+//! `l2.verdicts`, so what the status line and the summary report is what the
+//! stages committed, end to end through the broker: events ingested and
+//! screened, accounts restricted, analysed, put under surveillance, banned
+//! or recovered, with the latency from event time to visibility.
 
 mod traffic;
 
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use kusanagi_connectors::kafka::KafkaSettings;
 use kusanagi_connectors::kafka::enqueue;
-use kusanagi_schemas::GameEventCodec;
+use kusanagi_schemas::{GameEventCodec, L2Request, RecordCodec, Screening, Transition, Verdict};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
@@ -27,7 +29,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 pub use traffic::{Generated, Pattern, Traffic};
 
-use crate::config::Topology;
+use crate::config::{TopicsConfig, Topology};
+use crate::run::StageKind;
 use crate::runtime::{Metrics, Shutdown};
 
 /// How much traffic a demo sends.
@@ -54,6 +57,10 @@ pub struct DemoReport {
     pub seconds: f64,
     /// Latency from event time to being readable in `events`, microseconds.
     pub latency_us: Option<Histogram<u64>>,
+    /// What the screening stages decided about the run's accounts.
+    pub decisions: Decisions,
+    /// Latency from event time to its screening being readable, microseconds.
+    pub screening_latency_us: Option<Histogram<u64>>,
     /// Whether every generated record was accounted for.
     pub complete: bool,
 }
@@ -122,6 +129,48 @@ impl std::fmt::Display for DemoReport {
                 h.max() as f64 / 1e3
             )?;
         }
+        let d = &self.decisions;
+        let rules: Vec<String> = d.by_rule.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        writeln!(
+            f,
+            "  screened      {} of {} screenings fired a rule ({})",
+            d.screened,
+            d.screenings,
+            if rules.is_empty() {
+                "none".into()
+            } else {
+                rules.join(", ")
+            }
+        )?;
+        if let Some(h) = self.screening_latency_us.as_ref().filter(|h| !h.is_empty()) {
+            writeln!(
+                f,
+                "  L1 latency    event time -> screening readable: p50 {:.1} ms, p99 {:.1} ms",
+                h.value_at_quantile(0.5) as f64 / 1e3,
+                h.value_at_quantile(0.99) as f64 / 1e3
+            )?;
+        }
+        let fallbacks: Vec<String> = d
+            .fallbacks
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        writeln!(
+            f,
+            "  accounts      {} restricted, {} analysed by L2 ({} requests; {}), {} under surveillance, {} banned, {} recovered, {} moves refused",
+            d.restricted,
+            d.verdicts,
+            d.requests,
+            if fallbacks.is_empty() {
+                "model verdicts".into()
+            } else {
+                format!("fallback: {}", fallbacks.join(", "))
+            },
+            d.surveillance,
+            d.banned,
+            d.recovered,
+            d.refused
+        )?;
         write!(
             f,
             "  result        {}",
@@ -134,6 +183,33 @@ impl std::fmt::Display for DemoReport {
     }
 }
 
+/// What the screen, decide and analyze stages committed about the run.
+#[derive(Debug, Default, Clone)]
+pub struct Decisions {
+    /// Screenings of the run's events.
+    pub screenings: u64,
+    /// Of which a rule fired.
+    pub screened: u64,
+    /// Screened events per rule.
+    pub by_rule: BTreeMap<String, u64>,
+    /// Accounts moved NORMAL -> RESTRICTED_WITHDRAWAL.
+    pub restricted: u64,
+    /// L2 requests made.
+    pub requests: u64,
+    /// L2 verdicts given.
+    pub verdicts: u64,
+    /// Verdicts by the fallback analyzer, per reason.
+    pub fallbacks: BTreeMap<String, u64>,
+    /// Moves to UNDER_SURVEILLANCE.
+    pub surveillance: u64,
+    /// Moves to BANNED.
+    pub banned: u64,
+    /// Moves back to NORMAL.
+    pub recovered: u64,
+    /// Moves refused by the state machine.
+    pub refused: u64,
+}
+
 #[derive(Default)]
 struct Progress {
     sent: AtomicU64,
@@ -142,6 +218,10 @@ struct Progress {
     duplicates: AtomicU64,
     reasons: Mutex<BTreeMap<String, u64>>,
     latency_us: Mutex<Option<Histogram<u64>>>,
+    decisions: Mutex<Decisions>,
+    screening_latency_us: Mutex<Option<Histogram<u64>>>,
+    /// When a screening-side output was last seen.
+    last_decision: Mutex<Option<Instant>>,
 }
 
 /// Runs the demo against the brokers of `settings`; returns when every
@@ -165,16 +245,26 @@ pub async fn run(
     let run_id = format!("demo-{}", chrono_like_stamp());
     let progress = Arc::new(Progress::default());
     *progress.latency_us.lock().expect("lock") = Histogram::new_with_bounds(1, 600_000_000, 3).ok();
+    *progress.screening_latency_us.lock().expect("lock") =
+        Histogram::new_with_bounds(1, 600_000_000, 3).ok();
 
     let reader_stop = Shutdown::new();
     let reader = {
+        let t = &topology.topics;
         let consumer = tail_from_end(
             settings,
-            &[&topology.topics.events, &topology.topics.dead_letter],
+            &[
+                &t.events,
+                &t.dead_letter,
+                &t.screenings,
+                &t.transitions,
+                &t.l2_requests,
+                &t.l2_verdicts,
+            ],
         )?;
         let (progress, stop, prefix) = (progress.clone(), reader_stop.clone(), run_id.clone());
-        let events_topic = topology.topics.events.clone();
-        std::thread::spawn(move || read_outputs(consumer, &events_topic, &prefix, &progress, &stop))
+        let topics = t.clone();
+        std::thread::spawn(move || read_outputs(consumer, &topics, &prefix, &progress, &stop))
     };
 
     let producer: FutureProducer = settings.producer_config().create()?;
@@ -214,10 +304,22 @@ pub async fn run(
 
     let expected_valid = report.expected_valid();
     let expected_dlq = report.total() - expected_valid;
+    let screening = StageKind::enabled(topology).contains(&StageKind::Screen);
+    let deciding = screening && StageKind::enabled(topology).contains(&StageKind::Decide);
+    let analysing = deciding && StageKind::enabled(topology).contains(&StageKind::Analyze);
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline && !shutdown.is_triggered() {
+        let d = progress.decisions.lock().expect("lock").clone();
+        let quiet = progress
+            .last_decision
+            .lock()
+            .expect("lock")
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(2));
         if progress.ingested.load(Ordering::Relaxed) >= expected_valid
             && progress.dead_letters.load(Ordering::Relaxed) >= expected_dlq
+            && (!screening || d.screenings >= expected_valid)
+            && (!analysing || d.verdicts >= d.requests)
+            && (!deciding || quiet)
         {
             break;
         }
@@ -231,13 +333,18 @@ pub async fn run(
     report.ingested = progress.ingested.load(Ordering::Relaxed);
     report.dead_letters = progress.reasons.lock().expect("lock").clone();
     report.latency_us = progress.latency_us.lock().expect("lock").take();
+    report.screening_latency_us = progress.screening_latency_us.lock().expect("lock").take();
+    report.decisions = progress.decisions.lock().expect("lock").clone();
     let duplicates = progress.duplicates.load(Ordering::Relaxed);
     if duplicates > 0 {
         tracing::error!(duplicates, "events seen more than once");
     }
+    let d = &report.decisions;
     report.complete = duplicates == 0
         && report.ingested == expected_valid
-        && report.dead_letters.values().sum::<u64>() == expected_dlq;
+        && report.dead_letters.values().sum::<u64>() == expected_dlq
+        && (!screening || d.screenings == expected_valid)
+        && (!analysing || d.verdicts == d.requests);
     Ok(report)
 }
 
@@ -261,19 +368,25 @@ fn tail_from_end(settings: &KafkaSettings, topics: &[&str]) -> Result<BaseConsum
 
 fn read_outputs(
     consumer: BaseConsumer,
-    events_topic: &str,
+    topics: &TopicsConfig,
     prefix: &str,
     progress: &Progress,
     stop: &Shutdown,
 ) {
     let codec = GameEventCodec::new();
+    let screenings = RecordCodec::<Screening>::new();
+    let transitions = RecordCodec::<Transition>::new();
+    let requests = RecordCodec::<L2Request>::new();
+    let verdicts = RecordCodec::<Verdict>::new();
     let mut seen = std::collections::HashSet::new();
     while !stop.is_triggered() {
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        if m.topic() == events_topic {
-            let Some(event) = m.payload().and_then(|p| codec.decode(p).ok()) else {
+        let payload = m.payload().unwrap_or_default();
+        let topic = m.topic();
+        if topic == topics.events {
+            let Ok(event) = codec.decode(payload) else {
                 continue;
             };
             if !event.event_id.starts_with(prefix) {
@@ -284,20 +397,12 @@ fn read_outputs(
                 continue;
             }
             progress.ingested.fetch_add(1, Ordering::Relaxed);
-            let now = chrono::Utc::now().timestamp_micros();
-            let latency = (now - event.timestamp.as_micros()).max(1) as u64;
-            if let Some(h) = progress.latency_us.lock().expect("lock").as_mut() {
-                let _ = h.record(latency);
+            record_latency(&progress.latency_us, event.timestamp.as_micros());
+        } else if topic == topics.dead_letter {
+            if header(&m, crate::runtime::dead_letter::STAGE_HEADER).as_deref() != Some("ingest") {
+                continue;
             }
-        } else {
-            let reason = m
-                .headers()
-                .and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == crate::runtime::dead_letter::REASON_HEADER)
-                        .and_then(|h| h.value)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                })
+            let reason = header(&m, crate::runtime::dead_letter::REASON_HEADER)
                 .unwrap_or_else(|| "unknown".into());
             progress.dead_letters.fetch_add(1, Ordering::Relaxed);
             *progress
@@ -306,8 +411,77 @@ fn read_outputs(
                 .expect("lock")
                 .entry(reason)
                 .or_insert(0) += 1;
+        } else {
+            let mut d = progress.decisions.lock().expect("lock");
+            if topic == topics.screenings {
+                let Ok(s) = screenings.decode(payload) else {
+                    continue;
+                };
+                if !s.event_id.starts_with(prefix) {
+                    continue;
+                }
+                d.screenings += 1;
+                if s.screened {
+                    d.screened += 1;
+                    for r in s.triggered_rules.iter() {
+                        *d.by_rule.entry(r.as_str().to_owned()).or_insert(0) += 1;
+                    }
+                }
+                record_latency(&progress.screening_latency_us, s.event_time.as_micros());
+            } else if topic == topics.transitions {
+                let Ok(t) = transitions.decode(payload) else {
+                    continue;
+                };
+                if !t.source_id.starts_with(prefix) {
+                    continue;
+                }
+                use kusanagi_schemas::AccountState::*;
+                match (t.applied, t.to_state) {
+                    (false, _) => d.refused += 1,
+                    (true, RestrictedWithdrawal) => d.restricted += 1,
+                    (true, UnderSurveillance) => d.surveillance += 1,
+                    (true, Banned) => d.banned += 1,
+                    (true, Normal) => d.recovered += 1,
+                }
+            } else if topic == topics.l2_requests {
+                if requests
+                    .decode(payload)
+                    .is_ok_and(|r| r.request_id.starts_with(prefix))
+                {
+                    d.requests += 1;
+                }
+            } else if topic == topics.l2_verdicts {
+                let Ok(v) = verdicts.decode(payload) else {
+                    continue;
+                };
+                if !v.request_id.starts_with(prefix) {
+                    continue;
+                }
+                d.verdicts += 1;
+                if let Some(reason) = v.fallback_reason {
+                    *d.fallbacks.entry(reason).or_insert(0) += 1;
+                }
+            }
+            *progress.last_decision.lock().expect("lock") = Some(Instant::now());
         }
     }
+}
+
+fn record_latency(histogram: &Mutex<Option<Histogram<u64>>>, event_time_us: i64) {
+    let now = chrono::Utc::now().timestamp_micros();
+    let latency = (now - event_time_us).max(1) as u64;
+    if let Some(h) = histogram.lock().expect("lock").as_mut() {
+        let _ = h.record(latency);
+    }
+}
+
+fn header(m: &rdkafka::message::BorrowedMessage<'_>, name: &str) -> Option<String> {
+    m.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
 }
 
 async fn print_status(progress: Arc<Progress>, total: u64, stop: Shutdown) {
@@ -334,10 +508,17 @@ async fn print_status(progress: Arc<Progress>, total: u64, stop: Shutdown) {
             .filter(|h| !h.is_empty())
             .map(|h| h.value_at_quantile(0.99) as f64 / 1e3)
             .unwrap_or(0.0);
+        let d = progress.decisions.lock().expect("lock").clone();
         let line = format!(
-            "[{:>4.0}s] sent {:>7}/{total} | ingested {ingested:>7} | dead letters {dlq:>4} | {rate:>6.0} events/s | p99 {p99:.0} ms",
+            "[{:>4.0}s] sent {:>7}/{total} | ingested {ingested:>7} | dlq {dlq:>3} | {rate:>6.0} ev/s | p99 {p99:.0} ms | screened {} | restricted {} | analysed {} | surveillance {} | banned {} | recovered {}",
             started.elapsed().as_secs_f64(),
             progress.sent.load(Ordering::Relaxed),
+            d.screened,
+            d.restricted,
+            d.verdicts,
+            d.surveillance,
+            d.banned,
+            d.recovered,
         );
         let mut out = std::io::stdout().lock();
         let _ = if tty {

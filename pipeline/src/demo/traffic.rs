@@ -45,7 +45,9 @@ pub struct Generated {
     pub pattern: Pattern,
 }
 
-const PLAYERS: usize = 500;
+/// Players trading: enough that ordinary trades do not add up to ten for one
+/// receiver within five minutes at the demo's rates (R2 would fire on everyone).
+const PLAYERS: usize = 50_000;
 const NORMAL_CHAT: [&str; 5] = [
     "gg, thanks for the trade",
     "selling potions, cheap",
@@ -67,8 +69,9 @@ pub struct Traffic {
     rng: SmallRng,
     run_id: String,
     seq: u64,
-    /// Senders still to send in the current fan-in burst, and its mule.
-    burst: Option<(usize, String)>,
+    /// Senders still to send in the current fan-in burst, its mule, and
+    /// whether the burst's last sender talks RMT slang.
+    burst: Option<(usize, String, bool)>,
 }
 
 impl Traffic {
@@ -83,28 +86,33 @@ impl Traffic {
     }
 
     fn player(&mut self) -> String {
-        format!("player_{:04}", self.rng.random_range(0..PLAYERS))
+        format!("player_{:05}", self.rng.random_range(0..PLAYERS))
     }
 
     /// The next record, stamped with event time `now` (RFC 3339).
     pub fn next_record(&mut self, now: &str) -> Generated {
         self.seq += 1;
         let event_id = format!("{}-{:08}", self.run_id, self.seq);
-        if let Some((left, mule)) = self.burst.take() {
+        if let Some((left, mule, slang)) = self.burst.take() {
             if left > 1 {
-                self.burst = Some((left - 1, mule.clone()));
+                self.burst = Some((left - 1, mule.clone(), slang));
             }
             let sender = format!("smurf_{:04}", self.rng.random_range(0..10_000));
-            return self.fan_in(&event_id, now, &sender, &mule);
+            // The last transfer of half the bursts comes with slang: R1,
+            // R2 and R4 together, which the analysis bans.
+            let chat = (left == 1 && slang)
+                .then(|| SLANG_CHAT[self.rng.random_range(0..SLANG_CHAT.len())]);
+            return self.fan_in(&event_id, now, &sender, &mule, chat);
         }
         let roll = self.rng.random_range(0..1_000);
         match roll {
             0..=4 => self.malformed(&event_id, now),
             5..=6 => {
                 let mule = format!("mule_{:04}", self.rng.random_range(0..1_000));
-                self.burst = Some((11, mule.clone()));
+                let slang = self.rng.random_bool(0.5);
+                self.burst = Some((11, mule.clone(), slang));
                 let sender = self.player();
-                self.fan_in(&event_id, now, &sender, &mule)
+                self.fan_in(&event_id, now, &sender, &mule, None)
             }
             7..=21 => {
                 let (a, t) = (self.player(), self.player());
@@ -147,7 +155,14 @@ impl Traffic {
 
     /// One transfer of a fan-in burst: just under the R1 threshold's tenth,
     /// so a dozen of them in five minutes trip R1 and R2 together.
-    fn fan_in(&mut self, event_id: &str, now: &str, sender: &str, mule: &str) -> Generated {
+    fn fan_in(
+        &mut self,
+        event_id: &str,
+        now: &str,
+        sender: &str,
+        mule: &str,
+        chat: Option<&str>,
+    ) -> Generated {
         self.trade(
             event_id,
             now,
@@ -155,7 +170,7 @@ impl Traffic {
             mule,
             95_000,
             20_000,
-            None,
+            chat,
             Pattern::SmurfingFanIn,
         )
     }

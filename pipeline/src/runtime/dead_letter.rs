@@ -19,6 +19,9 @@ use super::{InRecord, OutRecord};
 /// Header carrying the reason code; the runtime counts dead letters by it.
 pub const REASON_HEADER: &str = "kusanagi.dlq.reason";
 
+/// Header naming the stage that rejected the record.
+pub const STAGE_HEADER: &str = "kusanagi.dlq.stage";
+
 /// Why a record was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection<'a> {
@@ -57,7 +60,7 @@ pub fn dead_letter(
         headers.push(("kusanagi.dlq.field".to_owned(), field.as_bytes().to_vec()));
     }
     headers.extend([
-        ("kusanagi.dlq.stage".to_owned(), stage.as_bytes().to_vec()),
+        (STAGE_HEADER.to_owned(), stage.as_bytes().to_vec()),
         (
             "kusanagi.dlq.source.topic".to_owned(),
             source.topic.as_bytes().to_vec(),

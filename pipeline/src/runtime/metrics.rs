@@ -61,6 +61,8 @@ pub struct Metrics {
     assigned_partitions: Family<StageLabel, Gauge>,
     http_requests: Family<RouteStatus, Counter>,
     http_events: Family<StageOutcome, Counter>,
+    /// The screen, decide and analyze stages' own metrics.
+    pub screening: super::ScreeningMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -128,7 +130,9 @@ impl Metrics {
             "Events received over HTTP by outcome (accepted, rejected)",
             http_events.clone(),
         );
+        let screening = super::ScreeningMetrics::register(&mut registry);
         Self {
+            screening,
             registry: Arc::new(registry),
             records_in,
             records_out,

@@ -4,12 +4,14 @@
 pub mod dead_letter;
 mod metrics;
 pub mod replay;
+mod screening_metrics;
 mod shutdown;
 mod stage;
 mod transactional;
 
 pub use metrics::Metrics;
 pub use replay::PartitionSource;
+pub use screening_metrics::{ScreeningMetrics, ScreeningTally};
 pub use shutdown::Shutdown;
 pub use stage::{AssignedPartition, InRecord, OutRecord, Partitions, Stage, StageError};
 pub use transactional::{LoopConfig, RuntimeError, TransactionalLoop};

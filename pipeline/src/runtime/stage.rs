@@ -89,6 +89,11 @@ pub trait Stage: Send {
     /// committed offsets of `assigned`: forget anything learned since.
     fn on_rewind(&mut self, _assigned: &[AssignedPartition]) {}
 
+    /// Called after the transaction of the last batch committed: record
+    /// what it did in `metrics` here (counts of aborted batches are
+    /// dropped by [`Stage::on_rewind`]).
+    fn on_commit(&mut self, _metrics: &super::Metrics) {}
+
     /// Metadata to commit with the next offset of `(topic, partition)`, in
     /// the same transaction as the batch just processed (at most a few
     /// hundred bytes; Kafka's `offset.metadata.max.bytes` is 4096 by

@@ -401,6 +401,7 @@ impl<S: Stage> TransactionalLoop<S> {
         )?;
 
         let stage = self.config.stage;
+        self.stage.on_commit(&self.metrics);
         self.metrics
             .transaction_committed(stage, started.elapsed().as_secs_f64());
         for (topic, n) in count_by_topic(records.iter().map(|r| r.topic)) {

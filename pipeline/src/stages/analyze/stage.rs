@@ -22,10 +22,16 @@ use moka::sync::Cache;
 use super::fallback::fallback_verdict;
 use super::prompt::{Judgment, parse_judgment, prompt_for};
 use crate::runtime::dead_letter::{Rejection, dead_letter};
-use crate::runtime::{InRecord, OutRecord, Stage, StageError};
+use crate::runtime::{InRecord, Metrics, OutRecord, ScreeningTally, Stage, StageError};
 
 /// The stage's name in metrics and logs.
 pub const STAGE: &str = "analyze";
+
+/// The longest a batch's analyses may take together; requests still
+/// unanswered then get the fallback (`timeout`). It keeps a batch well
+/// inside the consumer's `max.poll.interval.ms` (5 minutes), whatever the
+/// model's timeouts, retries and rate limit add up to.
+pub const BATCH_DEADLINE: Duration = Duration::from_secs(120);
 
 /// What makes two requests "the same case" for the cache: the tenant, the
 /// account's state, the rules, the window's counts, and its total rounded
@@ -154,6 +160,10 @@ pub struct AnalyzeStage {
     verdicts: RecordCodec<Verdict>,
     runtime: tokio::runtime::Runtime,
     stats: AnalyzeStats,
+    /// What the current batch did, recorded when it commits.
+    tally: ScreeningTally,
+    /// The model client's counters at the last report.
+    reported_calls: (u64, u64, u64),
 }
 
 impl AnalyzeStage {
@@ -174,6 +184,8 @@ impl AnalyzeStage {
             verdicts: RecordCodec::new(),
             runtime,
             stats: AnalyzeStats::default(),
+            tally: ScreeningTally::default(),
+            reported_calls: (0, 0, 0),
         })
     }
 
@@ -218,17 +230,39 @@ impl Stage for AnalyzeStage {
             Analyzer::Fallback => 1,
         };
         let analyzer = &self.analyzer;
+        let deadline = tokio::time::Instant::now() + BATCH_DEADLINE;
         let results: Vec<(Verdict, Outcome)> = self.runtime.block_on(
-            futures::stream::iter(decoded.iter().map(|(_, r)| analyzer.analyze(r)))
-                .buffered(concurrency)
-                .collect(),
+            futures::stream::iter(decoded.iter().map(|(_, r)| async move {
+                match tokio::time::timeout_at(deadline, analyzer.analyze(r)).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        let why =
+                            format!("the batch's {} s deadline passed", BATCH_DEADLINE.as_secs());
+                        (
+                            fallback_verdict(r, "timeout", &why),
+                            Outcome::Fallback("timeout"),
+                        )
+                    }
+                }
+            }))
+            .buffered(concurrency)
+            .collect(),
         );
         for ((i, _), (verdict, outcome)) in decoded.iter().zip(results) {
             self.stats.verdicts += 1;
             match outcome {
-                Outcome::Model => self.stats.model += 1,
-                Outcome::CacheHit => self.stats.cache_hits += 1,
-                Outcome::Fallback(reason) => *self.stats.fallbacks.entry(reason).or_insert(0) += 1,
+                Outcome::Model => {
+                    self.stats.model += 1;
+                    self.tally.verdict("model", "");
+                }
+                Outcome::CacheHit => {
+                    self.stats.cache_hits += 1;
+                    self.tally.verdict("cache", "");
+                }
+                Outcome::Fallback(reason) => {
+                    *self.stats.fallbacks.entry(reason).or_insert(0) += 1;
+                    self.tally.verdict("fallback", reason);
+                }
             }
             slots[*i] = Some(OutRecord {
                 topic: self.verdicts_topic.clone(),
@@ -241,5 +275,30 @@ impl Stage for AnalyzeStage {
         }
         out.extend(slots.into_iter().flatten());
         Ok(())
+    }
+
+    fn on_rewind(&mut self, _assigned: &[crate::runtime::AssignedPartition]) {
+        self.tally = ScreeningTally::default();
+    }
+
+    fn on_commit(&mut self, metrics: &Metrics) {
+        let tally = std::mem::take(&mut self.tally);
+        metrics
+            .screening
+            .record(&tally, chrono::Utc::now().timestamp_micros());
+        if let Analyzer::Model { client, .. } = &self.analyzer {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = client.stats();
+            let now = (
+                s.attempts.load(Relaxed),
+                s.retries.load(Relaxed),
+                s.rate_limit_waits.load(Relaxed),
+            );
+            let last = self.reported_calls;
+            metrics
+                .screening
+                .l2_calls(now.0 - last.0, now.1 - last.1, now.2 - last.2);
+            self.reported_calls = now;
+        }
     }
 }

@@ -19,7 +19,8 @@ use kusanagi_schemas::{Account, L2Request, RecordCodec, Screening, Transition, V
 use super::machine::{Effects, apply_screening, apply_verdict};
 use crate::runtime::dead_letter::{Rejection, dead_letter};
 use crate::runtime::{
-    AssignedPartition, InRecord, OutRecord, PartitionSource, Partitions, Stage, StageError,
+    AssignedPartition, InRecord, Metrics, OutRecord, PartitionSource, Partitions, ScreeningTally,
+    Stage, StageError,
 };
 
 /// The stage's name in metrics and logs.
@@ -73,6 +74,8 @@ pub struct DecideStage {
     source: Box<dyn PartitionSource>,
     partitions: HashMap<i32, PartitionState>,
     stats: DecideStats,
+    /// What the current batch did, recorded when it commits.
+    tally: ScreeningTally,
 }
 
 impl DecideStage {
@@ -88,6 +91,7 @@ impl DecideStage {
             source,
             partitions: HashMap::new(),
             stats: DecideStats::default(),
+            tally: ScreeningTally::default(),
         }
     }
 
@@ -167,6 +171,7 @@ impl DecideStage {
 
     fn emit(&mut self, partition: i32, effects: Effects, out: &mut Vec<OutRecord>) {
         for t in &effects.transitions {
+            self.tally.account_move(t.to_state.as_str(), t.applied);
             if t.applied {
                 self.stats.applied += 1;
             } else {
@@ -286,6 +291,14 @@ impl Stage for DecideStage {
 
     fn on_rewind(&mut self, assigned: &[AssignedPartition]) {
         self.partitions.clear();
+        self.tally = ScreeningTally::default();
         self.on_assign(assigned);
+    }
+
+    fn on_commit(&mut self, metrics: &Metrics) {
+        let tally = std::mem::take(&mut self.tally);
+        metrics
+            .screening
+            .record(&tally, chrono::Utc::now().timestamp_micros());
     }
 }

@@ -18,7 +18,8 @@ use super::config::ScreenConfig;
 use super::window::PartitionWindows;
 use crate::runtime::dead_letter::{Rejection, dead_letter};
 use crate::runtime::{
-    AssignedPartition, InRecord, OutRecord, PartitionSource, Partitions, Stage, StageError,
+    AssignedPartition, InRecord, Metrics, OutRecord, PartitionSource, Partitions, ScreeningTally,
+    Stage, StageError,
 };
 
 /// The stage's name in metrics and logs.
@@ -50,19 +51,13 @@ pub struct ScreenStage {
     source: Box<dyn PartitionSource>,
     partitions: HashMap<i32, PartitionState>,
     stats: ScreenStats,
+    /// What the current batch did, recorded when it commits.
+    tally: ScreeningTally,
 }
 
-/// What the stage did, for metrics and the demo.
+/// What the stage did since it started.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ScreenStats {
-    /// Screenings produced.
-    pub screenings: u64,
-    /// Of which screened (a rule fired).
-    pub screened: u64,
-    /// Duplicate events skipped.
-    pub duplicates: u64,
-    /// Late events (screened over what was retained).
-    pub late: u64,
     /// Records replayed to rebuild windows.
     pub replayed: u64,
 }
@@ -87,6 +82,7 @@ impl ScreenStage {
             source,
             partitions: HashMap::new(),
             stats: ScreenStats::default(),
+            tally: ScreeningTally::default(),
         }
     }
 
@@ -189,11 +185,15 @@ impl ScreenStage {
         };
         *next = record.offset + 1;
         match windows.observe(record.offset, &event, &thresholds) {
-            None => self.stats.duplicates += 1,
+            None => self.tally.duplicates += 1,
             Some(s) => {
-                self.stats.screenings += 1;
-                self.stats.screened += u64::from(s.screened);
-                self.stats.late += u64::from(s.late);
+                self.tally
+                    .screening(if s.screened { "screened" } else { "passed" });
+                for rule in s.triggered_rules.iter() {
+                    self.tally.rule(rule.as_str());
+                }
+                self.tally.late += u64::from(s.late);
+                self.tally.event_times_us.push(s.event_time.as_micros());
                 out.push(OutRecord {
                     topic: self.screenings_topic.clone(),
                     partition: Some(record.partition),
@@ -265,7 +265,24 @@ impl Stage for ScreenStage {
 
     fn on_rewind(&mut self, assigned: &[AssignedPartition]) {
         self.partitions.clear();
+        self.tally = ScreeningTally::default();
         self.on_assign(assigned);
+    }
+
+    fn on_commit(&mut self, metrics: &Metrics) {
+        let tally = std::mem::take(&mut self.tally);
+        metrics
+            .screening
+            .record(&tally, chrono::Utc::now().timestamp_micros());
+        let targets = self
+            .partitions
+            .values()
+            .map(|p| match p {
+                PartitionState::Ready { windows, .. } => windows.targets(),
+                PartitionState::Pending(_) => 0,
+            })
+            .sum();
+        metrics.screening.window_targets(targets);
     }
 
     fn commit_metadata(&self, topic: &str, partition: i32) -> Option<String> {
