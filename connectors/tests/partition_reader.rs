@@ -47,10 +47,11 @@ async fn one_reader_reads_ranges_of_several_partitions_in_turn() {
         ] {
             let mut values = Vec::new();
             let n = reader
-                .read("log", p, from, until, &mut |offset, _key, value| {
+                .read("log", p, from, until, &mut |r| {
+                    assert!(r.timestamp_ms.is_some(), "records carry their timestamp");
                     values.push((
-                        offset,
-                        String::from_utf8_lossy(value.unwrap_or_default()).into_owned(),
+                        r.offset,
+                        String::from_utf8_lossy(r.value.unwrap_or_default()).into_owned(),
                     ));
                 })
                 .expect("read");
@@ -62,6 +63,14 @@ async fn one_reader_reads_ranges_of_several_partitions_in_turn() {
     .await
     .expect("reader thread");
     let counts: Vec<(i32, usize)> = result.iter().map(|(p, v)| (*p, v.len())).collect();
+    // The true end of each partition, committed or not.
+    let reader = PartitionReader::new(
+        &KafkaSettings::new(broker.addr().to_string()),
+        Duration::from_secs(10),
+    )
+    .expect("reader");
+    let ends: Vec<i64> = (0..3).map(|p| reader.end("log", p).expect("end")).collect();
+    assert_eq!(ends, [100, 150, 200]);
     assert_eq!(counts, [(0, 100), (1, 150), (2, 10), (0, 5), (1, 150)]);
     for (p, values) in &result {
         for (offset, value) in values {

@@ -3,7 +3,7 @@
 //! windows, rules, Avro encode of the screening).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use kusanagi_pipeline::runtime::{InRecord, PartitionSource, Stage};
+use kusanagi_pipeline::runtime::{InRecord, NoHistory, Stage};
 use kusanagi_pipeline::stages::screen::{PartitionWindows, ScreenConfig, ScreenStage};
 use kusanagi_schemas::{ActionDetails, ContextMetadata, EventTime, GameEvent, GameEventCodec};
 use rand::rngs::SmallRng;
@@ -38,21 +38,6 @@ fn events() -> Vec<GameEvent> {
         .collect()
 }
 
-struct NoReplay;
-
-impl PartitionSource for NoReplay {
-    fn read(
-        &mut self,
-        _: &str,
-        _: i32,
-        _: i64,
-        _: i64,
-        _: &mut kusanagi_connectors::kafka::RecordVisitor<'_>,
-    ) -> Result<u64, String> {
-        Ok(0)
-    }
-}
-
 fn l1(c: &mut Criterion) {
     let events = events();
     let config = ScreenConfig::default();
@@ -85,7 +70,7 @@ fn l1(c: &mut Criterion) {
                     "events",
                     "screenings",
                     "events.dlq",
-                    Box::new(NoReplay),
+                    Box::new(NoHistory),
                 )
             },
             |mut stage| {

@@ -390,6 +390,11 @@ fn the_stage_never_exceeds_the_providers_rate_and_loses_no_request() {
     });
     let addr = serve(provider.clone());
     let mut stage = model_stage(&model(ProviderKind::Openai, addr, N, 1), 0);
+    // Open the connection first, so that its setup does not delay one
+    // request into the next one's second; then count from a clean slate.
+    analyse(&mut stage, &[request("acct-warm", 99)]);
+    std::thread::sleep(Duration::from_millis(1_100));
+    provider.arrivals.lock().unwrap().clear();
     let requests: Vec<L2Request> = (0..15).map(|i| request(&format!("acct-{i}"), i)).collect();
     let started = Instant::now();
     let verdicts = analyse(&mut stage, &requests);

@@ -15,5 +15,5 @@ pub mod settings;
 pub use admin::{TopicSpec, ensure_topics};
 pub use embedded::EmbeddedBroker;
 pub use produce::enqueue;
-pub use replay::{PartitionReader, RecordVisitor};
+pub use replay::{PartitionReader, RecordVisitor, ReplayedRecord};
 pub use settings::KafkaSettings;

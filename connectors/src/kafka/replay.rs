@@ -11,12 +11,28 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::KafkaSettings;
 use crate::ConnectorError;
 
-/// What a replay calls for each record: `(offset, key, value)`.
-pub type RecordVisitor<'a> = dyn FnMut(i64, Option<&[u8]>, Option<&[u8]>) + 'a;
+/// One record read back.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayedRecord<'a> {
+    /// Its offset.
+    pub offset: i64,
+    /// Its Kafka timestamp in milliseconds, if it has one.
+    pub timestamp_ms: Option<i64>,
+    /// Its key.
+    pub key: Option<&'a [u8]>,
+    /// Its value (`None` for a tombstone).
+    pub value: Option<&'a [u8]>,
+}
+
+/// What a replay calls for each record.
+pub type RecordVisitor<'a> = dyn FnMut(&ReplayedRecord<'_>) + 'a;
 
 /// Reads partitions by offset range, `read_committed`, with no group.
 pub struct PartitionReader {
     consumer: BaseConsumer,
+    /// A `read_uncommitted` client, for the true end of a partition (a
+    /// `read_committed` one reports the last stable offset).
+    watermarks: BaseConsumer,
     timeout: Duration,
 }
 
@@ -38,12 +54,48 @@ impl PartitionReader {
                 client: "replay consumer",
                 source,
             })?;
-        Ok(Self { consumer, timeout })
+        let mut config = settings.reader_config("kusanagi-replay");
+        config.set("isolation.level", "read_uncommitted");
+        let watermarks = config
+            .create()
+            .map_err(|source| ConnectorError::KafkaConfig {
+                client: "replay watermarks",
+                source,
+            })?;
+        Ok(Self {
+            consumer,
+            watermarks,
+            timeout,
+        })
     }
 
-    /// Calls `each(offset, key, value)` for every committed record of
+    /// The end of `topic`/`partition` now: the offset after its last
+    /// record, committed or not (the high watermark). Reading to it waits
+    /// for any transaction still open there to end.
+    pub fn end(&self, topic: &str, partition: i32) -> Result<i64, ConnectorError> {
+        self.watermarks
+            .fetch_watermarks(topic, partition, self.timeout)
+            .map(|(_, high)| high)
+            .map_err(|source| ConnectorError::Kafka {
+                operation: format!("reading the end of {topic}/{partition}"),
+                source,
+            })
+    }
+
+    fn position(&self, topic: &str, partition: i32) -> Option<i64> {
+        let positions = self.consumer.position().ok()?;
+        match positions.find_partition(topic, partition)?.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Calls `each` for every committed record of
     /// `topic`/`partition` with `from <= offset < until`, in offset order.
-    /// Returns how many records it read.
+    /// Returns how many records it read. It reads past aborted records and
+    /// transaction markers, and waits while a transaction below `until` is
+    /// still open (`read_committed` stops at the last stable offset),
+    /// failing after the timeout without progress.
     pub fn read(
         &mut self,
         topic: &str,
@@ -77,14 +129,28 @@ impl PartitionReader {
                         break Ok(read);
                     }
                     if m.offset() >= from {
-                        each(m.offset(), m.key(), m.payload());
+                        each(&ReplayedRecord {
+                            offset: m.offset(),
+                            timestamp_ms: m.timestamp().to_millis(),
+                            key: m.key(),
+                            value: m.payload(),
+                        });
                         read += 1;
                     }
                     if m.offset() + 1 >= until {
                         break Ok(read);
                     }
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(read),
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    // The end of what is stable: done if that is `until`
+                    // (or the partition ends before it), else a transaction
+                    // is still open below `until` and its marker is coming.
+                    let position = self.position(topic, partition).unwrap_or(i64::MAX);
+                    let end = self.end(topic, partition).unwrap_or(i64::MAX);
+                    if position >= until.min(end) {
+                        break Ok(read);
+                    }
+                }
                 Some(Err(e)) => {
                     tracing::warn!(topic, partition, error = %e, "replay read error");
                 }

@@ -177,6 +177,24 @@ impl LlmClient {
         }
     }
 
+    /// A request that failed below HTTP: a timeout ends the call (the
+    /// fallback answers), anything else (a refused or reset connection) is
+    /// retried.
+    fn failed(&self, e: &reqwest::Error) -> Attempt {
+        if e.is_timeout() {
+            Attempt::Done(Err(LlmFailure::Timeout {
+                after_ms: self.config.timeout.as_millis() as u64,
+            }))
+        } else {
+            Attempt::Retry {
+                failure: LlmFailure::Transport {
+                    detail: e.to_string(),
+                },
+                after: None,
+            }
+        }
+    }
+
     async fn attempt(&self, prompt: &Prompt, attempt: u32) -> Attempt {
         let c = &self.config;
         let root = c.base_url.trim_end_matches('/');
@@ -203,19 +221,7 @@ impl LlmClient {
         }
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return Attempt::Done(Err(LlmFailure::Timeout {
-                    after_ms: c.timeout.as_millis() as u64,
-                }));
-            }
-            Err(e) => {
-                return Attempt::Retry {
-                    failure: LlmFailure::Transport {
-                        detail: e.to_string(),
-                    },
-                    after: None,
-                };
-            }
+            Err(e) => return self.failed(&e),
         };
         let status = response.status().as_u16();
         let retry_after = response
@@ -226,19 +232,7 @@ impl LlmClient {
             .map(Duration::from_secs);
         let text = match response.text().await {
             Ok(t) => t,
-            Err(e) if e.is_timeout() => {
-                return Attempt::Done(Err(LlmFailure::Timeout {
-                    after_ms: c.timeout.as_millis() as u64,
-                }));
-            }
-            Err(e) => {
-                return Attempt::Retry {
-                    failure: LlmFailure::Transport {
-                        detail: e.to_string(),
-                    },
-                    after: None,
-                };
-            }
+            Err(e) => return self.failed(&e),
         };
         match status {
             200..=299 => {

@@ -10,7 +10,7 @@ mod stage;
 mod transactional;
 
 pub use metrics::Metrics;
-pub use replay::PartitionSource;
+pub use replay::{NoHistory, PartitionSource};
 pub use screening_metrics::{ScreeningMetrics, ScreeningTally};
 pub use shutdown::Shutdown;
 pub use stage::{AssignedPartition, InRecord, OutRecord, Partitions, Stage, StageError};

@@ -213,6 +213,14 @@ impl ScreeningMetrics {
         }
     }
 
+    /// Records a committed batch's tally now, and empties it.
+    pub fn record_committed(&self, tally: &mut ScreeningTally) {
+        self.record(
+            &std::mem::take(tally),
+            chrono::Utc::now().timestamp_micros(),
+        );
+    }
+
     /// Targets now retained by the screen stage of this copy.
     pub fn window_targets(&self, n: usize) {
         self.window_targets

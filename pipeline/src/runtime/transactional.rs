@@ -336,21 +336,30 @@ impl<S: Stage> TransactionalLoop<S> {
                 }
             }
         };
-        Ok(committed
+        committed
             .elements()
             .iter()
-            .map(|e| AssignedPartition {
-                topic: e.topic().to_owned(),
-                partition: e.partition(),
-                committed: match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                },
-                metadata: Some(e.metadata())
-                    .filter(|m| !m.is_empty())
-                    .map(str::to_owned),
+            .map(|e| {
+                // A partition whose lookup failed must not look like one the
+                // group never committed: the stage would start empty.
+                if let Err(source) = e.error() {
+                    return Err(RuntimeError::Fatal {
+                        stage: self.config.stage,
+                        operation: "committed_offsets",
+                        source,
+                    });
+                }
+                Ok(AssignedPartition {
+                    topic: e.topic().to_owned(),
+                    partition: e.partition(),
+                    committed: match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    },
+                    metadata: committed_metadata(e),
+                })
             })
-            .collect())
+            .collect()
     }
 
     fn commit_batch(
@@ -542,6 +551,17 @@ fn init_transactions(producer: &BaseProducer, config: &LoopConfig) -> Result<(),
             }
         }
     }
+}
+
+/// The metadata committed with an offset, if any. rust-rdkafka panics on
+/// metadata that is not UTF-8 (another client may have written it): such
+/// metadata reads as none, and the stage rebuilds as best it can.
+fn committed_metadata(
+    e: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>,
+) -> Option<String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.metadata().to_owned()))
+        .ok()
+        .filter(|m| !m.is_empty())
 }
 
 /// For each (topic, partition) in the batch, the offset after its last record.

@@ -252,6 +252,18 @@ pub mod tempdir {
 
 /// Starts `kusanagi <args>` with `topology`, logging to `<dir>/<name>.log`.
 pub fn kusanagi(dir: &Path, name: &str, topology: &Path, args: &[&str]) -> ChildGuard {
+    kusanagi_with_env(dir, name, topology, args, &[])
+}
+
+/// [`kusanagi`] with extra environment variables (`KUSANAGI_INSTANCE_ID`
+/// for a second copy of a stage).
+pub fn kusanagi_with_env(
+    dir: &Path,
+    name: &str,
+    topology: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> ChildGuard {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -263,6 +275,7 @@ pub fn kusanagi(dir: &Path, name: &str, topology: &Path, args: &[&str]) -> Child
         .args(args)
         .current_dir(dir)
         .env("RUST_LOG", "info,librdkafka=warn")
+        .envs(env.iter().copied())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .stdin(Stdio::null())

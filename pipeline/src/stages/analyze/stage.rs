@@ -282,10 +282,7 @@ impl Stage for AnalyzeStage {
     }
 
     fn on_commit(&mut self, metrics: &Metrics) {
-        let tally = std::mem::take(&mut self.tally);
-        metrics
-            .screening
-            .record(&tally, chrono::Utc::now().timestamp_micros());
+        metrics.screening.record_committed(&mut self.tally);
         if let Analyzer::Model { client, .. } = &self.analyzer {
             use std::sync::atomic::Ordering::Relaxed;
             let s = client.stats();

@@ -118,32 +118,35 @@ impl DecideStage {
         let mut accounts = HashMap::new();
         let mut undecodable = 0u64;
         let codec = &self.accounts;
+        // To the end as it is now, waiting for a transaction still open
+        // there (the previous owner's last batch, whose commit marker may
+        // reach `accounts` after its offsets were committed).
+        let fail = |message: String| StageError {
+            stage: STAGE,
+            message: format!("rebuilding the accounts of partition {partition}: {message}"),
+        };
+        let end = self
+            .source
+            .end(&self.topics.accounts, partition)
+            .map_err(fail)?;
         let read = self
             .source
-            .read(
-                &self.topics.accounts,
-                partition,
-                0,
-                i64::MAX,
-                &mut |_, key, value| {
-                    match value.map(|v| codec.decode(v)) {
-                        Some(Ok(a)) => {
-                            accounts.insert(a.account_id.clone(), a);
-                        }
-                        // A tombstone (an erased account) removes it.
-                        None => {
-                            if let Some(k) = key.and_then(|k| std::str::from_utf8(k).ok()) {
-                                accounts.remove(k);
-                            }
-                        }
-                        Some(Err(_)) => undecodable += 1,
+            .read(&self.topics.accounts, partition, 0, end, &mut |r| {
+                let key = r.key;
+                match r.value.map(|v| codec.decode(v)) {
+                    Some(Ok(a)) => {
+                        accounts.insert(a.account_id.clone(), a);
                     }
-                },
-            )
-            .map_err(|message| StageError {
-                stage: STAGE,
-                message: format!("rebuilding the accounts of partition {partition}: {message}"),
-            })?;
+                    // A tombstone (an erased account) removes it.
+                    None => {
+                        if let Some(k) = key.and_then(|k| std::str::from_utf8(k).ok()) {
+                            accounts.remove(k);
+                        }
+                    }
+                    Some(Err(_)) => undecodable += 1,
+                }
+            })
+            .map_err(fail)?;
         tracing::info!(
             stage = STAGE,
             partition,
@@ -253,10 +256,21 @@ impl Stage for DecideStage {
                 let Some(PartitionState::Ready(accounts)) = self.partitions.get_mut(&p) else {
                     unreachable!("ready() ran for every partition of the batch")
                 };
-                let account = accounts
-                    .entry(v.target_id.clone())
-                    .or_insert_with(|| Account::new(&v.target_id, &v.tenant_id, v.event_time));
-                (apply_verdict(account, &v), v.target_id)
+                // A verdict for an account this copy does not know (erased,
+                // or never restricted) is judged against a fresh NORMAL one,
+                // which is kept only if the verdict changed it.
+                let effects = match accounts.get_mut(&v.target_id) {
+                    Some(account) => apply_verdict(account, &v),
+                    None => {
+                        let mut account = Account::new(&v.target_id, &v.tenant_id, v.event_time);
+                        let effects = apply_verdict(&mut account, &v);
+                        if effects.changed {
+                            accounts.insert(v.target_id.clone(), account);
+                        }
+                        effects
+                    }
+                };
+                (effects, v.target_id)
             } else {
                 continue;
             };
@@ -296,9 +310,6 @@ impl Stage for DecideStage {
     }
 
     fn on_commit(&mut self, metrics: &Metrics) {
-        let tally = std::mem::take(&mut self.tally);
-        metrics
-            .screening
-            .record(&tally, chrono::Utc::now().timestamp_micros());
+        metrics.screening.record_committed(&mut self.tally);
     }
 }

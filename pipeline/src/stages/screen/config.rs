@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use kusanagi_schemas::GameEvent;
 use serde::Deserialize;
 
 use super::rules::Thresholds;
@@ -23,6 +24,13 @@ pub struct ScreenConfig {
     /// state holds `allowed_lateness_seconds + 2 * window_seconds` of event
     /// time per partition, and a rebuild replays that much.
     pub allowed_lateness_seconds: u64,
+    /// How far an event's time may be ahead of the time it was ingested
+    /// (its Kafka record timestamp), in seconds; an event further ahead is
+    /// dead-lettered (`future_event`) instead of screened, so that one
+    /// wrong producer clock cannot push a partition's watermark into the
+    /// future. 0 turns the check off (replaying historical or synthetic
+    /// data stamped ahead of the clock).
+    pub max_future_seconds: u64,
     /// The thresholds of every tenant without its own.
     pub thresholds: Thresholds,
     /// Per-tenant thresholds (`[stages.screen.tenants.<tenant_id>]`), each
@@ -42,6 +50,7 @@ impl Default for ScreenConfig {
             group_id: "kusanagi-screen".into(),
             window_seconds: 300,
             allowed_lateness_seconds: 600,
+            max_future_seconds: 3_600,
             thresholds: Thresholds::default(),
             tenants: BTreeMap::new(),
             batch_max_records: 2_000,
@@ -62,6 +71,18 @@ impl ScreenConfig {
             window_us: us(self.window_seconds),
             allowed_lateness_us: us(self.allowed_lateness_seconds),
         }
+    }
+
+    /// How many seconds `event` is ahead of its ingest time
+    /// (`record_timestamp_ms`), when that is more than `max_future_seconds`.
+    pub fn from_the_future(
+        &self,
+        event: &GameEvent,
+        record_timestamp_ms: Option<i64>,
+    ) -> Option<i64> {
+        let ingested_ms = record_timestamp_ms.filter(|_| self.max_future_seconds > 0)?;
+        let ahead_s = event.timestamp.as_millis().saturating_sub(ingested_ms) / 1_000;
+        (ahead_s > i64::try_from(self.max_future_seconds).unwrap_or(i64::MAX)).then_some(ahead_s)
     }
 
     /// The thresholds for `tenant`.

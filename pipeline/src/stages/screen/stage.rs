@@ -50,6 +50,10 @@ pub struct ScreenStage {
     screenings: RecordCodec<Screening>,
     source: Box<dyn PartitionSource>,
     partitions: HashMap<i32, PartitionState>,
+    /// Windows of partitions revoked in a rebalance, kept until the next
+    /// assignment: a partition given back at the offset this copy had
+    /// reached keeps them instead of replaying.
+    parked: HashMap<i32, (PartitionWindows, i64)>,
     stats: ScreenStats,
     /// What the current batch did, recorded when it commits.
     tally: ScreeningTally,
@@ -81,6 +85,7 @@ impl ScreenStage {
             screenings: RecordCodec::new(),
             source,
             partitions: HashMap::new(),
+            parked: HashMap::new(),
             stats: ScreenStats::default(),
             tally: ScreeningTally::default(),
         }
@@ -126,21 +131,17 @@ impl ScreenStage {
             let mut replayed = 0u64;
             let mut undecodable = 0u64;
             self.source
-                .read(
-                    &self.events_topic,
-                    partition,
-                    from,
-                    committed,
-                    &mut |offset, _key, value| {
-                        replayed += 1;
-                        match value.map(|v| events.decode(v)) {
-                            Some(Ok(e)) => {
-                                windows.observe(offset, &e, config.thresholds_for(&e.tenant_id));
-                            }
-                            _ => undecodable += 1,
+                .read(&self.events_topic, partition, from, committed, &mut |r| {
+                    replayed += 1;
+                    match r.value.map(|v| events.decode(v)) {
+                        // Skipped exactly as the live path skipped it.
+                        Some(Ok(e)) if config.from_the_future(&e, r.timestamp_ms).is_some() => {}
+                        Some(Ok(e)) => {
+                            windows.observe(r.offset, &e, config.thresholds_for(&e.tenant_id));
                         }
-                    },
-                )
+                        _ => undecodable += 1,
+                    }
+                })
                 .map_err(|message| StageError {
                     stage: STAGE,
                     message: format!("rebuilding the windows of partition {partition}: {message}"),
@@ -177,6 +178,17 @@ impl ScreenStage {
                 return;
             }
         };
+        if let Some(ahead_s) = self.config.from_the_future(&event, record.timestamp_ms) {
+            let detail = format!(
+                "event time {} is {ahead_s} s ahead of its ingest time (more than max_future_seconds = {}): \
+                 a producer clock is wrong; not screened, so that it cannot move the windows' watermark",
+                event.timestamp.to_rfc3339(),
+                self.config.max_future_seconds
+            );
+            out.push(self.reject(record, "future_event", detail));
+            self.advance(record);
+            return;
+        }
         let thresholds = *self.config.thresholds_for(&event.tenant_id);
         let Some(PartitionState::Ready { windows, next }) =
             self.partitions.get_mut(&record.partition)
@@ -249,31 +261,41 @@ impl Stage for ScreenStage {
     }
 
     fn on_assign(&mut self, partitions: &[AssignedPartition]) {
+        let mut parked = std::mem::take(&mut self.parked);
         for p in partitions.iter().filter(|p| p.topic == self.events_topic) {
-            self.partitions
-                .insert(p.partition, PartitionState::Pending(p.clone()));
+            // Given back where this copy left it (an eager rebalance revokes
+            // every partition, then hands most of them back): the windows
+            // are still exact.
+            let state = match parked.remove(&p.partition) {
+                Some((windows, next)) if p.committed == Some(next) => {
+                    PartitionState::Ready { windows, next }
+                }
+                _ => PartitionState::Pending(p.clone()),
+            };
+            self.partitions.insert(p.partition, state);
         }
     }
 
     fn on_revoke(&mut self, partitions: &Partitions) {
         for (topic, partition) in partitions {
-            if *topic == self.events_topic {
-                self.partitions.remove(partition);
+            if *topic == self.events_topic
+                && let Some(PartitionState::Ready { windows, next }) =
+                    self.partitions.remove(partition)
+            {
+                self.parked.insert(*partition, (windows, next));
             }
         }
     }
 
     fn on_rewind(&mut self, assigned: &[AssignedPartition]) {
         self.partitions.clear();
+        self.parked.clear();
         self.tally = ScreeningTally::default();
         self.on_assign(assigned);
     }
 
     fn on_commit(&mut self, metrics: &Metrics) {
-        let tally = std::mem::take(&mut self.tally);
-        metrics
-            .screening
-            .record(&tally, chrono::Utc::now().timestamp_micros());
+        metrics.screening.record_committed(&mut self.tally);
         let targets = self
             .partitions
             .values()
