@@ -763,11 +763,15 @@ fn exactly_once_across_sigkills(kind: BrokerKind, run: Run) {
     eprintln!(
         "[{kind:?}] phase 2: {want_verdicts} verdicts; final states {states:?}; {refused} refused moves"
     );
-    assert!(
-        states.get("BANNED").copied().unwrap_or(0) > 0
-            && states.get("NORMAL").copied().unwrap_or(0) > 0,
-        "{states:?}"
-    );
+    // The analysis moved accounts both ways: smurfing (R2, many senders)
+    // into surveillance, single-rule accounts back to NORMAL.
+    let moved = |to: &str| {
+        transitions
+            .values()
+            .flatten()
+            .any(|t| t.applied && t.to_state.as_str() == to)
+    };
+    assert!(moved("UNDER_SURVEILLANCE") && moved("NORMAL"), "{states:?}");
     for mut stage in [analyze, decide] {
         assert_eq!(
             stage.terminate(Duration::from_secs(30)),
