@@ -4,7 +4,11 @@
 //! writer schema, then the Avro datum, as on `events`
 //! (`docs/event-contract.md`). [`RecordCodec`] writes a serde type with its
 //! shipped schema through apache-avro's schema-aware serializer and reads it
-//! back through apache-avro's serde deserializer.
+//! back through apache-avro's serde deserializer. That serializer does not
+//! follow named references, so no shipped schema refers to a type by name:
+//! where a type would be used twice, the second use is an enum of its own
+//! with the same symbols (`WindowRule`, `ToState`); a test checks that every
+//! schema is free of references.
 
 use std::marker::PhantomData;
 use std::sync::OnceLock;
@@ -93,16 +97,13 @@ impl<T: AvroRecord> RecordCodec<T> {
     /// If `T` does not match its shipped schema: an internal invariant that
     /// the round-trip tests check for every type.
     pub fn encode(&self, record: &T) -> Vec<u8> {
-        // Through a `Value` resolved against the schema: these schemas name
-        // a type once and refer to it again (`Rule`, `AccountState`), which
-        // apache-avro's direct serde writer does not resolve.
-        let datum = apache_avro::to_value(record)
-            .and_then(|v| v.resolve(T::schema()))
-            .and_then(|v| apache_avro::to_avro_datum(T::schema(), v))
-            .unwrap_or_else(|e| panic!("{} does not match its schema: {e}", T::NAME));
-        let mut out = Vec::with_capacity(HEADER_LEN + datum.len());
+        // apache-avro's schema-aware serde writer, straight into the
+        // buffer: no `Value` tree. It does not resolve named references,
+        // so each shipped schema names every type once.
+        let mut out = Vec::with_capacity(256);
         out.extend_from_slice(&self.header);
-        out.extend_from_slice(&datum);
+        apache_avro::write_avro_datum_ref(T::schema(), record, &mut out)
+            .unwrap_or_else(|e| panic!("{} does not match its schema: {e}", T::NAME));
         out
     }
 
@@ -247,6 +248,51 @@ mod tests {
             applied: false,
             refusal: Some("BANNED is final".into()),
         });
+    }
+
+    #[test]
+    fn no_shipped_schema_refers_to_a_type_by_name() {
+        // Every named type's first use defines it; a later bare name would
+        // be a reference, which the fast writer cannot follow.
+        for avsc in [
+            SCREENING_V1_AVSC,
+            L2_REQUEST_V1_AVSC,
+            VERDICT_V1_AVSC,
+            ACCOUNT_V1_AVSC,
+            TRANSITION_V1_AVSC,
+        ] {
+            let doc: serde_json::Value = serde_json::from_str(avsc).unwrap();
+            let mut defined = Vec::new();
+            fn walk(v: &serde_json::Value, defined: &mut Vec<String>) {
+                match v {
+                    serde_json::Value::Object(o) => {
+                        if let (Some(t), Some(n)) = (
+                            o.get("type").and_then(|t| t.as_str()),
+                            o.get("name").and_then(|n| n.as_str()),
+                        ) {
+                            if matches!(t, "record" | "enum" | "fixed") {
+                                assert!(!defined.contains(&n.to_owned()), "{n} defined twice");
+                                defined.push(n.to_owned());
+                            }
+                        }
+                        for (k, x) in o {
+                            if k == "type" || k == "items" {
+                                if let Some(name) = x.as_str() {
+                                    assert!(
+                                        !defined.contains(&name.to_owned()),
+                                        "a reference to {name}"
+                                    );
+                                }
+                            }
+                            walk(x, defined);
+                        }
+                    }
+                    serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, defined)),
+                    _ => {}
+                }
+            }
+            walk(&doc, &mut defined);
+        }
     }
 
     #[test]
