@@ -444,3 +444,44 @@ fn the_stage_never_exceeds_the_providers_rate_and_loses_no_request() {
         "{limited} rate limited, {answered} answered"
     );
 }
+
+#[test]
+fn an_undecodable_request_is_dead_lettered_and_the_rest_answered() {
+    let mut stage = AnalyzeStage::new(Analyzer::Fallback, "l2.verdicts", "events.dlq").unwrap();
+    let good = RecordCodec::<L2Request>::new().encode(&request("acct-1", 1));
+    let batch = [
+        InRecord {
+            topic: "l2.requests",
+            partition: 0,
+            offset: 0,
+            key: None,
+            payload: Some(b"junk"),
+            timestamp_ms: None,
+        },
+        InRecord {
+            topic: "l2.requests",
+            partition: 0,
+            offset: 1,
+            key: None,
+            payload: Some(&good),
+            timestamp_ms: None,
+        },
+    ];
+    let mut out = Vec::new();
+    stage.process(&batch, &mut out).unwrap();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].topic, "events.dlq");
+    let reason = out[0]
+        .headers
+        .iter()
+        .find(|(k, _)| k == "kusanagi.dlq.reason")
+        .unwrap();
+    assert_eq!(reason.1, b"undecodable");
+    let v = RecordCodec::<Verdict>::new()
+        .decode(&out[1].payload)
+        .unwrap();
+    assert_eq!(
+        (v.target_id.as_str(), v.fallback_reason.as_deref()),
+        ("acct-1", Some("no_model"))
+    );
+}

@@ -91,6 +91,38 @@ pub fn dead_letter(
     }
 }
 
+/// The dead letter of a record a stage rejects as a whole, for `reason`
+/// (`undecodable`, `future_event`, ...): logged at debug level with where
+/// it was read, and kept whole (records of Kusanagi's own topics fit).
+pub fn reject_record(
+    stage: &str,
+    topic: &str,
+    source: &InRecord<'_>,
+    reason: &str,
+    detail: String,
+) -> OutRecord {
+    tracing::debug!(
+        stage,
+        topic = source.topic,
+        partition = source.partition,
+        offset = source.offset,
+        reason,
+        %detail,
+        "record rejected"
+    );
+    dead_letter(
+        stage,
+        topic,
+        source,
+        &Rejection {
+            reason,
+            detail,
+            field: None,
+        },
+        usize::MAX,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ use moka::sync::Cache;
 
 use super::fallback::fallback_verdict;
 use super::prompt::{Judgment, parse_judgment, prompt_for};
-use crate::runtime::dead_letter::{Rejection, dead_letter};
+use crate::runtime::dead_letter::reject_record;
 use crate::runtime::{InRecord, Metrics, OutRecord, ScreeningTally, Stage, StageError};
 
 /// The stage's name in metrics and logs.
@@ -211,16 +211,12 @@ impl Stage for AnalyzeStage {
                         Some(Err(e)) => e.to_string(),
                         _ => "the record has no value".into(),
                     };
-                    slots[i] = Some(dead_letter(
+                    slots[i] = Some(reject_record(
                         STAGE,
                         &self.dead_letter_topic,
                         record,
-                        &Rejection {
-                            reason: "undecodable",
-                            detail,
-                            field: None,
-                        },
-                        usize::MAX,
+                        "undecodable",
+                        detail,
                     ));
                 }
             }

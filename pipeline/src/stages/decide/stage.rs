@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use kusanagi_schemas::{Account, L2Request, RecordCodec, Screening, Transition, Verdict};
 
 use super::machine::{Effects, apply_screening, apply_verdict};
-use crate::runtime::dead_letter::{Rejection, dead_letter};
+use crate::runtime::dead_letter::reject_record;
 use crate::runtime::{
     AssignedPartition, InRecord, Metrics, OutRecord, PartitionSource, Partitions, ScreeningTally,
     Stage, StageError,
@@ -192,17 +192,12 @@ impl DecideStage {
     }
 
     fn reject(&self, record: &InRecord<'_>, detail: String) -> OutRecord {
-        tracing::debug!(stage = STAGE, topic = record.topic, partition = record.partition, offset = record.offset, %detail, "record rejected");
-        dead_letter(
+        reject_record(
             STAGE,
             &self.topics.dead_letter,
             record,
-            &Rejection {
-                reason: "undecodable",
-                detail,
-                field: None,
-            },
-            usize::MAX,
+            "undecodable",
+            detail,
         )
     }
 }

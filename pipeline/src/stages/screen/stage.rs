@@ -16,7 +16,7 @@ use kusanagi_schemas::{GameEvent, GameEventCodec, RecordCodec, Screening};
 
 use super::config::ScreenConfig;
 use super::window::PartitionWindows;
-use crate::runtime::dead_letter::{Rejection, dead_letter};
+use crate::runtime::dead_letter::reject_record;
 use crate::runtime::{
     AssignedPartition, InRecord, Metrics, OutRecord, PartitionSource, Partitions, ScreeningTally,
     Stage, StageError,
@@ -226,18 +226,7 @@ impl ScreenStage {
     }
 
     fn reject(&self, record: &InRecord<'_>, reason: &str, detail: String) -> OutRecord {
-        tracing::debug!(stage = STAGE, partition = record.partition, offset = record.offset, %detail, "event rejected");
-        dead_letter(
-            STAGE,
-            &self.dead_letter_topic,
-            record,
-            &Rejection {
-                reason,
-                detail,
-                field: None,
-            },
-            usize::MAX,
-        )
+        reject_record(STAGE, &self.dead_letter_topic, record, reason, detail)
     }
 }
 
