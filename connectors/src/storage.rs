@@ -19,7 +19,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::ConnectorError;
 
@@ -106,6 +106,25 @@ impl TierStore {
             .map_err(|e| self.fail("put", path, e))
     }
 
+    /// Writes `bytes` at `path` only if nothing is there yet, atomically:
+    /// `Ok(false)` when an object already exists (another writer won).
+    /// S3 needs `If-None-Match` support (AWS since 2024, MinIO, R2).
+    pub async fn put_if_absent(&self, path: &str, bytes: Bytes) -> Result<bool, ConnectorError> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&Path::from(path), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.fail("create", path, e)),
+        }
+    }
+
     /// Reads the whole object at `path`.
     pub async fn get(&self, path: &str) -> Result<Bytes, ConnectorError> {
         let read = async { self.store.get(&Path::from(path)).await?.bytes().await };
@@ -126,6 +145,46 @@ impl TierStore {
             .collect();
         listed.sort();
         Ok(listed)
+    }
+
+    /// The objects under `prefix` whose paths sort after `after`, as
+    /// (path, size in bytes), sorted by path (S3 lists from `after` on, so
+    /// this reads only what is new).
+    pub async fn list_after(
+        &self,
+        prefix: &str,
+        after: &str,
+    ) -> Result<Vec<(String, u64)>, ConnectorError> {
+        let prefix = (!prefix.is_empty()).then(|| Path::from(prefix));
+        let mut listed: Vec<(String, u64)> = self
+            .store
+            .list_with_offset(prefix.as_ref(), &Path::from(after))
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| self.fail("list", after, e))?
+            .into_iter()
+            .map(|m| (m.location.to_string(), m.size))
+            .collect();
+        listed.sort();
+        Ok(listed)
+    }
+
+    /// Moves the object at `from` to `to` (replacing what is there): a
+    /// rename on a local folder, a copy then a delete on S3.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), ConnectorError> {
+        self.store
+            .rename(&Path::from(from), &Path::from(to))
+            .await
+            .map_err(|e| self.fail("rename", &format!("{from} -> {to}"), e))
+    }
+
+    /// Whether an object exists at `path`.
+    pub async fn exists(&self, path: &str) -> Result<bool, ConnectorError> {
+        match self.store.head(&Path::from(path)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.fail("head", path, e)),
+        }
     }
 
     /// Deletes the object at `path`; deleting what is not there is no error.

@@ -35,6 +35,32 @@ async fn conformance(tier: TierStore) {
     assert!(err.contains(tier.url()) && err.contains(a), "{err}");
     assert_eq!(tier.list("events").await.unwrap().len(), 1);
     assert_eq!(tier.list("").await.unwrap().len(), 2);
+
+    // Create-if-absent: the first writer wins, the second is told.
+    let log = "_catalog/log/00000000000000000001.json";
+    assert!(!tier.exists(log).await.unwrap());
+    assert!(
+        tier.put_if_absent(log, Bytes::from_static(b"one"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tier
+            .put_if_absent(log, Bytes::from_static(b"two"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(tier.get(log).await.unwrap(), Bytes::from_static(b"one"));
+    assert!(tier.exists(log).await.unwrap());
+
+    // Listing after a key returns only what sorts after it.
+    let next = "_catalog/log/00000000000000000002.json";
+    tier.put(next, Bytes::from_static(b"2")).await.unwrap();
+    assert_eq!(
+        tier.list_after("_catalog/log", log).await.unwrap(),
+        [(next.to_owned(), 1)]
+    );
+    assert_eq!(tier.list_after("_catalog/log", "").await.unwrap().len(), 2);
 }
 
 #[tokio::test]

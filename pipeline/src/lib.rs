@@ -8,12 +8,14 @@
 //! | [`config`] | the topology file, typed and validated; environment overrides |
 //! | [`runtime`] | the [`runtime::Stage`] trait and the exactly-once [`runtime::TransactionalLoop`] that runs any stage; metrics; dead letters |
 //! | [`stages`] | one folder per stage: [`stages::ingest`] (`events.raw` -> `events`, `events.dlq`) |
+//! | [`catalog`] | the archive catalog: Parquet files per tier, their contents and checksums, archived offsets; atomic commits |
 //! | [`api`] | HTTP: event intake, health, metrics |
 //! | [`run`] | starting a process: broker, topics, stages, HTTP |
 //! | [`demo`] | synthetic game traffic with RMT patterns, a live status line and a summary |
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod catalog;
 pub mod config;
 pub mod demo;
 pub mod run;

@@ -120,7 +120,8 @@ impl Topology {
             self.http.listen = v;
         }
         if let Some(v) = var("KUSANAGI_DATA_DIR") {
-            self.embedded_broker.data_dir = PathBuf::from(v).join("broker");
+            self.embedded_broker.data_dir = PathBuf::from(&v).join("broker");
+            self.archive.relocate_defaults(Path::new(&v));
         }
         if let Some(v) = var("RUST_LOG") {
             self.log.filter = v;
@@ -222,6 +223,12 @@ impl Topology {
         }
         for (key, problem) in self.stages.analyze.validate(|k| std::env::var(k).ok()) {
             bad(&format!("stages.analyze.{key}"), problem);
+        }
+        for (key, problem) in self.stages.archive.validate() {
+            bad(&format!("stages.archive.{key}"), problem);
+        }
+        for (key, problem) in self.archive.validate() {
+            bad(&format!("archive.{key}"), problem);
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             bad(

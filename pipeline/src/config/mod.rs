@@ -1,8 +1,10 @@
 //! Typed configuration: the topology file, overridable by environment.
 
+mod archive;
 mod load;
 mod topology;
 
+pub use archive::ArchiveConfig;
 pub use load::{ConfigError, ConfigProblem};
 pub use topology::{
     EmbeddedBrokerConfig, HttpConfig, InstanceConfig, KafkaConfig, LogConfig, LogFormat,

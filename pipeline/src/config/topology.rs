@@ -21,6 +21,8 @@ pub struct Topology {
     pub topics: TopicsConfig,
     /// Per-stage settings.
     pub stages: StagesConfig,
+    /// The Parquet archive: tiers, catalog, tier ages.
+    pub archive: super::ArchiveConfig,
     /// The HTTP server (ingest API, health, metrics).
     pub http: HttpConfig,
     /// Logging.
@@ -155,6 +157,9 @@ pub struct StagesConfig {
     pub decide: crate::stages::decide::DecideConfig,
     /// The analyze stage (`l2.requests` to `l2.verdicts`).
     pub analyze: crate::stages::analyze::AnalyzeConfig,
+    /// The archive stage (`events`, `screenings`, `accounts.transitions` to
+    /// Parquet in the hot tier).
+    pub archive: crate::stages::archive::ArchiveStageConfig,
 }
 
 /// The HTTP server.

@@ -63,6 +63,8 @@ pub struct Metrics {
     http_events: Family<StageOutcome, Counter>,
     /// The screen, decide and analyze stages' own metrics.
     pub screening: super::ScreeningMetrics,
+    /// The archive stage's metrics.
+    pub archive: super::ArchiveMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,8 +133,10 @@ impl Metrics {
             http_events.clone(),
         );
         let screening = super::ScreeningMetrics::register(&mut registry);
+        let archive = super::ArchiveMetrics::register(&mut registry);
         Self {
             screening,
+            archive,
             registry: Arc::new(registry),
             records_in,
             records_out,

@@ -1,6 +1,7 @@
 //! The stage runtime: the [`Stage`] trait, the exactly-once
 //! [`TransactionalLoop`] that runs any stage, metrics and shutdown.
 
+mod archive_metrics;
 pub mod dead_letter;
 mod metrics;
 pub mod replay;
@@ -9,6 +10,7 @@ mod shutdown;
 mod stage;
 mod transactional;
 
+pub use archive_metrics::ArchiveMetrics;
 pub use metrics::Metrics;
 pub use replay::{NoHistory, PartitionSource};
 pub use screening_metrics::{ScreeningMetrics, ScreeningTally};

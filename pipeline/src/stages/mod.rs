@@ -1,6 +1,8 @@
-//! The stages, one folder each: ingest -> screen -> decide <-> analyze.
+//! The stages, one folder each: ingest -> screen -> decide <-> analyze,
+//! and archive (every table to Parquet).
 
 pub mod analyze;
+pub mod archive;
 pub mod decide;
 pub mod ingest;
 pub mod screen;

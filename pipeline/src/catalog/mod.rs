@@ -1,0 +1,11 @@
+//! The archive catalog: every Parquet file of every tier, what it holds,
+//! and how far each Kafka partition is archived, changed only by atomic
+//! commits ([`model`] is the pure core, [`log`] keeps it in object storage).
+
+pub mod log;
+pub mod model;
+
+pub use log::{Catalog, CatalogError};
+pub use model::{
+    Action, CatalogState, Commit, Conflict, FileEntry, FileKey, OffsetRange, Progress, Tier,
+};

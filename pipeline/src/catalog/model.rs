@@ -1,0 +1,488 @@
+//! The catalog's pure core: which Parquet files exist, in which tier, what
+//! they hold, and how far each Kafka partition has been archived.
+//!
+//! Design: the catalog is a sequence of [`Commit`]s, each a list of
+//! [`Action`]s applied all together or not at all. [`CatalogState`] is the
+//! result of applying them in order. A commit is checked against the state
+//! it follows before it is applied ([`CatalogState::check`]):
+//! - a file is added once per tier and removed only if present, so a file
+//!   moved between tiers (add in the new tier, remove from the old, one
+//!   commit) is never listed twice or not at all;
+//! - [`Action::Progress`] says "partition p was archived up to offset `from`
+//!   and is now archived up to `to`": it holds only if the catalog still
+//!   says `from`. Two writers that read the same offsets (a copy that lost
+//!   its partitions in a rebalance and the one that got them) therefore
+//!   cannot both commit them: the second commit is refused and its writer
+//!   starts again from what the catalog says.
+//!
+//! No I/O here; [`super::log`] stores the commits in object storage.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A storage tier, by the age of the events it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// The newest events (7 days by default); where the archive stage writes.
+    Hot,
+    /// Older events (up to 30 days by default).
+    Warm,
+    /// The rest.
+    Cold,
+}
+
+impl Tier {
+    /// Every tier, hot first.
+    pub const ALL: [Tier; 3] = [Tier::Hot, Tier::Warm, Tier::Cold];
+
+    /// `hot`, `warm` or `cold`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Hot => "hot",
+            Tier::Warm => "warm",
+            Tier::Cold => "cold",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The offsets of one Kafka partition whose records a file holds: every
+/// record of `topic`/`partition` with an offset in `first..=last` that
+/// belongs to the file's table partition (tenant, day, hour).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetRange {
+    /// The source topic.
+    pub topic: String,
+    /// The source partition.
+    pub partition: i32,
+    /// The first offset held.
+    pub first: i64,
+    /// The last offset held.
+    pub last: i64,
+}
+
+/// One Parquet file of the archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// The tier holding it.
+    pub tier: Tier,
+    /// Its path within the tier: `<table>/tenant=<t>/dt=<day>/hour=<HH>/<name>.parquet`.
+    pub path: String,
+    /// The table (`events`, `screenings`, `transitions`).
+    pub table: String,
+    /// The tenant of every row.
+    pub tenant: String,
+    /// The UTC day of every row's event time, `YYYY-MM-DD`.
+    pub dt: String,
+    /// The UTC hour of every row's event time.
+    pub hour: u8,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Earliest event time, microseconds since the epoch.
+    pub min_event_time_us: i64,
+    /// Latest event time, microseconds since the epoch.
+    pub max_event_time_us: i64,
+    /// Size of the object in bytes.
+    pub size_bytes: u64,
+    /// SHA-256 of the object, lowercase hex.
+    pub sha256: String,
+    /// Bytes the same rows take as JSON (the compression baseline).
+    pub json_bytes: u64,
+    /// The Kafka records it holds.
+    pub offsets: Vec<OffsetRange>,
+    /// When the file was first committed, milliseconds since the epoch.
+    pub created_at_ms: i64,
+}
+
+impl FileEntry {
+    /// Where the file is: its tier and path.
+    pub fn key(&self) -> FileKey {
+        FileKey {
+            tier: self.tier,
+            path: self.path.clone(),
+        }
+    }
+}
+
+/// A file's identity: its tier and its path within it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FileKey {
+    /// The tier.
+    pub tier: Tier,
+    /// The path within the tier.
+    pub path: String,
+}
+
+impl fmt::Display for FileKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.tier, self.path)
+    }
+}
+
+/// How far one Kafka partition is archived, moved forward by a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The source topic.
+    pub topic: String,
+    /// The source partition.
+    pub partition: i32,
+    /// The next offset to archive as the writer last read it from the
+    /// catalog (`None`: nothing archived yet).
+    pub from: Option<i64>,
+    /// The next offset to archive once this commit holds.
+    pub to: i64,
+}
+
+/// One change in a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A new file.
+    Add(FileEntry),
+    /// A file is gone (moved to another tier, or rewritten).
+    Remove(FileKey),
+    /// A partition's archived offsets move forward.
+    Progress(Progress),
+}
+
+/// One atomic change to the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// 1 for the first commit, then one more each time.
+    pub version: u64,
+    /// When it was made, milliseconds since the epoch.
+    pub committed_at_ms: i64,
+    /// Who made it (`archive@<instance>`, `tier`, ...).
+    pub writer: String,
+    /// What it does (`archive`, `tier`, ...).
+    pub operation: String,
+    /// The changes, all or nothing.
+    pub actions: Vec<Action>,
+}
+
+/// Why a commit cannot follow the current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Conflict {
+    /// The commit's version does not follow the state's.
+    #[error("version {found} does not follow {current}")]
+    Version {
+        /// The state's version.
+        current: u64,
+        /// The commit's version.
+        found: u64,
+    },
+    /// The file is already in the catalog.
+    #[error("{0} is already in the catalog")]
+    AlreadyListed(FileKey),
+    /// The file to remove is not in the catalog.
+    #[error("{0} is not in the catalog")]
+    NotListed(FileKey),
+    /// Another writer archived the partition's offsets first.
+    #[error(
+        "{topic}/{partition}: expected archived up to {expected:?}, the catalog says {found:?}"
+    )]
+    Progress {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// What the writer read.
+        expected: Option<i64>,
+        /// What the catalog says now.
+        found: Option<i64>,
+    },
+}
+
+/// The catalog as of one version: every file and every partition's progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatalogState {
+    version: u64,
+    files: BTreeMap<FileKey, FileEntry>,
+    progress: BTreeMap<(String, i32), i64>,
+}
+
+/// The serialised form of a [`CatalogState`] (a checkpoint).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The version.
+    pub version: u64,
+    /// Every file.
+    pub files: Vec<FileEntry>,
+    /// Every partition's next offset to archive: (topic, partition, offset).
+    pub progress: Vec<(String, i32, i64)>,
+}
+
+impl CatalogState {
+    /// The version of the last commit applied (0: empty).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Every file, by tier then path.
+    pub fn files(&self) -> impl Iterator<Item = &FileEntry> {
+        self.files.values()
+    }
+
+    /// The file at `key`, if listed.
+    pub fn file(&self, key: &FileKey) -> Option<&FileEntry> {
+        self.files.get(key)
+    }
+
+    /// The next offset of `topic`/`partition` to archive (`None`: nothing
+    /// archived yet).
+    pub fn next_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.progress.get(&(topic.to_owned(), partition)).copied()
+    }
+
+    /// Every partition's next offset to archive: (topic, partition, offset).
+    pub fn progress(&self) -> impl Iterator<Item = (&str, i32, i64)> {
+        self.progress.iter().map(|((t, p), o)| (t.as_str(), *p, *o))
+    }
+
+    /// Whether `actions` can follow this state.
+    pub fn check(&self, actions: &[Action]) -> Result<(), Conflict> {
+        // Within one commit a file may be removed and another added at the
+        // same key only in that order (a rewrite in place).
+        let mut removed = Vec::new();
+        let mut added = Vec::new();
+        for action in actions {
+            match action {
+                Action::Add(f) => {
+                    let key = f.key();
+                    let present = (self.files.contains_key(&key) && !removed.contains(&key))
+                        || added.contains(&key);
+                    if present {
+                        return Err(Conflict::AlreadyListed(key));
+                    }
+                    added.push(key);
+                }
+                Action::Remove(key) => {
+                    let present = (self.files.contains_key(key) && !removed.contains(key))
+                        || added.contains(key);
+                    if !present {
+                        return Err(Conflict::NotListed(key.clone()));
+                    }
+                    removed.push(key.clone());
+                    added.retain(|k| k != key);
+                }
+                Action::Progress(p) => {
+                    let found = self.next_offset(&p.topic, p.partition);
+                    if found != p.from {
+                        return Err(Conflict::Progress {
+                            topic: p.topic.clone(),
+                            partition: p.partition,
+                            expected: p.from,
+                            found,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `commit` if it follows this state; leaves the state as it
+    /// was otherwise.
+    pub fn apply(&mut self, commit: &Commit) -> Result<(), Conflict> {
+        if commit.version != self.version + 1 {
+            return Err(Conflict::Version {
+                current: self.version,
+                found: commit.version,
+            });
+        }
+        self.check(&commit.actions)?;
+        for action in &commit.actions {
+            match action {
+                Action::Add(f) => {
+                    self.files.insert(f.key(), f.clone());
+                }
+                Action::Remove(key) => {
+                    self.files.remove(key);
+                }
+                Action::Progress(p) => {
+                    self.progress.insert((p.topic.clone(), p.partition), p.to);
+                }
+            }
+        }
+        self.version = commit.version;
+        Ok(())
+    }
+
+    /// The state as a checkpoint.
+    pub fn to_snapshot(&self) -> Snapshot {
+        Snapshot {
+            version: self.version,
+            files: self.files.values().cloned().collect(),
+            progress: self
+                .progress
+                .iter()
+                .map(|((t, p), o)| (t.clone(), *p, *o))
+                .collect(),
+        }
+    }
+
+    /// The state a checkpoint holds.
+    pub fn from_snapshot(s: Snapshot) -> Self {
+        Self {
+            version: s.version,
+            files: s.files.into_iter().map(|f| (f.key(), f)).collect(),
+            progress: s
+                .progress
+                .into_iter()
+                .map(|(t, p, o)| ((t, p), o))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn file(tier: Tier, path: &str) -> FileEntry {
+        FileEntry {
+            tier,
+            path: path.into(),
+            table: "events".into(),
+            tenant: "t".into(),
+            dt: "2026-01-01".into(),
+            hour: 0,
+            rows: 1,
+            min_event_time_us: 0,
+            max_event_time_us: 0,
+            size_bytes: 1,
+            sha256: "00".into(),
+            json_bytes: 10,
+            offsets: vec![],
+            created_at_ms: 0,
+        }
+    }
+
+    fn commit(version: u64, actions: Vec<Action>) -> Commit {
+        Commit {
+            version,
+            committed_at_ms: 0,
+            writer: "test".into(),
+            operation: "test".into(),
+            actions,
+        }
+    }
+
+    fn progress(from: Option<i64>, to: i64) -> Action {
+        Action::Progress(Progress {
+            topic: "events".into(),
+            partition: 0,
+            from,
+            to,
+        })
+    }
+
+    #[test]
+    fn commits_apply_in_order_and_all_or_nothing() {
+        let mut s = CatalogState::default();
+        s.apply(&commit(
+            1,
+            vec![Action::Add(file(Tier::Hot, "a")), progress(None, 10)],
+        ))
+        .unwrap();
+        assert_eq!(s.next_offset("events", 0), Some(10));
+        // A stale writer that read "nothing archived" is refused, and the
+        // file it would add is not listed.
+        let err = s
+            .apply(&commit(
+                2,
+                vec![Action::Add(file(Tier::Hot, "b")), progress(None, 5)],
+            ))
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Conflict::Progress {
+                found: Some(10),
+                ..
+            }
+        ));
+        assert_eq!(s.files().count(), 1);
+        assert_eq!(s.version(), 1);
+        // Versions must follow each other.
+        assert!(matches!(
+            s.apply(&commit(3, vec![])),
+            Err(Conflict::Version {
+                current: 1,
+                found: 3
+            })
+        ));
+    }
+
+    #[test]
+    fn a_move_between_tiers_is_one_commit() {
+        let mut s = CatalogState::default();
+        s.apply(&commit(1, vec![Action::Add(file(Tier::Hot, "a"))]))
+            .unwrap();
+        let moved = commit(
+            2,
+            vec![
+                Action::Add(file(Tier::Warm, "a")),
+                Action::Remove(FileKey {
+                    tier: Tier::Hot,
+                    path: "a".into(),
+                }),
+            ],
+        );
+        s.apply(&moved).unwrap();
+        let tiers: Vec<Tier> = s.files().map(|f| f.tier).collect();
+        assert_eq!(tiers, [Tier::Warm]);
+        // Moving it again from hot is refused: it is not there any more.
+        let mut again = moved.clone();
+        again.version = 3;
+        assert!(matches!(s.apply(&again), Err(Conflict::AlreadyListed(_))));
+    }
+
+    #[test]
+    fn a_rewrite_in_place_removes_then_adds() {
+        let mut s = CatalogState::default();
+        s.apply(&commit(1, vec![Action::Add(file(Tier::Cold, "a"))]))
+            .unwrap();
+        let key = FileKey {
+            tier: Tier::Cold,
+            path: "a".into(),
+        };
+        let mut rewritten = file(Tier::Cold, "a");
+        rewritten.rows = 0;
+        s.apply(&commit(
+            2,
+            vec![Action::Remove(key.clone()), Action::Add(rewritten)],
+        ))
+        .unwrap();
+        assert_eq!(s.file(&key).map(|f| f.rows), Some(0));
+        // Adding twice in one commit is refused.
+        assert!(matches!(
+            s.check(&[
+                Action::Add(file(Tier::Hot, "x")),
+                Action::Add(file(Tier::Hot, "x"))
+            ]),
+            Err(Conflict::AlreadyListed(_))
+        ));
+    }
+
+    #[test]
+    fn a_snapshot_round_trips() {
+        let mut s = CatalogState::default();
+        s.apply(&commit(
+            1,
+            vec![Action::Add(file(Tier::Hot, "a")), progress(None, 3)],
+        ))
+        .unwrap();
+        let json = serde_json::to_string(&s.to_snapshot()).unwrap();
+        let back = CatalogState::from_snapshot(serde_json::from_str(&json).unwrap());
+        assert_eq!(back, s);
+    }
+}

@@ -1,0 +1,115 @@
+//! The archive stage's metrics, defined once with fixed names
+//! (`docs/metrics.md`). Counted when the catalog commit that lists the
+//! files succeeded, so they count archived data only.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// The archive stage's metrics. Cheap to clone (shared counters).
+#[derive(Clone, Debug)]
+pub struct ArchiveMetrics {
+    files: Family<TableLabel, Counter>,
+    rows: Family<TableLabel, Counter>,
+    bytes: Family<TableLabel, Counter>,
+    json_bytes: Family<TableLabel, Counter>,
+    rotations: Family<ReasonLabel, Counter>,
+    commits: Family<OutcomeLabel, Counter>,
+    open_rows: Gauge,
+}
+
+impl ArchiveMetrics {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            files: Family::default(),
+            rows: Family::default(),
+            bytes: Family::default(),
+            json_bytes: Family::default(),
+            rotations: Family::default(),
+            commits: Family::default(),
+            open_rows: Gauge::default(),
+        };
+        registry.register(
+            "archive_files",
+            "Parquet files the archive stage committed to the catalog, per table",
+            m.files.clone(),
+        );
+        registry.register(
+            "archive_rows",
+            "Rows the archive stage committed, per table",
+            m.rows.clone(),
+        );
+        registry.register(
+            "archive_bytes",
+            "Parquet bytes the archive stage committed, per table",
+            m.bytes.clone(),
+        );
+        registry.register(
+            "archive_json_bytes",
+            "Bytes the committed rows take as JSON (the compression baseline), per table",
+            m.json_bytes.clone(),
+        );
+        registry.register(
+            "archive_rotations",
+            "Times the archive stage wrote its open files, by reason (size, age, memory, rebalance, shutdown)",
+            m.rotations.clone(),
+        );
+        registry.register(
+            "archive_catalog_commits",
+            "Archive catalog commits by outcome (committed, conflict, failed)",
+            m.commits.clone(),
+        );
+        registry.register(
+            "archive_open_rows",
+            "Rows buffered in the archive stage's open files",
+            m.open_rows.clone(),
+        );
+        m
+    }
+
+    /// A committed file of `table`.
+    pub fn file_committed(&self, table: &'static str, rows: u64, bytes: u64, json_bytes: u64) {
+        let l = TableLabel { table };
+        self.files.get_or_create(&l).inc();
+        self.rows.get_or_create(&l).inc_by(rows);
+        self.bytes.get_or_create(&l).inc_by(bytes);
+        self.json_bytes.get_or_create(&l).inc_by(json_bytes);
+    }
+
+    /// Rows committed of `table` so far.
+    pub fn rows_total(&self, table: &'static str) -> u64 {
+        self.rows.get_or_create(&TableLabel { table }).get()
+    }
+
+    /// The open files were written, for `reason`.
+    pub fn rotation(&self, reason: &'static str) {
+        self.rotations.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// A catalog commit ended with `outcome`.
+    pub fn commit(&self, outcome: &'static str) {
+        self.commits.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Rows buffered now.
+    pub fn open_rows(&self, rows: usize) {
+        self.open_rows.set(rows as i64);
+    }
+}

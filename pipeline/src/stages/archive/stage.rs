@@ -1,0 +1,632 @@
+//! The archive stage: `events`, `screenings` and `accounts.transitions`
+//! into Parquet files in the hot tier, exactly once.
+//!
+//! Design (docs/archive.md tells it at length):
+//! - **The catalog holds the offsets.** Each catalog commit lists the new
+//!   files *and* moves every partition's archived offset forward
+//!   ([`crate::catalog::Progress`]), in one atomic object. A copy that gets
+//!   a partition seeks to the offset the catalog gives, never to the
+//!   consumer group's (which is committed afterwards only so that lag shows
+//!   in the usual tools). A crash before the commit leaves the offset where
+//!   it was, so the records are read and written again; a crash after it
+//!   leaves them archived and they are not read again.
+//! - **No two writers archive the same offsets.** A commit holds only if
+//!   the catalog still says what the writer read (`from`). A copy that lost
+//!   its partitions in a rebalance and commits late is refused; it drops
+//!   what it holds and starts again from the catalog.
+//! - **A file is visible only once listed.** Files are uploaded under
+//!   `_staging/` (no table glob sees it), listed by the commit, then moved
+//!   into place. A crash between the commit and the move is finished by the
+//!   next start ([`ArchiveStage::promote_staged`]). Names are deterministic
+//!   (a hash of the partition and offsets), so a retry makes the same name.
+//! - **Open files** (rows per table, tenant, day and hour) are all written
+//!   at once, when one reaches `rotate_after_bytes`, all reach
+//!   `max_buffered_bytes`, the oldest is `rotate_after_seconds` old, on a
+//!   rebalance and on shutdown.
+//! - A record that cannot be decoded goes to the dead-letter topic (flushed
+//!   before the commit that moves past it), so nothing is lost silently.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kusanagi_connectors::kafka::KafkaSettings;
+use kusanagi_connectors::storage::TierStore;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::config::ArchiveStageConfig;
+use super::file::{WrittenFile, write_file};
+use super::layout::{PartitionKey, STAGING, staged};
+use super::open_files::OpenFiles;
+use super::table::{Decoders, Row, Table};
+use crate::catalog::{Action, Catalog, CatalogError, FileKey, Progress, Tier};
+use crate::runtime::dead_letter::reject_record;
+use crate::runtime::{InRecord, Metrics, RuntimeError, Shutdown};
+
+/// The stage's name (metrics, logs, dead letters).
+pub const STAGE: &str = "archive";
+
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+const UPLOADS_IN_FLIGHT: usize = 8;
+
+/// The topics the stage reads, and where rejects go.
+#[derive(Debug, Clone)]
+pub struct ArchiveTopics {
+    /// Topic of the `events` table.
+    pub events: String,
+    /// Topic of the `screenings` table.
+    pub screenings: String,
+    /// Topic of the `transitions` table.
+    pub transitions: String,
+    /// The dead-letter topic.
+    pub dead_letter: String,
+}
+
+impl ArchiveTopics {
+    fn table_of(&self, topic: &str) -> Option<Table> {
+        [
+            (&self.events, Table::Events),
+            (&self.screenings, Table::Screenings),
+            (&self.transitions, Table::Transitions),
+        ]
+        .into_iter()
+        .find_map(|(t, table)| (t == topic).then_some(table))
+    }
+
+    fn topic_of(&self, table: Table) -> &str {
+        match table {
+            Table::Events => &self.events,
+            Table::Screenings => &self.screenings,
+            Table::Transitions => &self.transitions,
+        }
+    }
+}
+
+/// Rebalances seen inside `poll`, handled after it returns.
+#[derive(Default)]
+struct Rebalances(Mutex<Vec<RebalanceEvent>>);
+
+/// (assigned, or revoked; the partitions).
+type RebalanceEvent = (bool, Vec<(String, i32)>);
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let (assigned, tpl) = match rebalance {
+            Rebalance::Assign(tpl) => (true, tpl),
+            Rebalance::Revoke(tpl) => (false, tpl),
+            Rebalance::Error(e) => {
+                tracing::warn!(stage = STAGE, error = %e, "rebalance error");
+                return;
+            }
+        };
+        let parts = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        self.0
+            .lock()
+            .expect("rebalance lock")
+            .push((assigned, parts));
+    }
+}
+
+/// Where one assigned partition stands.
+#[derive(Debug, Clone, Copy, Default)]
+struct Position {
+    /// The next offset to archive, as the catalog said when last read.
+    archived: Option<i64>,
+    /// The offset after the last record read into the open files.
+    read: Option<i64>,
+    /// The seek to `archived` has not taken yet.
+    seek_pending: bool,
+}
+
+/// One copy of the archive stage. Blocking: run it on its own thread.
+pub struct ArchiveStage {
+    config: ArchiveStageConfig,
+    topics: ArchiveTopics,
+    consumer: BaseConsumer<Rebalances>,
+    producer: BaseProducer,
+    catalog: Catalog,
+    hot: TierStore,
+    rt: tokio::runtime::Runtime,
+    decoders: Decoders,
+    open: OpenFiles,
+    positions: BTreeMap<(String, i32), Position>,
+    dead_letters: Vec<&'static str>,
+    last_write: Instant,
+    metrics: Metrics,
+}
+
+fn setup(detail: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Setup {
+        stage: STAGE,
+        detail: detail.to_string(),
+    }
+}
+
+impl ArchiveStage {
+    /// Opens the catalog and the hot tier, creates the Kafka clients and
+    /// subscribes. `instance` names this copy (static group membership and
+    /// the catalog commits it makes).
+    pub fn new(
+        config: ArchiveStageConfig,
+        topics: ArchiveTopics,
+        archive: &crate::config::ArchiveConfig,
+        settings: &KafkaSettings,
+        instance: &str,
+        metrics: Metrics,
+    ) -> Result<Self, RuntimeError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| setup(format!("cannot start its async runtime: {e}")))?;
+        let hot = archive.open_tier(Tier::Hot).map_err(setup)?;
+        let store = archive.open_catalog_store().map_err(setup)?;
+        let catalog = rt
+            .block_on(Catalog::open(store, format!("archive@{instance}")))
+            .map_err(setup)?;
+        let group_instance = format!("{}-{instance}", config.group_id);
+        let consumer: BaseConsumer<Rebalances> = settings
+            .consumer_config(&config.group_id, Some(&group_instance))
+            .create_with_context(Rebalances::default())
+            .map_err(|source| RuntimeError::Client {
+                stage: STAGE,
+                client: "consumer",
+                source,
+            })?;
+        let producer: BaseProducer =
+            settings
+                .producer_config()
+                .create()
+                .map_err(|source| RuntimeError::Client {
+                    stage: STAGE,
+                    client: "producer",
+                    source,
+                })?;
+        let subscribed = [&topics.events, &topics.screenings, &topics.transitions];
+        let names: Vec<&str> = subscribed.iter().map(|t| t.as_str()).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|source| RuntimeError::Client {
+                stage: STAGE,
+                client: "consumer subscription",
+                source,
+            })?;
+        tracing::info!(
+            stage = STAGE,
+            group = %config.group_id,
+            catalog = catalog.url(),
+            hot = hot.url(),
+            topics = ?names,
+            "stage started"
+        );
+        let mut stage = Self {
+            config,
+            topics,
+            consumer,
+            producer,
+            catalog,
+            hot,
+            rt,
+            decoders: Decoders::new(),
+            open: OpenFiles::default(),
+            positions: BTreeMap::new(),
+            dead_letters: Vec::new(),
+            last_write: Instant::now(),
+            metrics,
+        };
+        stage.promote_staged().map_err(setup)?;
+        Ok(stage)
+    }
+
+    /// Runs until `shutdown` (writing what is open first) or an error its
+    /// supervisor must handle.
+    pub fn run(mut self, shutdown: &Shutdown) -> Result<(), RuntimeError> {
+        let mut failures = 0u32;
+        while !shutdown.is_triggered() {
+            let polled = self
+                .consumer
+                .poll(Duration::from_millis(100))
+                .map(|r| r.map(|m| m.detach()));
+            let mut ok = self.handle_rebalances();
+            match polled {
+                Some(Ok(m)) => self.read(m),
+                Some(Err(e)) => tracing::warn!(stage = STAGE, error = %e, "consumer error"),
+                None => {}
+            }
+            let now = Instant::now();
+            let reason = self
+                .open
+                .rotation_due(&self.config, now)
+                .map(|r| r.as_str());
+            let idle_progress = self.open.is_empty()
+                && self.has_progress()
+                && now.duration_since(self.last_write)
+                    >= Duration::from_secs(self.config.rotate_after_seconds);
+            if let Some(reason) = reason.or(idle_progress.then_some("age")) {
+                ok &= self.write(reason);
+            }
+            self.metrics.archive.open_rows(self.open.rows());
+            if ok {
+                failures = 0;
+            } else {
+                failures += 1;
+                let backoff = Duration::from_millis(200 * 2u64.pow(failures.min(6)));
+                shutdown.sleep(backoff);
+            }
+        }
+        self.write("shutdown");
+        tracing::info!(stage = STAGE, "stage stopping");
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    fn has_progress(&self) -> bool {
+        self.positions
+            .values()
+            .any(|p| p.read.is_some() && p.read != p.archived)
+    }
+
+    /// Handles the rebalances `poll` saw; false if writing on a revoke failed.
+    fn handle_rebalances(&mut self) -> bool {
+        let events =
+            std::mem::take(&mut *self.consumer.context().0.lock().expect("rebalance lock"));
+        let mut ok = true;
+        for (assigned, parts) in events {
+            if assigned {
+                ok &= self.assign(&parts);
+            } else {
+                // Write what was read of the partitions before they go; if
+                // their new owner was faster, the catalog refuses this.
+                ok &= self.write("rebalance");
+                self.open.take();
+                for p in &parts {
+                    self.positions.remove(p);
+                }
+            }
+        }
+        let n = self.positions.len();
+        self.metrics.assigned_partitions(STAGE, n);
+        ok
+    }
+
+    /// Takes `parts` on at the offsets the catalog gives.
+    fn assign(&mut self, parts: &[(String, i32)]) -> bool {
+        if let Err(e) = self.rt.block_on(self.catalog.refresh()) {
+            tracing::warn!(stage = STAGE, error = %e, "cannot read the catalog; retrying");
+            for p in parts {
+                self.positions.insert(p.clone(), Position::default());
+            }
+            return self.resync();
+        }
+        for (topic, partition) in parts {
+            let archived = self.catalog.state().next_offset(topic, *partition);
+            self.start_at(topic, *partition, archived);
+        }
+        tracing::info!(stage = STAGE, partitions = ?parts, "partitions assigned");
+        true
+    }
+
+    /// Reads `topic`/`partition` from `archived` on (the beginning if
+    /// nothing is archived), forgetting what was read past it.
+    fn start_at(&mut self, topic: &str, partition: i32, archived: Option<i64>) {
+        let sought = self.seek(topic, partition, archived);
+        self.positions.insert(
+            (topic.to_owned(), partition),
+            Position {
+                archived,
+                read: None,
+                seek_pending: !sought,
+            },
+        );
+    }
+
+    fn seek(&self, topic: &str, partition: i32, archived: Option<i64>) -> bool {
+        let offset = archived.map_or(Offset::Beginning, Offset::Offset);
+        match self.consumer.seek(topic, partition, offset, KAFKA_TIMEOUT) {
+            Ok(()) => true,
+            Err(e) => {
+                // Tried again when the partition's next record comes.
+                tracing::debug!(stage = STAGE, topic, partition, error = %e, "seek failed");
+                false
+            }
+        }
+    }
+
+    /// Adds one polled record to its open file (or dead-letters it).
+    fn read(&mut self, m: OwnedMessage) {
+        let key = (m.topic().to_owned(), m.partition());
+        let Some(pos) = self.positions.get_mut(&key) else {
+            return; // polled before a revoke: its new owner reads it
+        };
+        let offset = m.offset();
+        if pos.seek_pending {
+            // Until the seek holds, records may come from further on than
+            // the catalog's offset: drop them, they come again after it.
+            let archived = pos.archived;
+            let sought = self.seek(m.topic(), m.partition(), archived);
+            if let Some(pos) = self.positions.get_mut(&key) {
+                pos.seek_pending = !sought;
+            }
+            return;
+        }
+        if pos.read.or(pos.archived).is_some_and(|next| offset < next) {
+            return; // archived already, or already in an open file
+        }
+        pos.read = Some(offset + 1);
+        let Some(table) = self.topics.table_of(m.topic()) else {
+            return;
+        };
+        let decoded = match m.payload() {
+            Some(bytes) => self
+                .decoders
+                .decode(table, bytes)
+                .map_err(|e| e.to_string()),
+            None => Err("a record without a value".to_owned()),
+        };
+        match decoded {
+            Ok(record) => {
+                let json = record.json_len();
+                let pk = PartitionKey::of(table, record.tenant(), record.event_time_us());
+                let row = Row {
+                    record,
+                    partition: m.partition(),
+                    offset,
+                };
+                let size = m.payload().map_or(0, <[u8]>::len);
+                self.open.push(pk, row, size, json, Instant::now());
+            }
+            Err(detail) => self.dead_letter(&m, detail),
+        }
+    }
+
+    fn dead_letter(&mut self, m: &OwnedMessage, detail: String) {
+        let source = InRecord {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            payload: m.payload(),
+            timestamp_ms: m.timestamp().to_millis(),
+        };
+        let out = reject_record(
+            STAGE,
+            &self.topics.dead_letter,
+            &source,
+            "undecodable",
+            detail,
+        );
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &out.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(&out.topic)
+            .payload(&out.payload)
+            .headers(headers);
+        if let Some(k) = &out.key {
+            record = record.key(k);
+        }
+        if let Err((e, _)) = self.producer.send(record) {
+            tracing::warn!(stage = STAGE, error = %e, "cannot queue a dead letter; re-reading");
+            self.open.take();
+            self.resync();
+            return;
+        }
+        self.dead_letters.push("undecodable");
+    }
+
+    /// Writes every open file and commits them with the partitions'
+    /// progress; false if that failed (what was read is read again).
+    fn write(&mut self, reason: &'static str) -> bool {
+        let files = self.open.take();
+        let progress: Vec<Action> = self
+            .positions
+            .iter()
+            .filter(|(_, p)| p.read.is_some() && p.read != p.archived)
+            .map(|((topic, partition), p)| {
+                Action::Progress(Progress {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    from: p.archived,
+                    to: p.read.unwrap_or_default(),
+                })
+            })
+            .collect();
+        if files.is_empty() && progress.is_empty() {
+            return true;
+        }
+        self.last_write = Instant::now();
+        self.metrics.archive.rotation(reason);
+        if let Err(e) = self.producer.flush(KAFKA_TIMEOUT) {
+            tracing::warn!(stage = STAGE, error = %e, "dead letters not delivered; re-reading");
+            return self.retry_later();
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut written: Vec<WrittenFile> = Vec::with_capacity(files.len());
+        for (key, file) in files {
+            let topic = self.topics.topic_of(key.table).to_owned();
+            match write_file(&key, &topic, file, self.config.zstd_level, now_ms) {
+                Ok(w) => written.push(w),
+                Err(e) => {
+                    tracing::error!(stage = STAGE, partition = %key.dir(), error = %e, "cannot write a Parquet file; re-reading");
+                    return self.retry_later();
+                }
+            }
+        }
+        // 1. Upload under _staging/, where no table glob sees them.
+        let hot = self.hot.clone();
+        let uploads = futures::stream::iter(written.iter().map(|w| {
+            let hot = hot.clone();
+            let (path, bytes) = (staged(&w.entry.path), w.bytes.clone());
+            async move { hot.put(&path, bytes).await }
+        }))
+        .buffer_unordered(UPLOADS_IN_FLIGHT)
+        .collect::<Vec<_>>();
+        if let Some(Err(e)) = self.rt.block_on(uploads).into_iter().find(Result::is_err) {
+            tracing::warn!(stage = STAGE, error = %e, "cannot upload to the hot tier; re-reading");
+            self.metrics.archive.commit("failed");
+            return self.retry_later();
+        }
+        // 2. One catalog commit: the files and the offsets, together.
+        let mut actions: Vec<Action> = written
+            .iter()
+            .map(|w| Action::Add(w.entry.clone()))
+            .collect();
+        actions.extend(progress);
+        match self.rt.block_on(self.catalog.commit("archive", actions)) {
+            Ok(version) => {
+                self.metrics.archive.commit("committed");
+                self.committed(&written, version);
+            }
+            Err(CatalogError::Conflict(c)) => {
+                self.metrics.archive.commit("conflict");
+                tracing::warn!(stage = STAGE, conflict = %c, "another copy archived these offsets first; re-reading from the catalog");
+                return self.resync();
+            }
+            Err(e) => {
+                self.metrics.archive.commit("failed");
+                tracing::warn!(stage = STAGE, error = %e, "catalog commit failed; re-reading");
+                return self.retry_later();
+            }
+        }
+        // 3. Move the files into place (a crash here is finished at start).
+        if let Err(e) = self.promote(written.iter().map(|w| w.entry.path.clone()).collect()) {
+            tracing::warn!(stage = STAGE, error = %e, "files committed but not yet moved into place; retrying at the next write");
+        }
+        true
+    }
+
+    /// Bookkeeping after a commit: positions, metrics, group offsets.
+    fn committed(&mut self, written: &[WrittenFile], version: u64) {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), p) in self.positions.iter_mut() {
+            if p.read.is_some() {
+                p.archived = p.read;
+            }
+            if let Some(o) = p.archived {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(o));
+            }
+        }
+        let mut rows = 0;
+        for w in written {
+            let table = Table::from_name(&w.entry.table).map_or("unknown", Table::name);
+            self.metrics.archive.file_committed(
+                table,
+                w.entry.rows,
+                w.entry.size_bytes,
+                w.entry.json_bytes,
+            );
+            self.metrics.records_in(
+                STAGE,
+                self.topics
+                    .topic_of(Table::from_name(table).unwrap_or(Table::Events)),
+                w.entry.rows,
+            );
+            rows += w.entry.rows;
+        }
+        for reason in self.dead_letters.drain(..) {
+            self.metrics.dead_letter(STAGE, reason);
+        }
+        tracing::debug!(
+            stage = STAGE,
+            version,
+            files = written.len(),
+            rows,
+            "archived"
+        );
+        if tpl.count() > 0 {
+            // Only so that lag shows in the usual tools: the catalog is
+            // where a copy starts from.
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!(stage = STAGE, error = %e, "group offset commit failed");
+            }
+        }
+    }
+
+    /// Moves committed files from `_staging/` into place.
+    fn promote(&self, paths: Vec<String>) -> Result<(), kusanagi_connectors::ConnectorError> {
+        let hot = self.hot.clone();
+        self.rt.block_on(async move {
+            for path in paths {
+                hot.rename(&staged(&path), &path).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Finishes what a crash left half done: files the catalog lists but
+    /// that still sit under `_staging/` are moved into place. Staged files
+    /// the catalog does not list were never committed and stay invisible.
+    pub fn promote_staged(&mut self) -> Result<(), CatalogError> {
+        let staged = self.rt.block_on(self.hot.list(STAGING))?;
+        if staged.is_empty() {
+            return Ok(());
+        }
+        self.rt.block_on(self.catalog.refresh())?;
+        let listed: Vec<String> = staged
+            .into_iter()
+            .filter_map(|(path, _)| {
+                let path = path
+                    .strip_prefix(STAGING)?
+                    .trim_start_matches('/')
+                    .to_owned();
+                let key = FileKey {
+                    tier: Tier::Hot,
+                    path: path.clone(),
+                };
+                self.catalog.state().file(&key).is_some().then_some(path)
+            })
+            .collect();
+        if !listed.is_empty() {
+            tracing::info!(
+                stage = STAGE,
+                files = listed.len(),
+                "moving committed files into place"
+            );
+            self.promote(listed)?;
+        }
+        Ok(())
+    }
+
+    /// After a failed write: start again from the catalog, and report the
+    /// failure so the loop backs off.
+    fn retry_later(&mut self) -> bool {
+        self.resync();
+        false
+    }
+
+    /// Drops what is open and starts every partition again from the
+    /// catalog (as last read, if it cannot be read now: a stale offset
+    /// only makes the next commit be refused); false if it cannot be read.
+    fn resync(&mut self) -> bool {
+        self.open.take();
+        self.dead_letters.clear();
+        let refreshed = match self.rt.block_on(self.catalog.refresh()) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(stage = STAGE, error = %e, "cannot read the catalog");
+                false
+            }
+        };
+        let keys: Vec<(String, i32)> = self.positions.keys().cloned().collect();
+        for (topic, partition) in keys {
+            let archived = self.catalog.state().next_offset(&topic, partition);
+            self.start_at(&topic, partition, archived);
+        }
+        if refreshed && let Err(e) = self.promote_staged() {
+            tracing::warn!(stage = STAGE, error = %e, "cannot move committed files into place yet");
+        }
+        refreshed
+    }
+}
