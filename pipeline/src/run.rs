@@ -17,6 +17,7 @@ use crate::api::{self, EventsApi};
 use crate::config::Topology;
 use crate::runtime::{LoopConfig, Metrics, RuntimeError, Shutdown, TransactionalLoop};
 use crate::stages::analyze::{self, AnalyzeStage, Analyzer};
+use crate::stages::archive::{self, ArchiveStage, ArchiveTopics};
 use crate::stages::decide::{self, DecideStage, DecideTopics};
 use crate::stages::ingest::{self, IngestStage};
 use crate::stages::screen::{self, ScreenStage};
@@ -97,7 +98,7 @@ pub async fn prepare_topics(topology: &Topology, settings: &KafkaSettings) -> Re
     }
 }
 
-/// A Kafka-to-Kafka stage this process can run.
+/// A stage this process can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum StageKind {
     /// `events.raw` -> `events`, `events.dlq` (and `POST /api/v1/events`).
@@ -109,6 +110,9 @@ pub enum StageKind {
     Decide,
     /// `l2.requests` -> `l2.verdicts`: the LLM analysis, with the fallback.
     Analyze,
+    /// `events`, `screenings`, `accounts.transitions` -> Parquet in the hot
+    /// tier, listed in the catalog.
+    Archive,
 }
 
 impl StageKind {
@@ -119,6 +123,7 @@ impl StageKind {
             StageKind::Screen => screen::STAGE,
             StageKind::Decide => decide::STAGE,
             StageKind::Analyze => analyze::STAGE,
+            StageKind::Archive => archive::STAGE,
         }
     }
 
@@ -130,6 +135,7 @@ impl StageKind {
             (StageKind::Screen, s.screen.enabled),
             (StageKind::Decide, s.decide.enabled),
             (StageKind::Analyze, s.analyze.enabled),
+            (StageKind::Archive, s.archive.enabled),
         ]
         .into_iter()
         .filter_map(|(k, on)| on.then_some(k))
@@ -261,6 +267,29 @@ pub fn spawn_stage(
                 })
             })
         }
+        StageKind::Archive => {
+            let cfg = topology.stages.archive.clone();
+            let archive = topology.archive.clone();
+            let archive_topics = ArchiveTopics {
+                events: topics.events.clone(),
+                screenings: topics.screenings.clone(),
+                transitions: topics.transitions.clone(),
+                dead_letter: topics.dead_letter.clone(),
+            };
+            thread.spawn(move || {
+                supervise_with(&shutdown, || {
+                    ArchiveStage::new(
+                        cfg.clone(),
+                        archive_topics.clone(),
+                        &archive,
+                        &settings,
+                        &instance,
+                        metrics.clone(),
+                    )?
+                    .run(&shutdown)
+                })
+            })
+        }
     }
     .expect("spawning a thread")
 }
@@ -283,9 +312,18 @@ fn supervise<S: crate::runtime::Stage>(
     shutdown: &Shutdown,
     mut make: impl FnMut() -> Result<TransactionalLoop<S>, RuntimeError>,
 ) -> Result<(), RuntimeError> {
+    supervise_with(shutdown, || make().and_then(|l| l.run(shutdown)))
+}
+
+/// Runs `run_once` (a stage from start to stop) again after a fatal error,
+/// until `shutdown`; a fenced copy or a configuration error ends it.
+fn supervise_with(
+    shutdown: &Shutdown,
+    mut run_once: impl FnMut() -> Result<(), RuntimeError>,
+) -> Result<(), RuntimeError> {
     let mut restarts = 0u32;
     while !shutdown.is_triggered() {
-        let result = make().and_then(|l| l.run(shutdown));
+        let result = run_once();
         match result {
             Ok(()) => return Ok(()),
             Err(

@@ -501,3 +501,40 @@ pub fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
         })
         .collect()
 }
+
+/// The S3-protocol server `scripts/test.sh` started, with a fresh bucket:
+/// returns the `[archive.s3]` options (as TOML lines) and the bucket.
+pub fn s3_bucket(prefix: &str) -> (String, String) {
+    let endpoint = std::env::var("KUSANAGI_TEST_S3_ENDPOINT").expect(
+        "KUSANAGI_TEST_S3_ENDPOINT is not set: run scripts/test.sh, which starts the S3 server",
+    );
+    let bucket = format!("{prefix}-{}-{}", std::process::id(), free_port());
+    let host = endpoint.trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(&host).expect("S3 server reachable");
+    write!(
+        s,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("answer");
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "create bucket: {answer}"
+    );
+    let options = format!(
+        "endpoint = \"{endpoint}\"\nregion = \"us-east-1\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\nallow_http = \"true\"\n"
+    );
+    (options, bucket)
+}
+
+/// The Python of the test harness (with DuckDB), from `KUSANAGI_VENV`.
+pub fn harness_python() -> PathBuf {
+    let python = venv().join("bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test.sh, which installs DuckDB there",
+        python.display()
+    );
+    python
+}
