@@ -47,7 +47,7 @@ fn events(end_us: i64) -> Vec<GameEvent> {
     let span = DAYS * 24 * HOUR_US;
     let start = end_us - span;
     let step = span / TOTAL as i64;
-    let mut rng = Lcg(2026_11_29);
+    let mut rng = Lcg(20_261_129);
     (0..TOTAL)
         .map(|i| {
             let jitter = (rng.next() as i64 % HOUR_US) - HOUR_US / 2;
