@@ -11,6 +11,7 @@
 //! | [`catalog`] | the archive catalog: Parquet files per tier, their contents and checksums, archived offsets; atomic commits |
 //! | [`api`] | HTTP: event intake, health, metrics |
 //! | [`run`] | starting a process: broker, topics, stages, HTTP |
+//! | [`ops`] | operator commands over the archive: verify, restore, stats |
 //! | [`demo`] | synthetic game traffic with RMT patterns, a live status line and a summary |
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod api;
 pub mod catalog;
 pub mod config;
 pub mod demo;
+pub mod ops;
 pub mod run;
 pub mod runtime;
 pub mod stages;

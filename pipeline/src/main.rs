@@ -1,14 +1,18 @@
-//! `kusanagi`: run the pipeline, one stage, or the embedded broker.
+//! `kusanagi`: run the pipeline, one stage, or the embedded broker; and the
+//! operator commands over the archive (catalog, tier, verify, restore, stats).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use kusanagi_pipeline::catalog::Tier;
 use kusanagi_pipeline::config::{LogFormat, Topology};
 use kusanagi_pipeline::demo::{self, DemoOptions};
+use kusanagi_pipeline::ops::commands::{self, RestoreTarget};
 use kusanagi_pipeline::run::{self, Brokers, StageKind};
 use kusanagi_pipeline::runtime::{Metrics, Shutdown};
+use kusanagi_pipeline::stages::archive::Table;
 
 /// Kusanagi: real-time screening and archiving of game-economy events over Kafka.
 #[derive(Parser)]
@@ -59,6 +63,84 @@ enum Command {
     },
     /// Check a topology file and print it with every default filled in.
     CheckConfig,
+    /// The archive catalog: every Parquet file, its tier and contents.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
+    /// Run one tiering pass: move archive files hot -> warm -> cold by the
+    /// age of their newest event, merging each hour's files.
+    Tier {
+        /// Take this RFC 3339 time as now.
+        #[arg(long)]
+        now: Option<String>,
+        /// Print the moves without making them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Re-read every archive file and check its size, SHA-256 and rows
+    /// against the catalog; exits non-zero on any mismatch.
+    Verify {
+        /// Only this table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Only this tier.
+        #[arg(long, value_parser = parse_tier)]
+        tier: Option<Tier>,
+    },
+    /// Return a table's rows of a time range from whatever tiers hold
+    /// them, in event-time order.
+    Restore {
+        /// First day (2026-11-01) or instant (RFC 3339) included.
+        #[arg(long)]
+        from: String,
+        /// Last day included, or first instant excluded.
+        #[arg(long)]
+        to: String,
+        /// The table.
+        #[arg(long, default_value = "events", value_parser = parse_table)]
+        table: Table,
+        /// Produce the events (Avro, keyed by target_id) to this topic.
+        #[arg(long, conflicts_with = "out", required_unless_present = "out")]
+        to_topic: Option<String>,
+        /// Write `<table>.jsonl` into this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Archive size and compression per table and tier.
+    Stats {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// List the files.
+    Ls {
+        /// Only this table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Only this tier.
+        #[arg(long, value_parser = parse_tier)]
+        tier: Option<Tier>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_tier(s: &str) -> Result<Tier, String> {
+    Tier::ALL
+        .into_iter()
+        .find(|t| t.as_str() == s)
+        .ok_or_else(|| format!("expected hot, warm or cold, found {s:?}"))
+}
+
+fn parse_table(s: &str) -> Result<Table, String> {
+    Table::from_name(s)
+        .ok_or_else(|| format!("expected events, screenings or transitions, found {s:?}"))
 }
 
 fn load_topology(path: Option<&PathBuf>) -> anyhow::Result<Topology> {
@@ -106,6 +188,34 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{topology:#?}");
             Ok(())
         }
+        Command::Catalog {
+            command: CatalogCommand::Ls { table, tier, json },
+        } => commands::catalog_ls(&topology, table.as_deref(), tier, json).await,
+        Command::Tier { now, dry_run } => {
+            init_logs(&topology, true);
+            commands::tier(&topology, now.as_deref(), dry_run).await
+        }
+        Command::Verify { table, tier } => {
+            init_logs(&topology, true);
+            commands::verify_cmd(&topology, table.as_deref(), tier).await
+        }
+        Command::Restore {
+            from,
+            to,
+            table,
+            to_topic,
+            out,
+        } => {
+            init_logs(&topology, true);
+            let target = match (&to_topic, &out) {
+                (Some(t), _) => RestoreTarget::Topic(t),
+                (None, Some(d)) => RestoreTarget::Dir(d),
+                (None, None) => bail!("give --to-topic T or --out DIR"),
+            };
+            let bootstrap = topology.kafka.bootstrap.clone();
+            commands::restore_cmd(&topology, Some(&bootstrap), table, &from, &to, target).await
+        }
+        Command::Stats { json } => commands::stats_cmd(&topology, json).await,
         Command::Broker { listen, data_dir } => {
             init_logs(&topology, false);
             let mut topology = topology;

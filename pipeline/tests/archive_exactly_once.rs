@@ -7,6 +7,13 @@
 //! rows, the hot tier's folder holds exactly the catalog's files, and
 //! DuckDB counts 200,000 distinct event ids with the generator's per-day
 //! counts and typed columns.
+//!
+//! Then the operator commands, as processes: `kusanagi tier` moves the
+//! files to warm (local) and cold (S3) by age and DuckDB, reading all three
+//! tiers, still counts every event once; `kusanagi verify` passes, and fails
+//! naming the file once one byte of it is flipped; `kusanagi restore`
+//! returns exactly a 3-day range that spans two tiers, in event-time order;
+//! `kusanagi stats` reports the compression.
 
 mod common;
 
@@ -323,6 +330,204 @@ fn archive_exactly_once(kind: BrokerKind) {
     assert_eq!(counts["types"]["timestamp"], "TIMESTAMP");
     assert_eq!(counts["types"]["currency_amount"], "BIGINT");
     assert_eq!(counts["types"]["dt"], "DATE");
+
+    operator_commands(
+        dir.path(),
+        &topology_path,
+        &topology,
+        &bucket,
+        now_us,
+        &events,
+    );
+}
+
+/// Runs `kusanagi --topology T <args>` to its end: (success, stdout).
+fn cli(topology: &Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kusanagi"))
+        .arg("--topology")
+        .arg(topology)
+        .args(args)
+        .output()
+        .expect("kusanagi runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "[kusanagi {}] {}{}",
+        args.join(" "),
+        stdout.lines().last().unwrap_or(""),
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .map(|l| format!(" / {l}"))
+            .unwrap_or_default()
+    );
+    (out.status.success(), stdout)
+}
+
+fn operator_commands(
+    dir: &Path,
+    topology_path: &Path,
+    topology: &Topology,
+    bucket: &str,
+    now_us: i64,
+    events: &[GameEvent],
+) {
+    const DAY_US: i64 = 24 * HOUR_US;
+    let now = EventTime::from_micros(now_us).to_rfc3339();
+    let (ok, _) = cli(topology_path, &["tier", "--now", &now]);
+    assert!(ok, "kusanagi tier");
+
+    // Hot holds at most 7 days, warm at most 30, cold the rest (by each
+    // file's newest event: a file is one hour of one tenant).
+    let catalog = catalog(topology);
+    let mut per_tier = BTreeMap::new();
+    for f in catalog.state().files() {
+        let age = now_us - f.max_event_time_us;
+        let fits = match f.tier {
+            Tier::Hot => age <= 7 * DAY_US,
+            Tier::Warm => age > 7 * DAY_US && age <= 30 * DAY_US,
+            Tier::Cold => age > 30 * DAY_US,
+        };
+        assert!(fits, "{} is {} days old", f.key(), age / DAY_US);
+        *per_tier.entry(f.tier).or_insert(0u64) += f.rows;
+    }
+    eprintln!("rows per tier after `kusanagi tier`: {per_tier:?}");
+    assert_eq!(per_tier.len(), 3, "every tier holds files");
+    assert_eq!(per_tier.values().sum::<u64>(), TOTAL as u64);
+    for (tier, folder) in [(Tier::Hot, "archive/hot"), (Tier::Warm, "archive/warm")] {
+        let listed: BTreeSet<String> = catalog
+            .state()
+            .files()
+            .filter(|f| f.tier == tier)
+            .map(|f| f.path.clone())
+            .collect();
+        assert_eq!(
+            files_under(&dir.join(folder), "events"),
+            listed,
+            "{tier} folder = catalog"
+        );
+    }
+
+    // DuckDB over every tier, cold read from S3.
+    let cold = format!("s3://{bucket}/cold");
+    let counts = duckdb_counts(
+        "events",
+        &[
+            &dir.join("archive/hot"),
+            &dir.join("archive/warm"),
+            Path::new(&cold),
+        ],
+    );
+    eprintln!(
+        "DuckDB over hot, warm and cold (S3): {} rows, {} distinct event ids",
+        counts["rows"], counts["distinct_ids"]
+    );
+    assert_eq!(counts["rows"], TOTAL as u64);
+    assert_eq!(counts["distinct_ids"], TOTAL as u64);
+    let want: serde_json::Value = serde_json::to_value(per_day(events)).expect("json");
+    assert_eq!(counts["per_day"], want);
+
+    // verify passes; one flipped byte fails it and names the file.
+    let (ok, out) = cli(topology_path, &["verify"]);
+    assert!(ok, "verify on a sound archive: {out}");
+    let victim = catalog
+        .state()
+        .files()
+        .find(|f| f.tier == Tier::Warm)
+        .expect("a warm file")
+        .path
+        .clone();
+    let victim_path = dir.join("archive/warm").join(&victim);
+    let mut bytes = std::fs::read(&victim_path).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&victim_path, &bytes).expect("write");
+    let (ok, out) = cli(topology_path, &["verify"]);
+    assert!(!ok, "verify must fail on a flipped byte");
+    assert!(out.contains(&victim), "verify names {victim}: {out}");
+    bytes[middle] ^= 0x01;
+    std::fs::write(&victim_path, &bytes).expect("write");
+    assert!(cli(topology_path, &["verify"]).0, "sound again");
+
+    // restore: three days across the warm/cold boundary, exactly, in order.
+    let day = |us: i64| {
+        EventTime::from_micros(us)
+            .to_datetime()
+            .expect("time")
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let (from, to) = (day(now_us - 31 * DAY_US), day(now_us - 29 * DAY_US));
+    let out_dir = dir.join("restored");
+    let (ok, _) = cli(
+        topology_path,
+        &[
+            "restore",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--out",
+            &out_dir.display().to_string(),
+        ],
+    );
+    assert!(ok, "restore");
+    let lines = std::fs::read_to_string(out_dir.join("events.jsonl")).expect("restored file");
+    let restored: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let want: BTreeSet<String> = events
+        .iter()
+        .filter(|e| {
+            let d = day(e.timestamp.as_micros());
+            d >= from && d <= to
+        })
+        .map(|e| e.event_id.clone())
+        .collect();
+    let got: BTreeSet<String> = restored
+        .iter()
+        .map(|v| v["event_id"].as_str().expect("event_id").to_owned())
+        .collect();
+    assert_eq!(restored.len(), want.len(), "no duplicates");
+    assert_eq!(got, want, "exactly the range");
+    let times: Vec<&str> = restored
+        .iter()
+        .map(|v| v["timestamp"].as_str().expect("ts"))
+        .collect();
+    let parsed: Vec<i64> = times
+        .iter()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .expect("rfc3339")
+                .timestamp_micros()
+        })
+        .collect();
+    assert!(
+        parsed.windows(2).all(|w| w[0] <= w[1]),
+        "in event-time order"
+    );
+    eprintln!("restore {from}..{to}: {} events", restored.len());
+
+    let (ok, out) = cli(topology_path, &["stats", "--json"]);
+    assert!(ok, "stats");
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("stats JSON");
+    let all = stats
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|s| s["table"] == "events" && s["tier"] == "all")
+        .expect("events, all tiers")
+        .clone();
+    eprintln!(
+        "compression of events: {} bytes stored for {} bytes of JSON, saving {:.1}%",
+        all["bytes_stored"],
+        all["bytes_json"],
+        all["saving"].as_f64().unwrap_or(0.0) * 100.0
+    );
+    assert!(
+        all["saving"].as_f64().unwrap_or(0.0) > 0.7,
+        "at least the seed's 70% saving"
+    );
 }
 
 #[test]

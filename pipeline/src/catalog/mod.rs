@@ -1,11 +1,14 @@
 //! The archive catalog: every Parquet file of every tier, what it holds,
 //! and how far each Kafka partition is archived, changed only by atomic
-//! commits ([`model`] is the pure core, [`log`] keeps it in object storage).
+//! commits ([`model`] is the pure core, [`log`] keeps it in object storage,
+//! [`tiers`] keeps every tier's folders equal to it).
 
 pub mod log;
 pub mod model;
+pub mod tiers;
 
 pub use log::{Catalog, CatalogError};
 pub use model::{
     Action, CatalogState, Commit, Conflict, FileEntry, FileKey, OffsetRange, Progress, Tier,
 };
+pub use tiers::{Reconciled, STAGING, Tiers, staged};

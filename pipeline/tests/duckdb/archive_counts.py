@@ -4,6 +4,10 @@ prints JSON with the rows, the distinct event ids, the rows per day, the
 column types, and the partition columns DuckDB derived from the paths.
 
 usage: archive_counts.py TABLE FOLDER [FOLDER ...]
+
+A FOLDER may be s3://bucket/prefix: DuckDB then reads it through fsspec
+(s3fs) from the S3 server at $KUSANAGI_TEST_S3_ENDPOINT (its own httpfs
+extension cannot be downloaded on the build machines).
 """
 import json
 import os
@@ -12,12 +16,24 @@ import sys
 import duckdb
 
 table, folders = sys.argv[1], sys.argv[2:]
-globs = [
-    os.path.join(f, table, "**", "*.parquet")
-    for f in folders
-    if os.path.isdir(os.path.join(f, table))
-]
 con = duckdb.connect()
+s3 = None
+if any(f.startswith("s3://") for f in folders):
+    import s3fs
+
+    s3 = s3fs.S3FileSystem(
+        key="test", secret="test", endpoint_url=os.environ["KUSANAGI_TEST_S3_ENDPOINT"]
+    )
+    con.register_filesystem(s3)
+
+
+def has_table(folder):
+    if folder.startswith("s3://"):
+        return bool(s3.glob(f"{folder}/{table}/**/*.parquet"))
+    return os.path.isdir(os.path.join(folder, table))
+
+
+globs = [f"{f}/{table}/**/*.parquet" for f in folders if has_table(f)]
 if not globs:
     print(json.dumps({"rows": 0, "distinct_ids": 0, "per_day": {}, "types": {}}))
     sys.exit(0)

@@ -15,9 +15,6 @@ use sha2::{Digest, Sha256};
 use super::table::Table;
 use crate::catalog::OffsetRange;
 
-/// The folder, inside a tier, of files not yet listed in the catalog.
-pub const STAGING: &str = "_staging";
-
 /// A table partition: the rows of one table, tenant, day and hour.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PartitionKey {
@@ -65,11 +62,6 @@ impl PartitionKey {
         let id: String = digest[..10].iter().map(|b| format!("{b:02x}")).collect();
         format!("{}/part-{id}.parquet", self.dir())
     }
-}
-
-/// `path` under the staging folder.
-pub fn staged(path: &str) -> String {
-    format!("{STAGING}/{path}")
 }
 
 /// A tenant id as a path segment: letters, digits, `-`, `_` and `.` stay,

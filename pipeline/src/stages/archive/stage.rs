@@ -40,10 +40,11 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::config::ArchiveStageConfig;
 use super::file::{WrittenFile, write_file};
-use super::layout::{PartitionKey, STAGING, staged};
+use super::layout::PartitionKey;
 use super::open_files::OpenFiles;
 use super::table::{Decoders, Row, Table};
-use crate::catalog::{Action, Catalog, CatalogError, FileKey, Progress, Tier};
+use crate::catalog::tiers::{promote, promote_staged};
+use crate::catalog::{Action, Catalog, CatalogError, Progress, Tier, staged};
 use crate::runtime::dead_letter::reject_record;
 use crate::runtime::{InRecord, Metrics, RuntimeError, Shutdown};
 
@@ -556,45 +557,22 @@ impl ArchiveStage {
 
     /// Moves committed files from `_staging/` into place.
     fn promote(&self, paths: Vec<String>) -> Result<(), kusanagi_connectors::ConnectorError> {
-        let hot = self.hot.clone();
-        self.rt.block_on(async move {
-            for path in paths {
-                hot.rename(&staged(&path), &path).await?;
-            }
-            Ok(())
-        })
+        self.rt.block_on(promote(&self.hot, &paths))
     }
 
     /// Finishes what a crash left half done: files the catalog lists but
     /// that still sit under `_staging/` are moved into place. Staged files
     /// the catalog does not list were never committed and stay invisible.
     pub fn promote_staged(&mut self) -> Result<(), CatalogError> {
-        let staged = self.rt.block_on(self.hot.list(STAGING))?;
-        if staged.is_empty() {
-            return Ok(());
-        }
-        self.rt.block_on(self.catalog.refresh())?;
-        let listed: Vec<String> = staged
-            .into_iter()
-            .filter_map(|(path, _)| {
-                let path = path
-                    .strip_prefix(STAGING)?
-                    .trim_start_matches('/')
-                    .to_owned();
-                let key = FileKey {
-                    tier: Tier::Hot,
-                    path: path.clone(),
-                };
-                self.catalog.state().file(&key).is_some().then_some(path)
-            })
-            .collect();
-        if !listed.is_empty() {
+        let promoted = self
+            .rt
+            .block_on(promote_staged(&self.hot, Tier::Hot, &mut self.catalog))?;
+        if !promoted.is_empty() {
             tracing::info!(
                 stage = STAGE,
-                files = listed.len(),
-                "moving committed files into place"
+                files = promoted.len(),
+                "moved committed files into place"
             );
-            self.promote(listed)?;
         }
         Ok(())
     }

@@ -1,0 +1,284 @@
+//! The archive commands as the `kusanagi` binary runs them: open the
+//! catalog and tiers a topology names, show progress on stderr (indicatif,
+//! hidden when stderr is not a terminal), print the result on stdout.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use kusanagi_schemas::GameEventCodec;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+use super::restore::{Restored, TimeRange, restore};
+use super::stats::stats;
+use super::verify::{selected, verify};
+use crate::catalog::{Catalog, Tier, Tiers};
+use crate::config::Topology;
+use crate::stages::archive::Table;
+
+fn bar(len: u64, what: &str, bytes: bool) -> ProgressBar {
+    let template = if bytes {
+        "{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})"
+    } else {
+        "{msg} [{bar:30}] {pos}/{len} ({eta})"
+    };
+    let pb = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_owned());
+    pb
+}
+
+async fn open(topology: &Topology, writer: &str) -> anyhow::Result<(Tiers, Catalog)> {
+    let a = &topology.archive;
+    let tiers = Tiers::open(a).context("opening the archive tiers")?;
+    let store = a.open_catalog_store().context("opening the catalog")?;
+    let catalog = Catalog::open(store, writer)
+        .await
+        .with_context(|| format!("reading the catalog at {}", a.catalog))?;
+    Ok((tiers, catalog))
+}
+
+fn table_names() -> Vec<&'static str> {
+    Table::ALL.iter().map(|t| t.name()).collect()
+}
+
+/// `kusanagi catalog ls`: one line per file (or JSON).
+pub async fn catalog_ls(
+    topology: &Topology,
+    table: Option<&str>,
+    tier: Option<Tier>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (_, catalog) = open(topology, "catalog-ls").await?;
+    let files: Vec<_> = selected(&catalog, table, tier).collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&files)?);
+        return Ok(());
+    }
+    println!(
+        "{:<5} {:>9} {:>11} {:<20} {:<20} {:<12} path",
+        "tier", "rows", "bytes", "first event", "last event", "sha256"
+    );
+    for f in &files {
+        let t = |us| kusanagi_schemas::EventTime::from_micros(us).to_rfc3339();
+        println!(
+            "{:<5} {:>9} {:>11} {:<20} {:<20} {:<12} {}",
+            f.tier.as_str(),
+            f.rows,
+            f.size_bytes,
+            t(f.min_event_time_us),
+            t(f.max_event_time_us),
+            &f.sha256[..f.sha256.len().min(12)],
+            f.path
+        );
+    }
+    let rows: u64 = files.iter().map(|f| f.rows).sum();
+    let bytes: u64 = files.iter().map(|f| f.size_bytes).sum();
+    println!(
+        "{} files, {rows} rows, {bytes} bytes (catalog version {}, {})",
+        files.len(),
+        catalog.state().version(),
+        catalog.url()
+    );
+    Ok(())
+}
+
+/// `kusanagi tier`: one tiering pass.
+pub async fn tier(topology: &Topology, now: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
+    let now_us = match now {
+        None => chrono::Utc::now().timestamp_micros(),
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_micros())
+            .map_err(|_| anyhow::anyhow!("--now: expected an RFC 3339 time, found {s:?}"))?,
+    };
+    let pb = bar(0, "moving", false);
+    let pass = crate::stages::tier::pass(
+        &topology.archive,
+        "tier",
+        topology.stages.archive.zstd_level,
+        now_us,
+        dry_run,
+        |n| pb.set_length(n),
+        |k| pb.inc(k),
+    )
+    .await?;
+    pb.finish_and_clear();
+    for m in pass.moves.iter().filter(|_| dry_run) {
+        let from: Vec<String> = m.sources.iter().map(|f| f.key().to_string()).collect();
+        println!("{} <- {}", m.to, from.join(", "));
+    }
+    match pass.report {
+        None => println!(
+            "{} moves planned (dry run: nothing moved)",
+            pass.moves.len()
+        ),
+        Some(r) => {
+            println!(
+                "moved {} files ({} rows) into {} files, {} bytes written; {} moves deferred",
+                r.files_moved, r.rows, r.files_written, r.bytes_written, r.deferred
+            );
+            if !r.damaged.is_empty() {
+                for d in &r.damaged {
+                    eprintln!("damaged, not moved: {d}");
+                }
+                bail!(
+                    "{} damaged files were not moved; run `kusanagi verify`",
+                    r.damaged.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `kusanagi verify`: fails (non-zero exit) on any problem.
+pub async fn verify_cmd(
+    topology: &Topology,
+    table: Option<&str>,
+    tier: Option<Tier>,
+) -> anyhow::Result<()> {
+    let (tiers, catalog) = open(topology, "verify").await?;
+    let files: Vec<_> = selected(&catalog, table, tier).cloned().collect();
+    let total: u64 = files.iter().map(|f| f.size_bytes).sum();
+    let pb = bar(total, "verifying", true);
+    let tables = match table {
+        Some(t) => vec![t],
+        None => table_names(),
+    };
+    let report = verify(&tiers, &catalog, files, &tables, |b| pb.inc(b)).await?;
+    pb.finish_and_clear();
+    for p in &report.problems {
+        println!("FAILED {p}");
+    }
+    println!(
+        "{} files, {} rows, {} bytes checked: {}",
+        report.files,
+        report.rows,
+        report.bytes,
+        if report.ok() {
+            "all match the catalog".to_owned()
+        } else {
+            format!("{} problems", report.problems.len())
+        }
+    );
+    if !report.ok() {
+        bail!("verify found {} problems", report.problems.len());
+    }
+    Ok(())
+}
+
+/// Where `kusanagi restore` puts the rows.
+#[derive(Debug, Clone)]
+pub enum RestoreTarget<'a> {
+    /// `<dir>/<table>.jsonl`.
+    Dir(&'a Path),
+    /// A Kafka topic (events only), Avro, keyed by target_id.
+    Topic(&'a str),
+}
+
+/// `kusanagi restore`.
+pub async fn restore_cmd(
+    topology: &Topology,
+    bootstrap: Option<&str>,
+    table: Table,
+    from: &str,
+    to: &str,
+    target: RestoreTarget<'_>,
+) -> anyhow::Result<()> {
+    let range = TimeRange::parse(from, to).map_err(anyhow::Error::msg)?;
+    if matches!(target, RestoreTarget::Topic(_)) && table != Table::Events {
+        bail!(
+            "--to-topic restores the events table only; use --out DIR for {}",
+            table.name()
+        );
+    }
+    let (tiers, catalog) = open(topology, "restore").await?;
+    let files = super::restore::files_for(&catalog, table, range);
+    let pb = bar(files.iter().map(|f| f.size_bytes).sum(), "reading", true);
+    let restored = restore(&tiers, &catalog, table, range, |b| pb.inc(b)).await?;
+    pb.finish_and_clear();
+    match target {
+        RestoreTarget::Dir(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join(format!("{}.jsonl", table.name()));
+            std::fs::write(&path, restored.to_json_lines())
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "{} rows of {} from {} files -> {}",
+                restored.len(),
+                table.name(),
+                files.len(),
+                path.display()
+            );
+        }
+        RestoreTarget::Topic(topic) => {
+            let Restored::Events(events) = &restored else {
+                bail!("only events can go back into a topic");
+            };
+            let bootstrap = bootstrap.filter(|b| !b.is_empty()).context(
+                "--to-topic needs a Kafka cluster: set KAFKA_BOOTSTRAP or kafka.bootstrap",
+            )?;
+            let settings = topology.kafka_settings(bootstrap);
+            let producer: ThreadedProducer<DefaultProducerContext> = settings
+                .producer_config()
+                .create()
+                .context("creating the Kafka producer")?;
+            let codec = GameEventCodec::new();
+            let pb = bar(events.len() as u64, "producing", false);
+            for e in events {
+                let value = codec.encode(e);
+                let mut record = BaseRecord::to(topic).key(e.kafka_key()).payload(&value);
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((_, back)) => {
+                            record = back;
+                            producer.poll(Duration::from_millis(10));
+                        }
+                    }
+                }
+                pb.inc(1);
+            }
+            producer
+                .flush(Duration::from_secs(60))
+                .context("not every restored event was acknowledged")?;
+            pb.finish_and_clear();
+            println!(
+                "{} events from {} files -> topic {topic}",
+                events.len(),
+                files.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `kusanagi stats`.
+pub async fn stats_cmd(topology: &Topology, json: bool) -> anyhow::Result<()> {
+    let (_, catalog) = open(topology, "stats").await?;
+    let rows = stats(catalog.state());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:<5} {:>7} {:>10} {:>13} {:>13} {:>7}",
+        "table", "tier", "files", "rows", "bytes stored", "bytes json", "saving"
+    );
+    for s in rows {
+        println!(
+            "{:<12} {:<5} {:>7} {:>10} {:>13} {:>13} {:>6.1}%",
+            s.table,
+            s.tier,
+            s.files,
+            s.rows,
+            s.bytes_stored,
+            s.bytes_json,
+            s.saving * 100.0
+        );
+    }
+    Ok(())
+}

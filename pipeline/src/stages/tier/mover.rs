@@ -1,0 +1,231 @@
+//! One tiering pass: carry out the [`super::plan`] with the archive's
+//! write protocol, so that a crash at any step leaves every file listed in
+//! exactly one tier.
+//!
+//! For each move: read the source files (checking each against its
+//! SHA-256 in the catalog: a damaged file is never copied on), merge them
+//! into one Parquet file, upload it under the destination's `_staging/`.
+//! Then, for up to [`COMMIT_EVERY`] moves at a time, one catalog commit
+//! adds the new files and removes their sources; only after it are the new
+//! files moved into place and the sources deleted. A crash before the
+//! commit leaves the sources listed (the staged copies are never listed);
+//! a crash after it leaves the new files listed, and the next pass's
+//! [`crate::catalog::Tiers::reconcile`] finishes the moves and deletes.
+
+use bytes::Bytes;
+
+use super::plan::Move;
+use crate::catalog::tiers::promote;
+use crate::catalog::{
+    Action, Catalog, CatalogError, FileEntry, FileKey, OffsetRange, Tier, Tiers, staged,
+};
+use crate::stages::archive::Table;
+use crate::stages::archive::file::{read_batches, sha256_hex, write_batches};
+use crate::stages::archive::layout::PartitionKey;
+
+/// Moves committed together.
+pub const COMMIT_EVERY: usize = 100;
+
+/// Why a pass stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TierError {
+    /// The catalog or a tier's store failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A file the catalog lists is not what the catalog says.
+    #[error("{key}: {detail}")]
+    Damaged {
+        /// The file.
+        key: FileKey,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl From<kusanagi_connectors::ConnectorError> for TierError {
+    fn from(e: kusanagi_connectors::ConnectorError) -> Self {
+        TierError::Catalog(CatalogError::Storage(e))
+    }
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Source files moved.
+    pub files_moved: u64,
+    /// Files written in their new tiers.
+    pub files_written: u64,
+    /// Rows moved.
+    pub rows: u64,
+    /// Bytes of the files written.
+    pub bytes_written: u64,
+    /// Moves left for the next pass because another writer changed their
+    /// files meanwhile.
+    pub deferred: u64,
+    /// Files that could not be moved because they are damaged (`verify`
+    /// tells more); they stay where they are.
+    pub damaged: Vec<String>,
+}
+
+/// Reads `f` from its tier and checks it against its catalog entry.
+pub async fn read_checked(tiers: &Tiers, f: &FileEntry) -> Result<Bytes, TierError> {
+    let bytes = tiers.store(f.tier).get(&f.path).await?;
+    let damaged = |detail: String| TierError::Damaged {
+        key: f.key(),
+        detail,
+    };
+    if bytes.len() as u64 != f.size_bytes {
+        return Err(damaged(format!(
+            "{} bytes, the catalog says {}",
+            bytes.len(),
+            f.size_bytes
+        )));
+    }
+    let sha = sha256_hex(&bytes);
+    if sha != f.sha256 {
+        return Err(damaged(format!(
+            "SHA-256 {sha}, the catalog says {}",
+            f.sha256
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The file `m` makes in its new tier, uploaded under `_staging/`.
+async fn prepare(
+    tiers: &Tiers,
+    m: &Move,
+    zstd_level: i32,
+    now_ms: i64,
+) -> Result<FileEntry, TierError> {
+    let first = &m.sources[0];
+    let mut offsets: Vec<OffsetRange> = m.sources.iter().flat_map(|f| f.offsets.clone()).collect();
+    offsets.sort_by(|a, b| (&a.topic, a.partition, a.first).cmp(&(&b.topic, b.partition, b.first)));
+    let (bytes, path) = if m.sources.len() == 1 {
+        (read_checked(tiers, first).await?, first.path.clone())
+    } else {
+        let Some(table) = Table::from_name(&first.table) else {
+            return Err(TierError::Damaged {
+                key: first.key(),
+                detail: format!("unknown table {:?}", first.table),
+            });
+        };
+        let mut batches = Vec::new();
+        for f in &m.sources {
+            let bytes = read_checked(tiers, f).await?;
+            batches.extend(read_batches(bytes).map_err(|e| TierError::Damaged {
+                key: f.key(),
+                detail: format!("not readable Parquet: {e}"),
+            })?);
+        }
+        let merged = write_batches(table.schema(), &batches, zstd_level).map_err(|e| {
+            TierError::Damaged {
+                key: first.key(),
+                detail: format!("cannot merge: {e}"),
+            }
+        })?;
+        let key = PartitionKey {
+            table,
+            tenant: first.tenant.clone(),
+            dt: first.dt.clone(),
+            hour: first.hour,
+        };
+        (Bytes::from(merged), key.file_path(&offsets))
+    };
+    let entry = FileEntry {
+        tier: m.to,
+        path,
+        table: first.table.clone(),
+        tenant: first.tenant.clone(),
+        dt: first.dt.clone(),
+        hour: first.hour,
+        rows: m.sources.iter().map(|f| f.rows).sum(),
+        min_event_time_us: m
+            .sources
+            .iter()
+            .map(|f| f.min_event_time_us)
+            .min()
+            .unwrap_or(0),
+        max_event_time_us: m
+            .sources
+            .iter()
+            .map(|f| f.max_event_time_us)
+            .max()
+            .unwrap_or(0),
+        size_bytes: bytes.len() as u64,
+        sha256: sha256_hex(&bytes),
+        json_bytes: m.sources.iter().map(|f| f.json_bytes).sum(),
+        offsets,
+        created_at_ms: now_ms,
+    };
+    tiers.store(m.to).put(&staged(&entry.path), bytes).await?;
+    Ok(entry)
+}
+
+/// Carries out `moves`; `done(moves finished)` is called as they finish.
+pub async fn run_pass(
+    catalog: &mut Catalog,
+    tiers: &Tiers,
+    moves: &[Move],
+    zstd_level: i32,
+    mut done: impl FnMut(u64),
+) -> Result<PassReport, TierError> {
+    let mut report = PassReport::default();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for chunk in moves.chunks(COMMIT_EVERY) {
+        let mut actions = Vec::new();
+        let mut prepared: Vec<(&Move, FileEntry)> = Vec::new();
+        for m in chunk {
+            match prepare(tiers, m, zstd_level, now_ms).await {
+                Ok(entry) => {
+                    actions.push(Action::Add(entry.clone()));
+                    actions.extend(m.sources.iter().map(|f| Action::Remove(f.key())));
+                    prepared.push((m, entry));
+                }
+                Err(TierError::Damaged { key, detail }) => {
+                    tracing::error!(file = %key, %detail, "not moving a damaged file");
+                    report.damaged.push(format!("{key}: {detail}"));
+                }
+                Err(e) => return Err(e),
+            }
+            done(1);
+        }
+        if prepared.is_empty() {
+            continue;
+        }
+        match catalog.commit("tier", actions).await {
+            Ok(_) => {}
+            Err(CatalogError::Conflict(c)) => {
+                tracing::warn!(conflict = %c, "files changed during the pass; their moves wait for the next one");
+                report.deferred += prepared.len() as u64;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        for (m, entry) in &prepared {
+            promote(tiers.store(entry.tier), std::slice::from_ref(&entry.path)).await?;
+            for f in &m.sources {
+                if f.key() != entry.key() {
+                    tiers.store(f.tier).delete(&f.path).await?;
+                }
+            }
+            report.files_moved += m.sources.len() as u64;
+            report.files_written += 1;
+            report.rows += entry.rows;
+            report.bytes_written += entry.size_bytes;
+        }
+    }
+    Ok(report)
+}
+
+/// The tier of each file after a pass: how many files, rows and bytes.
+pub fn tier_totals(catalog: &Catalog) -> [(Tier, u64, u64, u64); 3] {
+    Tier::ALL.map(|tier| {
+        let files = catalog.state().files().filter(|f| f.tier == tier);
+        let (n, rows, bytes) = files.fold((0, 0, 0), |(n, r, b), f| {
+            (n + 1, r + f.rows, b + f.size_bytes)
+        });
+        (tier, n, rows, bytes)
+    })
+}
