@@ -21,6 +21,7 @@ use crate::stages::archive::{self, ArchiveStage, ArchiveTopics};
 use crate::stages::decide::{self, DecideStage, DecideTopics};
 use crate::stages::ingest::{self, IngestStage};
 use crate::stages::screen::{self, ScreenStage};
+use crate::stages::tier;
 
 /// Why a process could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +114,9 @@ pub enum StageKind {
     /// `events`, `screenings`, `accounts.transitions` -> Parquet in the hot
     /// tier, listed in the catalog.
     Archive,
+    /// Moves archive files hot -> warm -> cold by age, every
+    /// `stages.tier.interval_seconds`.
+    Tier,
 }
 
 impl StageKind {
@@ -124,6 +128,7 @@ impl StageKind {
             StageKind::Decide => decide::STAGE,
             StageKind::Analyze => analyze::STAGE,
             StageKind::Archive => archive::STAGE,
+            StageKind::Tier => tier::STAGE,
         }
     }
 
@@ -136,6 +141,7 @@ impl StageKind {
             (StageKind::Decide, s.decide.enabled),
             (StageKind::Analyze, s.analyze.enabled),
             (StageKind::Archive, s.archive.enabled),
+            (StageKind::Tier, s.tier.enabled),
         ]
         .into_iter()
         .filter_map(|(k, on)| on.then_some(k))
@@ -289,6 +295,12 @@ pub fn spawn_stage(
                     .run(&shutdown)
                 })
             })
+        }
+        StageKind::Tier => {
+            let cfg = topology.stages.tier.clone();
+            let archive = topology.archive.clone();
+            let zstd_level = topology.stages.archive.zstd_level;
+            thread.spawn(move || tier::run_periodically(&cfg, &archive, zstd_level, &shutdown))
         }
     }
     .expect("spawning a thread")

@@ -199,29 +199,14 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::catalog::model::{FileEntry, FileKey, Progress, Tier};
+    use crate::catalog::model::{FileKey, Progress, Tier, test_entry};
 
     fn memory() -> TierStore {
         TierStore::open("memory://", &BTreeMap::new()).unwrap()
     }
 
     fn add(path: &str) -> Action {
-        Action::Add(FileEntry {
-            tier: Tier::Hot,
-            path: path.into(),
-            table: "events".into(),
-            tenant: "t".into(),
-            dt: "2026-01-01".into(),
-            hour: 0,
-            rows: 1,
-            min_event_time_us: 0,
-            max_event_time_us: 0,
-            size_bytes: 1,
-            sha256: "00".into(),
-            json_bytes: 10,
-            offsets: vec![],
-            created_at_ms: 0,
-        })
+        Action::Add(test_entry(Tier::Hot, path))
     }
 
     fn progress(from: Option<i64>, to: i64) -> Action {

@@ -344,27 +344,33 @@ impl CatalogState {
     }
 }
 
+/// A catalog entry for tests: one row of `events` at the epoch.
+#[cfg(test)]
+pub(crate) fn test_entry(tier: Tier, path: &str) -> FileEntry {
+    FileEntry {
+        tier,
+        path: path.into(),
+        table: "events".into(),
+        tenant: "t".into(),
+        dt: "1970-01-01".into(),
+        hour: 0,
+        rows: 1,
+        min_event_time_us: 0,
+        max_event_time_us: 0,
+        size_bytes: 4,
+        sha256: "00".into(),
+        json_bytes: 10,
+        offsets: vec![],
+        created_at_ms: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    pub(crate) fn file(tier: Tier, path: &str) -> FileEntry {
-        FileEntry {
-            tier,
-            path: path.into(),
-            table: "events".into(),
-            tenant: "t".into(),
-            dt: "2026-01-01".into(),
-            hour: 0,
-            rows: 1,
-            min_event_time_us: 0,
-            max_event_time_us: 0,
-            size_bytes: 1,
-            sha256: "00".into(),
-            json_bytes: 10,
-            offsets: vec![],
-            created_at_ms: 0,
-        }
+    fn file(tier: Tier, path: &str) -> FileEntry {
+        test_entry(tier, path)
     }
 
     fn commit(version: u64, actions: Vec<Action>) -> Commit {

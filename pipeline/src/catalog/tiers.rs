@@ -155,3 +155,81 @@ pub async fn promote_staged(
     promote(store, &paths).await?;
     Ok(keys)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::catalog::model::{Action, FileEntry, test_entry};
+
+    fn memory() -> TierStore {
+        TierStore::open("memory://", &BTreeMap::new()).unwrap()
+    }
+
+    fn entry(tier: Tier, path: &str) -> FileEntry {
+        test_entry(tier, path)
+    }
+
+    /// A move hot -> warm that crashed after its commit, before moving the
+    /// new file into place and deleting the source; and an upload to cold
+    /// that was never committed.
+    #[tokio::test]
+    async fn reconcile_finishes_a_move_that_crashed_after_its_commit() {
+        let tiers = Tiers {
+            stores: [memory(), memory(), memory()],
+        };
+        let mut catalog = Catalog::open(memory(), "test").await.unwrap();
+        let path = "events/tenant=t/dt=2026-01-01/hour=00/part-a.parquet";
+        let data = Bytes::from_static(b"PAR1");
+        tiers
+            .store(Tier::Hot)
+            .put(path, data.clone())
+            .await
+            .unwrap();
+        catalog
+            .commit("archive", vec![Action::Add(entry(Tier::Hot, path))])
+            .await
+            .unwrap();
+        tiers
+            .store(Tier::Warm)
+            .put(&staged(path), data.clone())
+            .await
+            .unwrap();
+        catalog
+            .commit(
+                "tier",
+                vec![
+                    Action::Add(entry(Tier::Warm, path)),
+                    Action::Remove(entry(Tier::Hot, path).key()),
+                ],
+            )
+            .await
+            .unwrap();
+        let never_committed = staged("events/tenant=t/dt=2026-01-01/hour=00/part-z.parquet");
+        tiers
+            .store(Tier::Cold)
+            .put(&never_committed, data.clone())
+            .await
+            .unwrap();
+
+        let done = tiers.reconcile(&mut catalog, &["events"]).await.unwrap();
+        assert_eq!(done.promoted, [entry(Tier::Warm, path).key()]);
+        assert_eq!(done.deleted, [entry(Tier::Hot, path).key()]);
+        assert_eq!(tiers.store(Tier::Warm).get(path).await.unwrap(), data);
+        assert!(!tiers.store(Tier::Hot).exists(path).await.unwrap());
+        assert!(
+            tiers
+                .store(Tier::Cold)
+                .exists(&never_committed)
+                .await
+                .unwrap(),
+            "an uncommitted upload stays staged, out of every glob"
+        );
+        // Nothing is left to do.
+        let again = tiers.reconcile(&mut catalog, &["events"]).await.unwrap();
+        assert_eq!(again, Reconciled::default());
+    }
+}

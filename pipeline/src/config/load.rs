@@ -227,6 +227,9 @@ impl Topology {
         for (key, problem) in self.stages.archive.validate() {
             bad(&format!("stages.archive.{key}"), problem);
         }
+        for (key, problem) in self.stages.tier.validate() {
+            bad(&format!("stages.tier.{key}"), problem);
+        }
         for (key, problem) in self.archive.validate() {
             bad(&format!("archive.{key}"), problem);
         }

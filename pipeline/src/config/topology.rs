@@ -160,6 +160,8 @@ pub struct StagesConfig {
     /// The archive stage (`events`, `screenings`, `accounts.transitions` to
     /// Parquet in the hot tier).
     pub archive: crate::stages::archive::ArchiveStageConfig,
+    /// The tier stage (moves archive files between tiers by age).
+    pub tier: crate::stages::tier::TierStageConfig,
 }
 
 /// The HTTP server.

@@ -222,6 +222,16 @@ pub async fn restore_cmd(
                 "--to-topic needs a Kafka cluster: set KAFKA_BOOTSTRAP or kafka.bootstrap",
             )?;
             let settings = topology.kafka_settings(bootstrap);
+            // A topic that does not exist yet is made like `events`.
+            let spec = kusanagi_connectors::kafka::TopicSpec {
+                name: topic.to_owned(),
+                partitions: topology.topics.partitions,
+                replication_factor: topology.topics.replication_factor,
+                configs: vec![("compression.type".into(), "producer".into())],
+            };
+            kusanagi_connectors::kafka::ensure_topics(&settings, &[spec])
+                .await
+                .with_context(|| format!("creating topic {topic}"))?;
             let producer: ThreadedProducer<DefaultProducerContext> = settings
                 .producer_config()
                 .create()

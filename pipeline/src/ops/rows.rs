@@ -99,10 +99,7 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<(RowOrder, GameEvent
 
 /// Any table's rows as JSON objects (timestamps as RFC 3339), with their
 /// order keys; `time_column` names the event-time column.
-pub fn json_rows(
-    batch: &RecordBatch,
-    time_column: &str,
-) -> Result<Vec<JsonRow>, RowError> {
+pub fn json_rows(batch: &RecordBatch, time_column: &str) -> Result<Vec<JsonRow>, RowError> {
     let times = typed(batch, time_column, |a| {
         a.as_primitive_opt::<TimestampMicrosecondType>()
     })?;

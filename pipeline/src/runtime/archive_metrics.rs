@@ -7,10 +7,17 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TableLabel {
     table: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableTier {
+    table: String,
+    tier: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,6 +40,9 @@ pub struct ArchiveMetrics {
     rotations: Family<ReasonLabel, Counter>,
     commits: Family<OutcomeLabel, Counter>,
     open_rows: Gauge,
+    stored_bytes: Family<TableTier, Gauge>,
+    stored_json_bytes: Family<TableTier, Gauge>,
+    compression_ratio: Family<TableTier, Gauge<f64, AtomicU64>>,
 }
 
 impl ArchiveMetrics {
@@ -45,6 +55,9 @@ impl ArchiveMetrics {
             rotations: Family::default(),
             commits: Family::default(),
             open_rows: Gauge::default(),
+            stored_bytes: Family::default(),
+            stored_json_bytes: Family::default(),
+            compression_ratio: Family::default(),
         };
         registry.register(
             "archive_files",
@@ -81,7 +94,39 @@ impl ArchiveMetrics {
             "Rows buffered in the archive stage's open files",
             m.open_rows.clone(),
         );
+        registry.register(
+            "archive_stored_bytes",
+            "Bytes the catalog lists per table and tier (all writers), as of this copy's last commit",
+            m.stored_bytes.clone(),
+        );
+        registry.register(
+            "archive_stored_json_bytes",
+            "Bytes the same rows take as JSON, per table and tier",
+            m.stored_json_bytes.clone(),
+        );
+        registry.register(
+            "archive_compression_ratio",
+            "Bytes stored / bytes as JSON, per table and tier (lower is better)",
+            m.compression_ratio.clone(),
+        );
         m
+    }
+
+    /// The archive's totals per table and tier, from the catalog.
+    pub fn catalog_totals(&self, state: &crate::catalog::CatalogState) {
+        for s in crate::ops::stats::stats(state) {
+            let l = TableTier {
+                table: s.table,
+                tier: s.tier,
+            };
+            self.stored_bytes
+                .get_or_create(&l)
+                .set(s.bytes_stored as i64);
+            self.stored_json_bytes
+                .get_or_create(&l)
+                .set(s.bytes_json as i64);
+            self.compression_ratio.get_or_create(&l).set(s.ratio);
+        }
     }
 
     /// A committed file of `table`.

@@ -539,6 +539,7 @@ impl ArchiveStage {
         for reason in self.dead_letters.drain(..) {
             self.metrics.dead_letter(STAGE, reason);
         }
+        self.metrics.archive.catalog_totals(self.catalog.state());
         tracing::debug!(
             stage = STAGE,
             version,

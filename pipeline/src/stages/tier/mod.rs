@@ -4,18 +4,72 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`config`] | `[stages.tier]`: how often a pass runs |
 //! | [`plan`] | which files move where (pure) |
 //! | [`mover`] | one pass: read, check, merge, stage, commit, move into place |
 
+pub mod config;
 pub mod mover;
 pub mod plan;
 
+pub use config::TierStageConfig;
 pub use mover::{PassReport, TierError};
 pub use plan::{Move, plan, tier_for};
 
 use crate::catalog::{Catalog, Tiers};
 use crate::config::ArchiveConfig;
 use crate::stages::archive::Table;
+
+/// The stage's name (logs, metrics).
+pub const STAGE: &str = "tier";
+
+/// The tier stage: a pass at start, then one every `interval_seconds`,
+/// until `shutdown`. A failed pass is logged and tried again at the next.
+pub fn run_periodically(
+    config: &TierStageConfig,
+    archive: &ArchiveConfig,
+    zstd_level: i32,
+    shutdown: &crate::runtime::Shutdown,
+) -> Result<(), crate::runtime::RuntimeError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| crate::runtime::RuntimeError::Setup {
+            stage: STAGE,
+            detail: format!("cannot start its async runtime: {e}"),
+        })?;
+    while !shutdown.is_triggered() {
+        let now_us = chrono::Utc::now().timestamp_micros();
+        let result = rt.block_on(pass(
+            archive,
+            STAGE,
+            zstd_level,
+            now_us,
+            false,
+            |_| {},
+            |_| {},
+        ));
+        match result {
+            Ok(Pass {
+                report: Some(r), ..
+            }) => tracing::info!(
+                stage = STAGE,
+                moved = r.files_moved,
+                written = r.files_written,
+                rows = r.rows,
+                deferred = r.deferred,
+                damaged = r.damaged.len(),
+                "tiering pass done"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(stage = STAGE, error = %e, "tiering pass failed; trying again at the next")
+            }
+        }
+        shutdown.sleep(std::time::Duration::from_secs(config.interval_seconds));
+    }
+    Ok(())
+}
 
 /// What one pass will do or did.
 #[derive(Debug, Clone, Default)]

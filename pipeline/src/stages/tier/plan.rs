@@ -72,24 +72,15 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::model::test_entry;
     use crate::catalog::{Action, Commit};
 
     fn file(tier: Tier, path: &str, hour: u8, max_event_time_us: i64) -> FileEntry {
         FileEntry {
-            tier,
-            path: path.into(),
-            table: "events".into(),
-            tenant: "t".into(),
-            dt: "2026-01-01".into(),
             hour,
-            rows: 1,
             min_event_time_us: max_event_time_us,
             max_event_time_us,
-            size_bytes: 1,
-            sha256: "00".into(),
-            json_bytes: 1,
-            offsets: vec![],
-            created_at_ms: 0,
+            ..test_entry(tier, path)
         }
     }
 
