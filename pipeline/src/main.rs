@@ -308,6 +308,7 @@ async fn serve(
     };
 
     let mut failed = None;
+    let show_archive = demo.is_some() && stages.contains(&StageKind::Archive);
     if let Some((options, keep_running)) = demo {
         println!(
             "demo: sending {} records at {}/s to `{}`",
@@ -350,6 +351,12 @@ async fn serve(
     }
     if let Some(e) = first_error {
         return Err(e);
+    }
+    if show_archive {
+        match commands::archive_summary(topology).await {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("kusanagi: cannot read the archive's catalog: {e:#}"),
+        }
     }
     drop(brokers);
     if let Some(why) = failed {

@@ -86,6 +86,39 @@ fn the_demo_runs_end_to_end_and_the_broker_keeps_its_data() {
         "the fallback analysis bans smurfing with slang and clears slang alone:\n{stdout}"
     );
 
+    // The archive stage wrote every event (a clean stop archives what was
+    // read), and the screenings and transitions, under ./data/archive.
+    assert!(stdout.contains("archived: "), "{stdout}");
+    let stats = Command::new(env!("CARGO_BIN_EXE_kusanagi"))
+        .arg("--topology")
+        .arg(&topology)
+        .args(["stats", "--json"])
+        .current_dir(dir.path())
+        .output()
+        .expect("kusanagi stats runs");
+    assert!(
+        stats.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("stats JSON");
+    let rows = |table: &str| {
+        stats
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|s| s["table"] == table && s["tier"] == "all")
+            .and_then(|s| s["rows"].as_u64())
+            .unwrap_or(0)
+    };
+    assert_eq!(rows("events"), ingested as u64, "every event archived once");
+    assert_eq!(
+        rows("screenings"),
+        ingested as u64,
+        "one screening per event"
+    );
+    assert!(rows("transitions") >= restricted, "every move archived");
+
     // Restart the broker alone on the same data: every ingested event is still there.
     let data = dir.path().join("data/broker");
     assert!(

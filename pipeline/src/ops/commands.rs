@@ -59,13 +59,13 @@ pub async fn catalog_ls(
         return Ok(());
     }
     println!(
-        "{:<5} {:>9} {:>11} {:<20} {:<20} {:<12} path",
+        "{:<5} {:>9} {:>11} {:<27} {:<27} {:<12} path",
         "tier", "rows", "bytes", "first event", "last event", "sha256"
     );
     for f in &files {
         let t = |us| kusanagi_schemas::EventTime::from_micros(us).to_rfc3339();
         println!(
-            "{:<5} {:>9} {:>11} {:<20} {:<20} {:<12} {}",
+            "{:<5} {:>9} {:>11} {:<27} {:<27} {:<12} {}",
             f.tier.as_str(),
             f.rows,
             f.size_bytes,
@@ -264,6 +264,29 @@ pub async fn restore_cmd(
         }
     }
     Ok(())
+}
+
+/// One line on what the archive holds per table (the demo's summary).
+pub async fn archive_summary(topology: &Topology) -> anyhow::Result<String> {
+    let (_, catalog) = open(topology, "summary").await?;
+    let parts: Vec<String> = stats(catalog.state())
+        .into_iter()
+        .filter(|s| s.tier == "all")
+        .map(|s| {
+            format!(
+                "{} {} in {} files ({:.1}% smaller than JSON)",
+                s.rows,
+                s.table,
+                s.files,
+                s.saving * 100.0
+            )
+        })
+        .collect();
+    Ok(format!(
+        "archived: {} (under {})",
+        parts.join(", "),
+        topology.archive.hot
+    ))
 }
 
 /// `kusanagi stats`.

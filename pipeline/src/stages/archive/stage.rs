@@ -264,10 +264,29 @@ impl ArchiveStage {
                 shutdown.sleep(backoff);
             }
         }
+        self.drain(Duration::from_millis(500), Duration::from_secs(10));
         self.write("shutdown");
         tracing::info!(stage = STAGE, "stage stopping");
         self.consumer.unsubscribe();
         Ok(())
+    }
+
+    /// On shutdown: reads what is already in Kafka until nothing came for
+    /// `quiet` (at most `limit`), so that a clean stop archives all it can.
+    fn drain(&mut self, quiet: Duration, limit: Duration) {
+        let end = Instant::now() + limit;
+        let mut last = Instant::now();
+        while last.elapsed() < quiet && Instant::now() < end {
+            let polled = self
+                .consumer
+                .poll(Duration::from_millis(50))
+                .map(|r| r.map(|m| m.detach()));
+            self.handle_rebalances();
+            if let Some(Ok(m)) = polled {
+                self.read(m);
+                last = Instant::now();
+            }
+        }
     }
 
     fn has_progress(&self) -> bool {
