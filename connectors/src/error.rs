@@ -42,6 +42,15 @@ pub enum ConnectorError {
         /// The store's message.
         detail: String,
     },
+    /// The object a tier was asked for is not there (another writer may
+    /// have moved it: read the catalog again).
+    #[error("storage {url}: {path}: not found")]
+    NotFound {
+        /// The tier's URL.
+        url: String,
+        /// The object.
+        path: String,
+    },
     /// An HTTP client could not be built (a bad URL or TLS setup: the
     /// user's to fix).
     #[error("HTTP client for {url}: {detail}")]
@@ -61,6 +70,11 @@ pub enum ConnectorError {
 }
 
 impl ConnectorError {
+    /// Whether the object asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+
     /// Whether retrying the same operation may succeed.
     pub fn is_retriable(&self) -> bool {
         matches!(self, Self::Kafka { .. })

@@ -90,6 +90,12 @@ impl TierStore {
     }
 
     fn fail(&self, operation: &str, path: &str, e: object_store::Error) -> ConnectorError {
+        if let object_store::Error::NotFound { .. } = e {
+            return ConnectorError::NotFound {
+                url: self.url.clone(),
+                path: path.to_owned(),
+            };
+        }
         ConnectorError::Storage {
             url: self.url.clone(),
             operation: format!("{operation} {path}"),
@@ -133,18 +139,35 @@ impl TierStore {
 
     /// Every object under `prefix`, as (path, size in bytes), sorted by path.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, ConnectorError> {
+        self.list_as(prefix, |m| m.size).await
+    }
+
+    /// Every object under `prefix`, as (path, `what` of its metadata),
+    /// sorted by path.
+    async fn list_as<T: Ord>(
+        &self,
+        prefix: &str,
+        what: impl Fn(&object_store::ObjectMeta) -> T,
+    ) -> Result<Vec<(String, T)>, ConnectorError> {
         let prefix = (!prefix.is_empty()).then(|| Path::from(prefix));
-        let mut listed: Vec<(String, u64)> = self
+        let mut listed: Vec<(String, T)> = self
             .store
             .list(prefix.as_ref())
             .try_collect::<Vec<_>>()
             .await
             .map_err(|e| self.fail("list", "", e))?
-            .into_iter()
-            .map(|m| (m.location.to_string(), m.size))
+            .iter()
+            .map(|m| (m.location.to_string(), what(m)))
             .collect();
         listed.sort();
         Ok(listed)
+    }
+
+    /// Every object under `prefix`, as (path, last modified in
+    /// milliseconds since the epoch), sorted by path.
+    pub async fn list_modified(&self, prefix: &str) -> Result<Vec<(String, i64)>, ConnectorError> {
+        self.list_as(prefix, |m| m.last_modified.timestamp_millis())
+            .await
     }
 
     /// The objects under `prefix` whose paths sort after `after`, as

@@ -31,7 +31,9 @@ async fn conformance(tier: TierStore) {
 
     tier.delete(a).await.unwrap();
     tier.delete(a).await.unwrap(); // deleting what is gone is fine
-    let err = tier.get(a).await.unwrap_err().to_string();
+    let err = tier.get(a).await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    let err = err.to_string();
     assert!(err.contains(tier.url()) && err.contains(a), "{err}");
     assert_eq!(tier.list("events").await.unwrap().len(), 1);
     assert_eq!(tier.list("").await.unwrap().len(), 2);
@@ -61,6 +63,16 @@ async fn conformance(tier: TierStore) {
         [(next.to_owned(), 1)]
     );
     assert_eq!(tier.list_after("_catalog/log", "").await.unwrap().len(), 2);
+    let modified = tier.list_modified("_catalog/log").await.unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert_eq!(modified.len(), 2);
+    assert!(
+        modified.iter().all(|(_, t)| (now_ms - t).abs() < 600_000),
+        "{modified:?}"
+    );
 }
 
 #[tokio::test]

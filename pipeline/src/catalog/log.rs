@@ -70,6 +70,20 @@ fn version_of(path: &str) -> Option<u64> {
     path.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
 }
 
+/// Unique per commit attempt: process, time and a counter.
+fn commit_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{:x}-{nanos:x}-{:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -136,10 +150,10 @@ impl Catalog {
                 return Err(self.corrupt(&path, format!("holds version {}", commit.version)));
             }
             // A stored commit was checked before it was made; failing now
-            // means the log was edited.
-            let mut next = self.state.clone();
-            next.apply(&commit).map_err(|e| self.corrupt(&path, e))?;
-            self.state = next;
+            // means the log was edited. (`apply` changes nothing on failure.)
+            if let Err(e) = self.state.apply(&commit) {
+                return Err(self.corrupt(&path, e));
+            }
         }
         Ok(())
     }
@@ -153,6 +167,7 @@ impl Catalog {
         operation: &str,
         actions: Vec<Action>,
     ) -> Result<u64, CatalogError> {
+        let id = commit_id();
         loop {
             self.state.check(&actions)?;
             let commit = Commit {
@@ -160,6 +175,7 @@ impl Catalog {
                 committed_at_ms: now_ms(),
                 writer: self.writer.clone(),
                 operation: operation.to_owned(),
+                id: id.clone(),
                 actions: actions.clone(),
             };
             let bytes = serde_json::to_vec_pretty(&commit)
@@ -172,7 +188,15 @@ impl Catalog {
                 }
                 return Ok(commit.version);
             }
-            // Another writer took this version: read it and try again.
+            // That version exists: ours, if an earlier attempt of this very
+            // upload landed and its answer was lost (the store retried it),
+            // else another writer's. Read it and go on accordingly.
+            let existing: Commit = serde_json::from_slice(&self.store.get(&path).await?)
+                .map_err(|e| self.corrupt(&path, e))?;
+            if existing.id == id {
+                self.state.apply(&existing)?;
+                return Ok(existing.version);
+            }
             self.refresh().await?;
         }
     }

@@ -98,7 +98,7 @@ pub struct FileEntry {
     pub json_bytes: u64,
     /// The Kafka records it holds.
     pub offsets: Vec<OffsetRange>,
-    /// When the file was first committed, milliseconds since the epoch.
+    /// When this file was committed in its tier, milliseconds since the epoch.
     pub created_at_ms: i64,
 }
 
@@ -164,6 +164,10 @@ pub struct Commit {
     pub writer: String,
     /// What it does (`archive`, `tier`, ...).
     pub operation: String,
+    /// Unique per attempt: a writer told "that version exists" after a
+    /// retried upload recognises its own commit by it.
+    #[serde(default)]
+    pub id: String,
     /// The changes, all or nothing.
     pub actions: Vec<Action>,
 }
@@ -254,6 +258,7 @@ impl CatalogState {
         // same key only in that order (a rewrite in place).
         let mut removed = Vec::new();
         let mut added = Vec::new();
+        let mut progressed: Vec<(&String, i32)> = Vec::new();
         for action in actions {
             match action {
                 Action::Add(f) => {
@@ -276,7 +281,9 @@ impl CatalogState {
                 }
                 Action::Progress(p) => {
                     let found = self.next_offset(&p.topic, p.partition);
-                    if found != p.from {
+                    let backwards = p.from.is_some_and(|from| p.to < from);
+                    let twice = progressed.contains(&(&p.topic, p.partition));
+                    if found != p.from || backwards || twice {
                         return Err(Conflict::Progress {
                             topic: p.topic.clone(),
                             partition: p.partition,
@@ -284,6 +291,7 @@ impl CatalogState {
                             found,
                         });
                     }
+                    progressed.push((&p.topic, p.partition));
                 }
             }
         }
@@ -379,6 +387,7 @@ mod tests {
             committed_at_ms: 0,
             writer: "test".into(),
             operation: "test".into(),
+            id: String::new(),
             actions,
         }
     }
@@ -418,6 +427,13 @@ mod tests {
         ));
         assert_eq!(s.files().count(), 1);
         assert_eq!(s.version(), 1);
+        // Offsets never move backwards, nor twice in one commit.
+        assert!(s.check(&[progress(Some(10), 9)]).is_err());
+        assert!(
+            s.check(&[progress(Some(10), 12), progress(Some(10), 14)])
+                .is_err()
+        );
+        assert!(s.check(&[progress(Some(10), 12)]).is_ok());
         // Versions must follow each other.
         assert!(matches!(
             s.apply(&commit(3, vec![])),

@@ -14,9 +14,13 @@
 //!   catalog is read, so a file committed and moved into place meanwhile
 //!   is always in the catalog read afterwards and is never taken for debris.
 //!
-//! Staged objects the catalog does not list were never committed (or not
-//! yet: a writer may be between its upload and its commit); they stay
-//! under `_staging/`, out of every table's glob.
+//! A staged object is named `_staging/<path>.<first 16 hex of its SHA-256>`,
+//! so that two writers staging the same file with different bytes (a
+//! rolling change of the zstd level) never overwrite each other, and only
+//! the bytes the catalog lists are ever moved into place. Staged objects
+//! the catalog does not list were never committed (or not yet: a writer may
+//! be between its upload and its commit); they stay under `_staging/`, out
+//! of every table's glob, and are deleted once a day old.
 
 use kusanagi_connectors::ConnectorError;
 use kusanagi_connectors::storage::TierStore;
@@ -28,9 +32,19 @@ use crate::config::ArchiveConfig;
 /// The folder, inside a tier, of files not yet (or never) committed.
 pub const STAGING: &str = "_staging";
 
-/// `path` under a tier's staging folder.
-pub fn staged(path: &str) -> String {
-    format!("{STAGING}/{path}")
+/// Unlisted staged objects older than this are debris of refused or
+/// crashed writers (a writer commits within seconds of uploading).
+pub const STAGED_GRACE_MS: i64 = 24 * 3_600_000;
+
+/// Where the file `path` with SHA-256 `sha256` is staged.
+pub fn staged(path: &str, sha256: &str) -> String {
+    format!("{STAGING}/{path}.{}", sha256.get(..16).unwrap_or(sha256))
+}
+
+/// The path and SHA-256 prefix a staged object's name holds.
+fn parse_staged(staged_path: &str) -> Option<(&str, &str)> {
+    let rest = staged_path.strip_prefix(STAGING)?.trim_start_matches('/');
+    rest.rsplit_once('.')
 }
 
 /// The stores of the hot, warm and cold tiers.
@@ -77,8 +91,8 @@ impl Tiers {
         let mut final_objects = Vec::new();
         for tier in Tier::ALL {
             let store = self.store(tier);
-            for (path, _) in store.list(STAGING).await? {
-                staged_objects.push((tier, path));
+            for (path, modified_ms) in store.list_modified(STAGING).await? {
+                staged_objects.push((tier, path, modified_ms));
             }
             for table in tables {
                 for (path, _) in store.list(table).await? {
@@ -89,11 +103,14 @@ impl Tiers {
         // Listed first, read second: see the module notes.
         catalog.refresh().await?;
         let mut done = Reconciled::default();
-        for (tier, staged_path) in staged_objects {
-            if let Some(key) = committed_staged(catalog, tier, &staged_path) {
-                promote(self.store(tier), std::slice::from_ref(&key.path)).await?;
-                done.promoted.push(key);
-            }
+        for tier in Tier::ALL {
+            let staged_here: Vec<(String, i64)> = staged_objects
+                .iter()
+                .filter(|(t, ..)| *t == tier)
+                .map(|(_, p, m)| (p.clone(), *m))
+                .collect();
+            done.promoted
+                .extend(settle_staged(self.store(tier), tier, catalog, staged_here).await?);
         }
         for key in final_objects {
             if catalog.state().file(&key).is_none() {
@@ -112,21 +129,22 @@ impl Tiers {
     }
 }
 
-/// The catalog entry of a staged object, if it was committed.
+/// The catalog entry a staged object is the committed bytes of, if any.
 fn committed_staged(catalog: &Catalog, tier: Tier, staged_path: &str) -> Option<FileKey> {
-    let path = staged_path.strip_prefix(STAGING)?.trim_start_matches('/');
+    let (path, sha) = parse_staged(staged_path)?;
     let key = FileKey {
         tier,
         path: path.to_owned(),
     };
-    catalog.state().file(&key).is_some().then_some(key)
+    let entry = catalog.state().file(&key)?;
+    entry.sha256.starts_with(sha).then_some(key)
 }
 
-/// Moves committed files from `store`'s `_staging/` into place. A file
-/// another process moved already is fine.
-pub async fn promote(store: &TierStore, paths: &[String]) -> Result<(), ConnectorError> {
-    for path in paths {
-        if let Err(e) = store.rename(&staged(path), path).await {
+/// Moves the committed files `(path, sha256)` from `store`'s `_staging/`
+/// into place. A file another process moved already is fine.
+pub async fn promote(store: &TierStore, files: &[(String, String)]) -> Result<(), ConnectorError> {
+    for (path, sha) in files {
+        if let Err(e) = store.rename(&staged(path, sha), path).await {
             if !store.exists(path).await? {
                 return Err(e);
             }
@@ -135,25 +153,51 @@ pub async fn promote(store: &TierStore, paths: &[String]) -> Result<(), Connecto
     Ok(())
 }
 
+/// Moves the committed files among `staged_objects` (path, last modified)
+/// of `tier` into place and deletes the unlisted ones older than
+/// [`STAGED_GRACE_MS`]; returns what it moved.
+async fn settle_staged(
+    store: &TierStore,
+    tier: Tier,
+    catalog: &mut Catalog,
+    staged_objects: Vec<(String, i64)>,
+) -> Result<Vec<FileKey>, CatalogError> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut promoted = Vec::new();
+    for (staged_path, modified_ms) in staged_objects {
+        match committed_staged(catalog, tier, &staged_path) {
+            Some(key) => match store.rename(&staged_path, &key.path).await {
+                Ok(()) => promoted.push(key),
+                Err(e) => {
+                    // Moved meanwhile (a tier pass), or no longer listed.
+                    catalog.refresh().await?;
+                    if catalog.state().file(&key).is_some() && !store.exists(&key.path).await? {
+                        return Err(e.into());
+                    }
+                    store.delete(&staged_path).await?;
+                }
+            },
+            None if now_ms - modified_ms > STAGED_GRACE_MS => store.delete(&staged_path).await?,
+            None => {}
+        }
+    }
+    Ok(promoted)
+}
+
 /// Moves every committed file of `tier` still under `_staging/` into place
-/// (what a writer that crashed after its commit left); returns them.
+/// (what a writer that crashed after its commit left) and clears old
+/// debris; returns what it moved.
 pub async fn promote_staged(
     store: &TierStore,
     tier: Tier,
     catalog: &mut Catalog,
 ) -> Result<Vec<FileKey>, CatalogError> {
-    let staged_objects = store.list(STAGING).await?;
+    let staged_objects = store.list_modified(STAGING).await?;
     if staged_objects.is_empty() {
         return Ok(Vec::new());
     }
     catalog.refresh().await?;
-    let keys: Vec<FileKey> = staged_objects
-        .iter()
-        .filter_map(|(p, _)| committed_staged(catalog, tier, p))
-        .collect();
-    let paths: Vec<String> = keys.iter().map(|k| k.path.clone()).collect();
-    promote(store, &paths).await?;
-    Ok(keys)
+    settle_staged(store, tier, catalog, staged_objects).await
 }
 
 #[cfg(test)]
@@ -195,7 +239,7 @@ mod tests {
             .unwrap();
         tiers
             .store(Tier::Warm)
-            .put(&staged(path), data.clone())
+            .put(&staged(path, "00"), data.clone())
             .await
             .unwrap();
         catalog
@@ -208,10 +252,18 @@ mod tests {
             )
             .await
             .unwrap();
-        let never_committed = staged("events/tenant=t/dt=2026-01-01/hour=00/part-z.parquet");
+        let never_committed = staged("events/tenant=t/dt=2026-01-01/hour=00/part-z.parquet", "00");
         tiers
             .store(Tier::Cold)
             .put(&never_committed, data.clone())
+            .await
+            .unwrap();
+
+        // Another writer staged the same path with other bytes: never moved.
+        let other_bytes = staged(path, "ff");
+        tiers
+            .store(Tier::Warm)
+            .put(&other_bytes, Bytes::from_static(b"PAR2"))
             .await
             .unwrap();
 
@@ -219,6 +271,7 @@ mod tests {
         assert_eq!(done.promoted, [entry(Tier::Warm, path).key()]);
         assert_eq!(done.deleted, [entry(Tier::Hot, path).key()]);
         assert_eq!(tiers.store(Tier::Warm).get(path).await.unwrap(), data);
+        assert!(tiers.store(Tier::Warm).exists(&other_bytes).await.unwrap());
         assert!(!tiers.store(Tier::Hot).exists(path).await.unwrap());
         assert!(
             tiers

@@ -111,7 +111,7 @@ impl ArchiveConfig {
         for (i, (key, url)) in urls.iter().enumerate() {
             let shared = urls[..i]
                 .iter()
-                .find(|(_, u)| u == url && url.as_str() != "memory://");
+                .find(|(_, u)| place(u) == place(url) && url.as_str() != "memory://");
             if let Some((other, _)) = shared {
                 p.push((
                     (*key).to_owned(),
@@ -140,6 +140,32 @@ impl ArchiveConfig {
     }
 }
 
+/// Where a URL points, so that `data/x`, `./data/x/` and `file:///.../data/x`
+/// compare equal (two tiers in one place would take each other's files for
+/// debris).
+fn place(url: &str) -> String {
+    if url.contains("://") && !url.starts_with("file://") {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let path = std::path::Path::new(url.strip_prefix("file://").unwrap_or(url));
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    let mut normal = std::path::PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    normal.display().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +191,13 @@ mod tests {
         };
         let keys: Vec<String> = c.validate().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["hot", "cold", "cold_after_days"]);
+        let cwd = std::env::current_dir().unwrap();
+        let aliased = ArchiveConfig {
+            warm: "./data/archive/hot/".into(),
+            cold: format!("file://{}", cwd.join("data/archive/x/../hot").display()),
+            ..ArchiveConfig::default()
+        };
+        let keys: Vec<String> = aliased.validate().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["warm", "cold"], "the same folder, spelt three ways");
     }
 }

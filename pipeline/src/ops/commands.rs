@@ -8,7 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use kusanagi_schemas::GameEventCodec;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rdkafka::ClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use super::restore::{Restored, TimeRange, restore};
 use super::stats::stats;
@@ -16,6 +20,22 @@ use super::verify::{selected, verify};
 use crate::catalog::{Catalog, Tier, Tiers};
 use crate::config::Topology;
 use crate::stages::archive::Table;
+
+/// Counts the records the broker did not take.
+#[derive(Default)]
+struct FailedDeliveries(AtomicU64);
+
+impl ClientContext for FailedDeliveries {}
+
+impl ProducerContext for FailedDeliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if result.is_err() {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
 fn bar(len: u64, what: &str, bytes: bool) -> ProgressBar {
     let template = if bytes {
@@ -71,7 +91,7 @@ pub async fn catalog_ls(
             f.size_bytes,
             t(f.min_event_time_us),
             t(f.max_event_time_us),
-            &f.sha256[..f.sha256.len().min(12)],
+            f.sha256.get(..12).unwrap_or(&f.sha256),
             f.path
         );
     }
@@ -140,7 +160,7 @@ pub async fn verify_cmd(
     table: Option<&str>,
     tier: Option<Tier>,
 ) -> anyhow::Result<()> {
-    let (tiers, catalog) = open(topology, "verify").await?;
+    let (tiers, mut catalog) = open(topology, "verify").await?;
     let files: Vec<_> = selected(&catalog, table, tier).cloned().collect();
     let total: u64 = files.iter().map(|f| f.size_bytes).sum();
     let pb = bar(total, "verifying", true);
@@ -148,7 +168,7 @@ pub async fn verify_cmd(
         Some(t) => vec![t],
         None => table_names(),
     };
-    let report = verify(&tiers, &catalog, files, &tables, |b| pb.inc(b)).await?;
+    let report = verify(&tiers, &mut catalog, files, &tables, |b| pb.inc(b)).await?;
     pb.finish_and_clear();
     for p in &report.problems {
         println!("FAILED {p}");
@@ -232,9 +252,9 @@ pub async fn restore_cmd(
             kusanagi_connectors::kafka::ensure_topics(&settings, &[spec])
                 .await
                 .with_context(|| format!("creating topic {topic}"))?;
-            let producer: ThreadedProducer<DefaultProducerContext> = settings
+            let producer: ThreadedProducer<FailedDeliveries> = settings
                 .producer_config()
-                .create()
+                .create_with_context(FailedDeliveries::default())
                 .context("creating the Kafka producer")?;
             let codec = GameEventCodec::new();
             let pb = bar(events.len() as u64, "producing", false);
@@ -244,10 +264,13 @@ pub async fn restore_cmd(
                 loop {
                     match producer.send(record) {
                         Ok(()) => break,
-                        Err((_, back)) => {
+                        Err((e, back))
+                            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                        {
                             record = back;
-                            producer.poll(Duration::from_millis(10));
+                            std::thread::sleep(Duration::from_millis(10));
                         }
+                        Err((e, _)) => bail!("cannot produce to {topic}: {e}"),
                     }
                 }
                 pb.inc(1);
@@ -255,6 +278,10 @@ pub async fn restore_cmd(
             producer
                 .flush(Duration::from_secs(60))
                 .context("not every restored event was acknowledged")?;
+            let failed = producer.context().0.load(Ordering::Relaxed);
+            if failed > 0 {
+                bail!("{failed} restored events were not delivered to {topic}");
+            }
             pb.finish_and_clear();
             println!(
                 "{} events from {} files -> topic {topic}",

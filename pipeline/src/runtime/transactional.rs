@@ -89,6 +89,15 @@ pub enum RuntimeError {
         /// The shared transactional id.
         transactional_id: String,
     },
+    /// Object storage failed (the catalog or a tier): an external system; a
+    /// restart of the stage retries.
+    #[error("{stage}: {detail}")]
+    Storage {
+        /// The stage.
+        stage: &'static str,
+        /// What failed.
+        detail: String,
+    },
     /// The producer hit a fatal error and cannot go on.
     #[error("{stage}: fatal Kafka error during {operation}: {source}")]
     Fatal {

@@ -28,14 +28,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kusanagi_connectors::kafka::KafkaSettings;
 use kusanagi_connectors::storage::TierStore;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::config::ArchiveStageConfig;
@@ -45,7 +47,7 @@ use super::open_files::OpenFiles;
 use super::table::{Decoders, Row, Table};
 use crate::catalog::tiers::{promote, promote_staged};
 use crate::catalog::{Action, Catalog, CatalogError, Progress, Tier, staged};
-use crate::runtime::dead_letter::reject_record;
+use crate::runtime::dead_letter::{Rejection, dead_letter};
 use crate::runtime::{InRecord, Metrics, RuntimeError, Shutdown};
 
 /// The stage's name (metrics, logs, dead letters).
@@ -91,30 +93,53 @@ impl ArchiveTopics {
 #[derive(Default)]
 struct Rebalances(Mutex<Vec<RebalanceEvent>>);
 
-/// (assigned, or revoked; the partitions).
-type RebalanceEvent = (bool, Vec<(String, i32)>);
+/// What `poll` saw.
+enum RebalanceEvent {
+    Assigned(Vec<(String, i32)>),
+    Revoked(Vec<(String, i32)>),
+    /// A rebalance error: librdkafka dropped every partition.
+    Lost,
+}
 
 impl ClientContext for Rebalances {}
 
 impl ConsumerContext for Rebalances {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let (assigned, tpl) = match rebalance {
-            Rebalance::Assign(tpl) => (true, tpl),
-            Rebalance::Revoke(tpl) => (false, tpl),
+        let parts = |tpl: &TopicPartitionList| {
+            tpl.elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect()
+        };
+        let event = match rebalance {
+            Rebalance::Assign(tpl) => RebalanceEvent::Assigned(parts(tpl)),
+            Rebalance::Revoke(tpl) => RebalanceEvent::Revoked(parts(tpl)),
             Rebalance::Error(e) => {
-                tracing::warn!(stage = STAGE, error = %e, "rebalance error");
-                return;
+                tracing::warn!(stage = STAGE, error = %e, "rebalance error: every partition dropped");
+                RebalanceEvent::Lost
             }
         };
-        let parts = tpl
-            .elements()
-            .iter()
-            .map(|e| (e.topic().to_owned(), e.partition()))
-            .collect();
-        self.0
-            .lock()
-            .expect("rebalance lock")
-            .push((assigned, parts));
+        self.0.lock().expect("rebalance lock").push(event);
+    }
+}
+
+/// Counts dead letters the broker did not take: a commit that would move
+/// past one is not made.
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicU64,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            tracing::warn!(stage = STAGE, error = %e, "a dead letter was not delivered");
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -134,7 +159,9 @@ pub struct ArchiveStage {
     config: ArchiveStageConfig,
     topics: ArchiveTopics,
     consumer: BaseConsumer<Rebalances>,
-    producer: BaseProducer,
+    producer: BaseProducer<Deliveries>,
+    failed_deliveries: u64,
+    max_dead_letter_bytes: usize,
     catalog: Catalog,
     hot: TierStore,
     rt: tokio::runtime::Runtime,
@@ -142,12 +169,20 @@ pub struct ArchiveStage {
     open: OpenFiles,
     positions: BTreeMap<(String, i32), Position>,
     dead_letters: Vec<&'static str>,
+    unpromoted: Vec<(String, String)>,
     last_write: Instant,
     metrics: Metrics,
 }
 
 fn setup(detail: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Setup {
+        stage: STAGE,
+        detail: detail.to_string(),
+    }
+}
+
+fn storage(detail: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Storage {
         stage: STAGE,
         detail: detail.to_string(),
     }
@@ -171,9 +206,10 @@ impl ArchiveStage {
             .map_err(|e| setup(format!("cannot start its async runtime: {e}")))?;
         let hot = archive.open_tier(Tier::Hot).map_err(setup)?;
         let store = archive.open_catalog_store().map_err(setup)?;
+        // The URLs were checked; failing to read now is the store's (retried).
         let catalog = rt
             .block_on(Catalog::open(store, format!("archive@{instance}")))
-            .map_err(setup)?;
+            .map_err(storage)?;
         let group_instance = format!("{}-{instance}", config.group_id);
         let consumer: BaseConsumer<Rebalances> = settings
             .consumer_config(&config.group_id, Some(&group_instance))
@@ -183,15 +219,14 @@ impl ArchiveStage {
                 client: "consumer",
                 source,
             })?;
-        let producer: BaseProducer =
-            settings
-                .producer_config()
-                .create()
-                .map_err(|source| RuntimeError::Client {
-                    stage: STAGE,
-                    client: "producer",
-                    source,
-                })?;
+        let producer: BaseProducer<Deliveries> = settings
+            .producer_config()
+            .create_with_context(Deliveries::default())
+            .map_err(|source| RuntimeError::Client {
+                stage: STAGE,
+                client: "producer",
+                source,
+            })?;
         let subscribed = [&topics.events, &topics.screenings, &topics.transitions];
         let names: Vec<&str> = subscribed.iter().map(|t| t.as_str()).collect();
         consumer
@@ -214,6 +249,8 @@ impl ArchiveStage {
             topics,
             consumer,
             producer,
+            failed_deliveries: 0,
+            max_dead_letter_bytes: (settings.message_max_bytes as usize).saturating_sub(64 * 1024),
             catalog,
             hot,
             rt,
@@ -221,10 +258,11 @@ impl ArchiveStage {
             open: OpenFiles::default(),
             positions: BTreeMap::new(),
             dead_letters: Vec::new(),
+            unpromoted: Vec::new(),
             last_write: Instant::now(),
             metrics,
         };
-        stage.promote_staged().map_err(setup)?;
+        stage.promote_staged().map_err(storage)?;
         Ok(stage)
     }
 
@@ -240,8 +278,19 @@ impl ArchiveStage {
             let mut ok = self.handle_rebalances();
             match polled {
                 Some(Ok(m)) => self.read(m),
-                Some(Err(e)) => tracing::warn!(stage = STAGE, error = %e, "consumer error"),
+                Some(Err(e)) => self.consumer_error(e)?,
                 None => {}
+            }
+            self.producer.poll(Duration::ZERO);
+            if !self.unpromoted.is_empty() {
+                // Through the catalog: a file a tier pass moved meanwhile
+                // must not come back here.
+                match self.promote_staged() {
+                    Ok(()) => self.unpromoted.clear(),
+                    Err(e) => {
+                        tracing::warn!(stage = STAGE, error = %e, "committed files still not in place; retrying")
+                    }
+                }
             }
             let now = Instant::now();
             let reason = self
@@ -269,6 +318,26 @@ impl ArchiveStage {
         tracing::info!(stage = STAGE, "stage stopping");
         self.consumer.unsubscribe();
         Ok(())
+    }
+
+    /// A consumer error: fatal ones (this copy was fenced, or librdkafka
+    /// gave up) end the run so the supervisor starts afresh.
+    fn consumer_error(&mut self, e: KafkaError) -> Result<(), RuntimeError> {
+        match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::FencedInstanceId) => Err(RuntimeError::Fenced {
+                stage: STAGE,
+                transactional_id: format!("{}-<instance>", self.config.group_id),
+            }),
+            Some(RDKafkaErrorCode::Fatal) => Err(RuntimeError::Fatal {
+                stage: STAGE,
+                operation: "consume",
+                source: e,
+            }),
+            _ => {
+                tracing::warn!(stage = STAGE, error = %e, "consumer error");
+                Ok(())
+            }
+        }
     }
 
     /// On shutdown: reads what is already in Kafka until nothing came for
@@ -300,16 +369,24 @@ impl ArchiveStage {
         let events =
             std::mem::take(&mut *self.consumer.context().0.lock().expect("rebalance lock"));
         let mut ok = true;
-        for (assigned, parts) in events {
-            if assigned {
-                ok &= self.assign(&parts);
-            } else {
-                // Write what was read of the partitions before they go; if
-                // their new owner was faster, the catalog refuses this.
-                ok &= self.write("rebalance");
-                self.open.take();
-                for p in &parts {
-                    self.positions.remove(p);
+        for event in events {
+            match event {
+                RebalanceEvent::Assigned(parts) => ok &= self.assign(&parts),
+                RebalanceEvent::Revoked(parts) => {
+                    // Write what was read of the partitions before they go;
+                    // if their new owner was faster, the catalog refuses this.
+                    ok &= self.write("rebalance");
+                    self.open.take();
+                    for p in &parts {
+                        self.positions.remove(p);
+                    }
+                }
+                RebalanceEvent::Lost => {
+                    // Nothing is owned any more: drop what was read (its
+                    // next owner reads it from the catalog's offsets).
+                    self.open.take();
+                    self.dead_letters.clear();
+                    self.positions.clear();
                 }
             }
         }
@@ -329,10 +406,34 @@ impl ArchiveStage {
         }
         for (topic, partition) in parts {
             let archived = self.catalog.state().next_offset(topic, *partition);
+            self.warn_if_aged_out(topic, *partition, archived);
             self.start_at(topic, *partition, archived);
         }
         tracing::info!(stage = STAGE, partitions = ?parts, "partitions assigned");
         true
+    }
+
+    /// Records the catalog's offset points at that retention has deleted
+    /// were never archived: say so loudly (the stage goes on from the
+    /// first record still there).
+    fn warn_if_aged_out(&self, topic: &str, partition: i32, archived: Option<i64>) {
+        let Ok((low, _)) = self
+            .consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(5))
+        else {
+            return;
+        };
+        let from = archived.unwrap_or(0);
+        if from < low {
+            tracing::error!(
+                stage = STAGE,
+                topic,
+                partition,
+                from,
+                first_available = low,
+                "records were deleted by the topic's retention before they were archived"
+            );
+        }
     }
 
     /// Reads `topic`/`partition` from `archived` on (the beginning if
@@ -417,12 +518,18 @@ impl ArchiveStage {
             payload: m.payload(),
             timestamp_ms: m.timestamp().to_millis(),
         };
-        let out = reject_record(
+        tracing::debug!(stage = STAGE, topic = m.topic(), partition = m.partition(), offset = m.offset(), %detail, "record rejected");
+        let rejection = Rejection {
+            reason: "undecodable",
+            detail,
+            field: None,
+        };
+        let out = dead_letter(
             STAGE,
             &self.topics.dead_letter,
             &source,
-            "undecodable",
-            detail,
+            &rejection,
+            self.max_dead_letter_bytes,
         );
         let mut headers = OwnedHeaders::new();
         for (k, v) in &out.headers {
@@ -437,11 +544,20 @@ impl ArchiveStage {
         if let Some(k) = &out.key {
             record = record.key(k);
         }
-        if let Err((e, _)) = self.producer.send(record) {
-            tracing::warn!(stage = STAGE, error = %e, "cannot queue a dead letter; re-reading");
-            self.open.take();
-            self.resync();
-            return;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    // Let deliveries drain, then try again.
+                    self.producer.poll(Duration::from_millis(100));
+                    record = back;
+                }
+                Err((e, _)) => {
+                    tracing::warn!(stage = STAGE, error = %e, "cannot queue a dead letter; re-reading");
+                    self.resync();
+                    return;
+                }
+            }
         }
         self.dead_letters.push("undecodable");
     }
@@ -468,8 +584,11 @@ impl ArchiveStage {
         }
         self.last_write = Instant::now();
         self.metrics.archive.rotation(reason);
-        if let Err(e) = self.producer.flush(KAFKA_TIMEOUT) {
-            tracing::warn!(stage = STAGE, error = %e, "dead letters not delivered; re-reading");
+        let flushed = self.producer.flush(KAFKA_TIMEOUT);
+        let failed = self.producer.context().failed.load(Ordering::Relaxed);
+        if flushed.is_err() || failed != self.failed_deliveries {
+            self.failed_deliveries = failed;
+            tracing::warn!(stage = STAGE, "dead letters not delivered; re-reading");
             return self.retry_later();
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -488,7 +607,7 @@ impl ArchiveStage {
         let hot = self.hot.clone();
         let uploads = futures::stream::iter(written.iter().map(|w| {
             let hot = hot.clone();
-            let (path, bytes) = (staged(&w.entry.path), w.bytes.clone());
+            let (path, bytes) = (staged(&w.entry.path, &w.entry.sha256), w.bytes.clone());
             async move { hot.put(&path, bytes).await }
         }))
         .buffer_unordered(UPLOADS_IN_FLIGHT)
@@ -512,6 +631,7 @@ impl ArchiveStage {
             Err(CatalogError::Conflict(c)) => {
                 self.metrics.archive.commit("conflict");
                 tracing::warn!(stage = STAGE, conflict = %c, "another copy archived these offsets first; re-reading from the catalog");
+                self.discard_staged(&written);
                 return self.resync();
             }
             Err(e) => {
@@ -520,9 +640,15 @@ impl ArchiveStage {
                 return self.retry_later();
             }
         }
-        // 3. Move the files into place (a crash here is finished at start).
-        if let Err(e) = self.promote(written.iter().map(|w| w.entry.path.clone()).collect()) {
-            tracing::warn!(stage = STAGE, error = %e, "files committed but not yet moved into place; retrying at the next write");
+        // 3. Move the files into place (a crash here is finished at start;
+        // a failure is retried every loop).
+        let files: Vec<(String, String)> = written
+            .iter()
+            .map(|w| (w.entry.path.clone(), w.entry.sha256.clone()))
+            .collect();
+        if let Err(e) = self.promote(files.clone()) {
+            tracing::warn!(stage = STAGE, error = %e, "files committed but not yet moved into place; retrying");
+            self.unpromoted.extend(files);
         }
         true
     }
@@ -575,9 +701,27 @@ impl ArchiveStage {
         }
     }
 
-    /// Moves committed files from `_staging/` into place.
-    fn promote(&self, paths: Vec<String>) -> Result<(), kusanagi_connectors::ConnectorError> {
-        self.rt.block_on(promote(&self.hot, &paths))
+    /// Moves committed files `(path, sha256)` from `_staging/` into place.
+    fn promote(
+        &self,
+        files: Vec<(String, String)>,
+    ) -> Result<(), kusanagi_connectors::ConnectorError> {
+        self.rt.block_on(promote(&self.hot, &files))
+    }
+
+    /// Deletes the staged uploads of a refused commit (best effort: what
+    /// is left is cleared a day later).
+    fn discard_staged(&self, written: &[WrittenFile]) {
+        let hot = self.hot.clone();
+        let paths: Vec<String> = written
+            .iter()
+            .map(|w| staged(&w.entry.path, &w.entry.sha256))
+            .collect();
+        self.rt.block_on(async move {
+            for p in paths {
+                let _ = hot.delete(&p).await;
+            }
+        });
     }
 
     /// Finishes what a crash left half done: files the catalog lists but

@@ -68,9 +68,18 @@ pub struct PassReport {
     pub damaged: Vec<String>,
 }
 
-/// Reads `f` from its tier and checks it against its catalog entry.
+/// Reads `f` from its tier (from `_staging/` if its writer committed it
+/// but has not moved it into place yet) and checks it against its catalog
+/// entry.
 pub async fn read_checked(tiers: &Tiers, f: &FileEntry) -> Result<Bytes, TierError> {
-    let bytes = tiers.store(f.tier).get(&f.path).await?;
+    let store = tiers.store(f.tier);
+    let bytes = match store.get(&f.path).await {
+        Err(e) if e.is_not_found() => match store.get(&staged(&f.path, &f.sha256)).await {
+            Err(s) if s.is_not_found() => return Err(e.into()),
+            other => other?,
+        },
+        other => other?,
+    };
     let damaged = |detail: String| TierError::Damaged {
         key: f.key(),
         detail,
@@ -159,7 +168,10 @@ async fn prepare(
         offsets,
         created_at_ms: now_ms,
     };
-    tiers.store(m.to).put(&staged(&entry.path), bytes).await?;
+    tiers
+        .store(m.to)
+        .put(&staged(&entry.path, &entry.sha256), bytes)
+        .await?;
     Ok(entry)
 }
 
@@ -187,6 +199,11 @@ pub async fn run_pass(
                     tracing::error!(file = %key, %detail, "not moving a damaged file");
                     report.damaged.push(format!("{key}: {detail}"));
                 }
+                Err(TierError::Catalog(CatalogError::Storage(e))) if e.is_not_found() => {
+                    // Moved or rewritten by another writer since the plan.
+                    tracing::info!(error = %e, "a file changed during the pass; its move waits for the next one");
+                    report.deferred += 1;
+                }
                 Err(e) => return Err(e),
             }
             done(1);
@@ -199,15 +216,25 @@ pub async fn run_pass(
             Err(CatalogError::Conflict(c)) => {
                 tracing::warn!(conflict = %c, "files changed during the pass; their moves wait for the next one");
                 report.deferred += prepared.len() as u64;
+                for (_, entry) in &prepared {
+                    let _ = tiers
+                        .store(entry.tier)
+                        .delete(&staged(&entry.path, &entry.sha256))
+                        .await;
+                }
                 continue;
             }
             Err(e) => return Err(e.into()),
         }
         for (m, entry) in &prepared {
-            promote(tiers.store(entry.tier), std::slice::from_ref(&entry.path)).await?;
+            let file = (entry.path.clone(), entry.sha256.clone());
+            promote(tiers.store(entry.tier), std::slice::from_ref(&file)).await?;
             for f in &m.sources {
                 if f.key() != entry.key() {
-                    tiers.store(f.tier).delete(&f.path).await?;
+                    let store = tiers.store(f.tier);
+                    store.delete(&f.path).await?;
+                    // A copy its writer had not moved into place yet.
+                    store.delete(&staged(&f.path, &f.sha256)).await?;
                 }
             }
             report.files_moved += m.sources.len() as u64;

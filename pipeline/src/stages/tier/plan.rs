@@ -103,6 +103,7 @@ mod tests {
                 committed_at_ms: 0,
                 writer: "t".into(),
                 operation: "t".into(),
+                id: String::new(),
                 actions: files.into_iter().map(Action::Add).collect(),
             })
             .unwrap();
