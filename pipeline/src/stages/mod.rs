@@ -7,3 +7,4 @@ pub mod decide;
 pub mod ingest;
 pub mod screen;
 pub mod tier;
+pub mod view;

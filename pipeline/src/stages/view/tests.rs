@@ -1,0 +1,182 @@
+//! The account index against a brute-force reading of the same history.
+
+use kusanagi_schemas::{Account, AccountState, EventTime, Transition, Trigger};
+use proptest::prelude::*;
+
+use super::{AccountIndex, Withdrawal};
+
+const STATES: [AccountState; 4] = AccountState::ALL;
+
+fn transition(
+    account: &str,
+    version: i64,
+    from: AccountState,
+    to: AccountState,
+    applied: bool,
+) -> Transition {
+    Transition {
+        account_id: account.into(),
+        tenant_id: "t".into(),
+        version,
+        from_state: from,
+        to_state: to,
+        trigger: Trigger::L1Screening,
+        rule: "R1".into(),
+        event_time: EventTime::from_micros(version * 1_000),
+        source_id: format!("e{version}"),
+        evidence: String::new(),
+        applied,
+        refusal: (!applied).then(|| "illegal".into()),
+    }
+}
+
+#[test]
+fn state_at_a_time_follows_the_moves_in_effect_then() {
+    let mut index = AccountIndex::new();
+    use AccountState::*;
+    assert!(index.apply_transition(transition("a", 1, Normal, RestrictedWithdrawal, true), 100));
+    assert!(
+        !index.apply_transition(transition("a", 1, Normal, Banned, false), 150),
+        "refused"
+    );
+    assert!(index.apply_transition(
+        transition("a", 2, RestrictedWithdrawal, UnderSurveillance, true),
+        200
+    ));
+    assert!(
+        !index.apply_transition(
+            transition("a", 2, RestrictedWithdrawal, UnderSurveillance, true),
+            250
+        ),
+        "redelivered"
+    );
+    assert!(index.apply_transition(transition("a", 3, UnderSurveillance, Banned, true), 300));
+    assert_eq!(index.state_at("a", 99), Some(Normal));
+    assert_eq!(index.state_at("a", 100), Some(RestrictedWithdrawal));
+    assert_eq!(index.state_at("a", 299), Some(UnderSurveillance));
+    assert_eq!(index.state_at("a", 1_000), Some(Banned));
+    assert_eq!(index.state_at("nobody", 1_000), None);
+    let v: Vec<i64> = index
+        .versions("a", 100, 300)
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(v, [1, 2]);
+    assert!(index.versions("a", 300, 100).is_empty());
+}
+
+#[test]
+fn the_latest_state_is_the_newest_version_and_a_tombstone_forgets() {
+    let mut index = AccountIndex::new();
+    let mut a = Account::new("a", "t", EventTime::from_micros(0));
+    a.version = 2;
+    a.state = AccountState::UnderSurveillance;
+    index.apply_account("a", Some(a.clone()));
+    let mut older = a.clone();
+    older.version = 1;
+    older.state = AccountState::RestrictedWithdrawal;
+    index.apply_account("a", Some(older));
+    assert_eq!(
+        index.latest("a"),
+        Some(&a),
+        "an older snapshot does not win"
+    );
+    index.apply_transition(
+        transition(
+            "a",
+            1,
+            AccountState::Normal,
+            AccountState::RestrictedWithdrawal,
+            true,
+        ),
+        5,
+    );
+    index.apply_account("a", None);
+    assert_eq!(index.latest("a"), None);
+    assert_eq!(index.state_at("a", 10), None, "erased with its history");
+    assert!(index.is_empty());
+}
+
+#[test]
+fn withdrawals_are_answered_as_screening_md_says() {
+    use AccountState::*;
+    assert_eq!(Withdrawal::for_state(None).status(), 200);
+    assert_eq!(Withdrawal::for_state(Some(Normal)).status(), 200);
+    assert_eq!(
+        Withdrawal::for_state(Some(RestrictedWithdrawal)).status(),
+        423
+    );
+    assert_eq!(Withdrawal::for_state(Some(UnderSurveillance)).status(), 423);
+    assert_eq!(Withdrawal::for_state(Some(Banned)).status(), 403);
+}
+
+/// Per account: (to-state index, ms after the previous move, redelivered,
+/// refused) for each move.
+type Moves = Vec<(usize, i64, bool, bool)>;
+
+proptest! {
+    #[test]
+    fn the_index_equals_a_scan_of_the_history(
+        histories in proptest::collection::vec(
+            proptest::collection::vec((0..4usize, 0..50i64, any::<bool>(), any::<bool>()), 0..20),
+            1..6,
+        ),
+        order_seed in any::<u64>(),
+        probes in proptest::collection::vec(0..1_200i64, 10),
+    ) {
+        let histories: Vec<Moves> = histories;
+        // Each account's records in its order; accounts interleaved.
+        let mut streams: Vec<Vec<(Transition, i64)>> = Vec::new();
+        let mut applied: Vec<Vec<(i64, i64, AccountState)>> = Vec::new();
+        for (a, moves) in histories.iter().enumerate() {
+            let name = format!("acct{a}");
+            let (mut version, mut at, mut state) = (0i64, 0i64, AccountState::Normal);
+            let mut stream = Vec::new();
+            let mut kept = Vec::new();
+            for &(to, gap, redelivered, refused) in moves {
+                at += gap;
+                let to = STATES[to];
+                if refused {
+                    stream.push((transition(&name, version, state, to, false), at));
+                    continue;
+                }
+                version += 1;
+                let t = transition(&name, version, state, to, true);
+                stream.push((t.clone(), at));
+                if redelivered {
+                    stream.push((t, at + 1));
+                }
+                kept.push((version, at, to));
+                state = to;
+            }
+            streams.push(stream);
+            applied.push(kept);
+        }
+        let mut index = AccountIndex::new();
+        let mut cursors = vec![0usize; streams.len()];
+        let mut seed = order_seed;
+        loop {
+            let live: Vec<usize> = (0..streams.len()).filter(|&s| cursors[s] < streams[s].len()).collect();
+            if live.is_empty() {
+                break;
+            }
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let s = live[(seed >> 33) as usize % live.len()];
+            let (t, at) = streams[s][cursors[s]].clone();
+            cursors[s] += 1;
+            index.apply_transition(t, at);
+        }
+        for (a, kept) in applied.iter().enumerate() {
+            let name = format!("acct{a}");
+            for &probe in &probes {
+                let want = kept.iter().rev().find(|(_, at, _)| *at <= probe).map_or(AccountState::Normal, |k| k.2);
+                let known = !kept.is_empty();
+                prop_assert_eq!(index.state_at(&name, probe), known.then_some(want));
+                let (from, to) = (probe, probe + 300);
+                let want: Vec<i64> = kept.iter().filter(|(_, at, _)| (from..to).contains(at)).map(|k| k.0).collect();
+                let got: Vec<i64> = index.versions(&name, from, to).iter().map(|v| v.version).collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
+}
