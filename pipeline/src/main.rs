@@ -81,9 +81,9 @@ enum Command {
     /// Re-read every archive file and check its size, SHA-256 and rows
     /// against the catalog; exits non-zero on any mismatch.
     Verify {
-        /// Only this table.
-        #[arg(long)]
-        table: Option<String>,
+        /// Only this table (events, screenings, transitions).
+        #[arg(long, value_parser = parse_table)]
+        table: Option<Table>,
         /// Only this tier.
         #[arg(long, value_parser = parse_tier)]
         tier: Option<Tier>,
@@ -119,9 +119,9 @@ enum Command {
 enum CatalogCommand {
     /// List the files.
     Ls {
-        /// Only this table.
-        #[arg(long)]
-        table: Option<String>,
+        /// Only this table (events, screenings, transitions).
+        #[arg(long, value_parser = parse_table)]
+        table: Option<Table>,
         /// Only this tier.
         #[arg(long, value_parser = parse_tier)]
         tier: Option<Tier>,
@@ -190,14 +190,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Catalog {
             command: CatalogCommand::Ls { table, tier, json },
-        } => commands::catalog_ls(&topology, table.as_deref(), tier, json).await,
+        } => commands::catalog_ls(&topology, table.map(Table::name), tier, json).await,
         Command::Tier { now, dry_run } => {
             init_logs(&topology, true);
             commands::tier(&topology, now.as_deref(), dry_run).await
         }
         Command::Verify { table, tier } => {
             init_logs(&topology, true);
-            commands::verify_cmd(&topology, table.as_deref(), tier).await
+            commands::verify_cmd(&topology, table.map(Table::name), tier).await
         }
         Command::Restore {
             from,

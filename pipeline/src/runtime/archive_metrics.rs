@@ -138,11 +138,6 @@ impl ArchiveMetrics {
         self.json_bytes.get_or_create(&l).inc_by(json_bytes);
     }
 
-    /// Rows committed of `table` so far.
-    pub fn rows_total(&self, table: &'static str) -> u64 {
-        self.rows.get_or_create(&TableLabel { table }).get()
-    }
-
     /// The open files were written, for `reason`.
     pub fn rotation(&self, reason: &'static str) {
         self.rotations.get_or_create(&ReasonLabel { reason }).inc();

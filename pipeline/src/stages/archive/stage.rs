@@ -169,7 +169,8 @@ pub struct ArchiveStage {
     open: OpenFiles,
     positions: BTreeMap<(String, i32), Position>,
     dead_letters: Vec<&'static str>,
-    unpromoted: Vec<(String, String)>,
+    /// Committed files whose move into place failed: retried every loop.
+    unpromoted: bool,
     last_write: Instant,
     metrics: Metrics,
 }
@@ -258,7 +259,7 @@ impl ArchiveStage {
             open: OpenFiles::default(),
             positions: BTreeMap::new(),
             dead_letters: Vec::new(),
-            unpromoted: Vec::new(),
+            unpromoted: false,
             last_write: Instant::now(),
             metrics,
         };
@@ -282,11 +283,11 @@ impl ArchiveStage {
                 None => {}
             }
             self.producer.poll(Duration::ZERO);
-            if !self.unpromoted.is_empty() {
+            if self.unpromoted {
                 // Through the catalog: a file a tier pass moved meanwhile
                 // must not come back here.
                 match self.promote_staged() {
-                    Ok(()) => self.unpromoted.clear(),
+                    Ok(()) => self.unpromoted = false,
                     Err(e) => {
                         tracing::warn!(stage = STAGE, error = %e, "committed files still not in place; retrying")
                     }
@@ -646,9 +647,9 @@ impl ArchiveStage {
             .iter()
             .map(|w| (w.entry.path.clone(), w.entry.sha256.clone()))
             .collect();
-        if let Err(e) = self.promote(files.clone()) {
+        if let Err(e) = self.promote(files) {
             tracing::warn!(stage = STAGE, error = %e, "files committed but not yet moved into place; retrying");
-            self.unpromoted.extend(files);
+            self.unpromoted = true;
         }
         true
     }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use super::plan::Move;
 use crate::catalog::tiers::promote;
 use crate::catalog::{
-    Action, Catalog, CatalogError, FileEntry, FileKey, OffsetRange, Tier, Tiers, staged,
+    Action, Catalog, CatalogError, FileEntry, FileKey, OffsetRange, Tiers, staged,
 };
 use crate::stages::archive::Table;
 use crate::stages::archive::file::{read_batches, sha256_hex, write_batches};
@@ -244,15 +244,4 @@ pub async fn run_pass(
         }
     }
     Ok(report)
-}
-
-/// The tier of each file after a pass: how many files, rows and bytes.
-pub fn tier_totals(catalog: &Catalog) -> [(Tier, u64, u64, u64); 3] {
-    Tier::ALL.map(|tier| {
-        let files = catalog.state().files().filter(|f| f.tier == tier);
-        let (n, rows, bytes) = files.fold((0, 0, 0), |(n, r, b), f| {
-            (n + 1, r + f.rows, b + f.size_bytes)
-        });
-        (tier, n, rows, bytes)
-    })
 }
