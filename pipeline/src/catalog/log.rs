@@ -223,7 +223,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::catalog::model::{FileKey, Progress, Tier, test_entry};
+    use crate::catalog::model::{FileKey, Tier, test_entry, test_progress};
 
     fn memory() -> TierStore {
         TierStore::open("memory://", &BTreeMap::new()).unwrap()
@@ -234,12 +234,7 @@ mod tests {
     }
 
     fn progress(from: Option<i64>, to: i64) -> Action {
-        Action::Progress(Progress {
-            topic: "events".into(),
-            partition: 0,
-            from,
-            to,
-        })
+        test_progress(from, to)
     }
 
     #[tokio::test]

@@ -373,9 +373,24 @@ pub(crate) fn test_entry(tier: Tier, path: &str) -> FileEntry {
     }
 }
 
+/// Partition 0 of `events` archived from `from` to `to`, for tests.
+#[cfg(test)]
+pub(crate) fn test_progress(from: Option<i64>, to: i64) -> Action {
+    Action::Progress(Progress {
+        topic: "events".into(),
+        partition: 0,
+        from,
+        to,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn progress(from: Option<i64>, to: i64) -> Action {
+        test_progress(from, to)
+    }
 
     fn file(tier: Tier, path: &str) -> FileEntry {
         test_entry(tier, path)
@@ -390,15 +405,6 @@ mod tests {
             id: String::new(),
             actions,
         }
-    }
-
-    fn progress(from: Option<i64>, to: i64) -> Action {
-        Action::Progress(Progress {
-            topic: "events".into(),
-            partition: 0,
-            from,
-            to,
-        })
     }
 
     #[test]

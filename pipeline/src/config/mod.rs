@@ -11,6 +11,17 @@ pub use topology::{
     StagesConfig, TopicsConfig, Topology,
 };
 
+/// A stage's consumer group must be named. Problems as (key, message).
+pub(crate) fn check_group_id(group_id: &str) -> Vec<(String, String)> {
+    if group_id.trim().is_empty() {
+        return vec![(
+            "group_id".into(),
+            "expected a consumer group name, found \"\"".into(),
+        )];
+    }
+    Vec::new()
+}
+
 /// The checks every stage's loop settings share: a group name, at least
 /// one record per batch, at most a minute of batch wait. Problems as (key,
 /// message).
@@ -19,13 +30,7 @@ pub(crate) fn check_loop(
     batch_max_records: usize,
     batch_max_wait_ms: u64,
 ) -> Vec<(String, String)> {
-    let mut p = Vec::new();
-    if group_id.trim().is_empty() {
-        p.push((
-            "group_id".into(),
-            "expected a consumer group name, found \"\"".into(),
-        ));
-    }
+    let mut p = check_group_id(group_id);
     if batch_max_records == 0 {
         p.push((
             "batch_max_records".into(),

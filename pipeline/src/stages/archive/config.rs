@@ -39,13 +39,7 @@ impl Default for ArchiveStageConfig {
 impl ArchiveStageConfig {
     /// Problems as (key under `stages.archive`, message).
     pub fn validate(&self) -> Vec<(String, String)> {
-        let mut p = Vec::new();
-        if self.group_id.trim().is_empty() {
-            p.push((
-                "group_id".into(),
-                "expected a consumer group name, found \"\"".into(),
-            ));
-        }
+        let mut p = crate::config::check_group_id(&self.group_id);
         if self.rotate_after_bytes == 0 {
             p.push((
                 "rotate_after_bytes".into(),
@@ -74,5 +68,33 @@ impl ArchiveStageConfig {
             ));
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bad_setting_is_named() {
+        assert!(ArchiveStageConfig::default().validate().is_empty());
+        let bad = ArchiveStageConfig {
+            group_id: " ".into(),
+            rotate_after_bytes: 100,
+            max_buffered_bytes: 10,
+            rotate_after_seconds: 0,
+            zstd_level: 23,
+            ..ArchiveStageConfig::default()
+        };
+        let keys: Vec<String> = bad.validate().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "group_id",
+                "max_buffered_bytes",
+                "rotate_after_seconds",
+                "zstd_level"
+            ]
+        );
     }
 }
