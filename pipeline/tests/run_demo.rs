@@ -119,6 +119,21 @@ fn the_demo_runs_end_to_end_and_the_broker_keeps_its_data() {
     );
     assert!(rows("transitions") >= restricted, "every move archived");
 
+    // Every DuckDB query of docs/analysts.md runs on this archive and
+    // returns rows.
+    let queries = Command::new(common::harness_python())
+        .arg(common::workspace().join("pipeline/tests/duckdb/analyst_queries.py"))
+        .arg(common::workspace().join("docs/analysts.md"))
+        .arg(dir.path().join("data/archive/hot"))
+        .output()
+        .expect("python runs");
+    assert!(
+        queries.status.success(),
+        "the analysts' queries: {}{}",
+        String::from_utf8_lossy(&queries.stdout),
+        String::from_utf8_lossy(&queries.stderr)
+    );
+
     // Restart the broker alone on the same data: every ingested event is still there.
     let data = dir.path().join("data/broker");
     assert!(
