@@ -458,19 +458,15 @@ fn operator_commands(
     };
     let (from, to) = (day(now_us - 31 * DAY_US), day(now_us - 29 * DAY_US));
     let out_dir = dir.join("restored");
-    let (ok, _) = cli(
-        topology_path,
-        &[
-            "restore",
-            "--from",
-            &from,
-            "--to",
-            &to,
-            "--out",
-            &out_dir.display().to_string(),
-        ],
+    let restore = |target: &[&str]| {
+        let mut args = vec!["restore", "--from", &from, "--to", &to];
+        args.extend_from_slice(target);
+        cli(topology_path, &args).0
+    };
+    assert!(
+        restore(&["--out", &out_dir.display().to_string()]),
+        "restore"
     );
-    assert!(ok, "restore");
     let lines = std::fs::read_to_string(out_dir.join("events.jsonl")).expect("restored file");
     let restored: Vec<serde_json::Value> = lines
         .lines()
@@ -509,19 +505,10 @@ fn operator_commands(
     eprintln!("restore {from}..{to}: {} events", restored.len());
 
     // The same range back into a topic, as Avro events keyed by target_id.
-    let (ok, _) = cli(
-        topology_path,
-        &[
-            "restore",
-            "--from",
-            &from,
-            "--to",
-            &to,
-            "--to-topic",
-            "events.restored",
-        ],
+    assert!(
+        restore(&["--to-topic", "events.restored"]),
+        "restore --to-topic"
     );
-    assert!(ok, "restore --to-topic");
     let mut reader = common::Reader::new(bootstrap, &["events.restored"]);
     assert!(
         reader.read_until(WAIT, |m| m.len() >= want.len()),

@@ -30,6 +30,10 @@ pub struct PartitionKey {
 
 impl PartitionKey {
     /// The partition of a row of `table` for `tenant` at `event_time_us`.
+    /// A time chrono cannot represent (beyond ±262,000 years: only a
+    /// producer writing Avro to `events` directly, bypassing ingest's
+    /// checks, can make one) is filed under `1970-01-01`, hour `00`; the
+    /// row keeps its own time.
     pub fn of(table: Table, tenant: &str, event_time_us: i64) -> Self {
         let t = chrono::DateTime::from_timestamp_micros(event_time_us).unwrap_or_default();
         Self {
