@@ -102,6 +102,9 @@ impl Cluster {
                     .await
                     .context("creating the topics")?;
                 let metrics = Metrics::new();
+                let view = std::sync::Arc::new(kusanagi_pipeline::stages::view::View::new(
+                    cluster.topology.stages.view.max_versions,
+                ));
                 for &kind in stages {
                     let handle = run::spawn_stage(
                         kind,
@@ -109,6 +112,7 @@ impl Cluster {
                         &cluster.settings,
                         &metrics,
                         &cluster.shutdown,
+                        &view,
                     );
                     cluster.stages.push((kind, handle));
                 }

@@ -3,16 +3,19 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use kusanagi_pipeline::api::auth;
 use kusanagi_pipeline::catalog::Tier;
-use kusanagi_pipeline::config::{LogFormat, Topology};
+use kusanagi_pipeline::config::{LogFormat, Role, Topology};
 use kusanagi_pipeline::demo::{self, DemoOptions};
 use kusanagi_pipeline::ops::commands::{self, RestoreTarget};
 use kusanagi_pipeline::run::{self, Brokers, StageKind};
 use kusanagi_pipeline::runtime::{Metrics, Shutdown};
 use kusanagi_pipeline::stages::archive::Table;
+use kusanagi_pipeline::stages::view::View;
 
 /// Kusanagi: real-time screening and archiving of game-economy events over Kafka.
 #[derive(Parser)]
@@ -113,6 +116,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// API keys for the HTTP API.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new random key: prints the key (once; nothing keeps it) and
+    /// the `[[keys]]` entry, holding only its SHA-256, for the keys file.
+    New {
+        /// Who will hold it (shown in logs).
+        #[arg(long)]
+        name: String,
+        /// A role it has (repeat for several).
+        #[arg(long = "role", value_enum, required = true)]
+        roles: Vec<Role>,
+        /// The only tenant it sees (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Append the entry to this keys file (a running server picks it
+        /// up within `http.auth.reload_seconds`); only the key is printed.
+        #[arg(long)]
+        keys_file: Option<PathBuf>,
+    },
+    /// Print the SHA-256 of a key read from standard input (to list an
+    /// existing key).
+    Hash,
 }
 
 #[derive(Subcommand)]
@@ -216,6 +248,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             commands::restore_cmd(&topology, Some(&bootstrap), table, &from, &to, target).await
         }
         Command::Stats { json } => commands::stats_cmd(&topology, json).await,
+        Command::Keys { command } => keys_cmd(command),
         Command::Broker { listen, data_dir } => {
             init_logs(&topology, false);
             let mut topology = topology;
@@ -275,6 +308,66 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+fn keys_cmd(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::New {
+            name,
+            mut roles,
+            tenant,
+            keys_file,
+        } => {
+            roles.sort();
+            roles.dedup();
+            let key = auth::new_key().map_err(anyhow::Error::msg)?;
+            let roles: Vec<String> = roles.iter().map(|r| format!("{:?}", r.as_str())).collect();
+            let mut entry = format!(
+                "[[keys]]\nname = {name:?}\nsha256 = \"{}\"\nroles = [{}]\n",
+                auth::hash_key(&key),
+                roles.join(", ")
+            );
+            if let Some(t) = tenant {
+                entry.push_str(&format!("tenant = {t:?}\n"));
+            }
+            match keys_file {
+                Some(path) => {
+                    use std::io::Write;
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .with_context(|| format!("opening {}", path.display()))?;
+                    f.write_all(format!("\n{entry}").as_bytes())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!(
+                        "Added `{name}` to {}. The key (shown once; only its hash is kept):",
+                        path.display()
+                    );
+                    println!("{key}");
+                }
+                None => {
+                    eprintln!("The key for {name} (shown once; Kusanagi keeps only its hash):");
+                    println!("{key}");
+                    eprintln!("\nAdd this entry to the keys file (or under [[http.auth.keys]]):\n");
+                    eprint!("{entry}");
+                }
+            }
+            Ok(())
+        }
+        KeysCommand::Hash => {
+            let mut key = String::new();
+            std::io::stdin()
+                .read_line(&mut key)
+                .context("reading the key from standard input")?;
+            let key = key.trim();
+            if key.is_empty() {
+                bail!("expected a key on standard input, found nothing");
+            }
+            println!("{}", auth::hash_key(key));
+            Ok(())
+        }
+    }
+}
+
 /// Runs `stages` and HTTP until a signal (or the demo's end).
 async fn serve(
     topology: &Topology,
@@ -282,26 +375,54 @@ async fn serve(
     stages: &[StageKind],
     demo: Option<(DemoOptions, bool)>,
 ) -> anyhow::Result<()> {
+    // Keys first: a server with no key would leave its routes open.
+    let (keys, local_key) = run::load_keys(topology, brokers.embedded.is_some())?;
     let settings = topology.kafka_settings(&brokers.bootstrap);
     run::prepare_topics(topology, &settings).await?;
     let metrics = Metrics::new();
     let shutdown = Shutdown::new();
     tokio::spawn(run::shutdown_on_signal(shutdown.clone()));
+    let view = Arc::new(View::new(topology.stages.view.max_versions));
 
     let handles: Vec<_> = stages
         .iter()
         .map(|&kind| {
             (
                 kind,
-                run::spawn_stage(kind, topology, &settings, &metrics, &shutdown),
+                run::spawn_stage(kind, topology, &settings, &metrics, &shutdown, &view),
             )
         })
         .collect();
     let with_events = stages.contains(&StageKind::Ingest);
+    let serves_view = stages.contains(&StageKind::View).then(|| Arc::clone(&view));
     let http = if topology.http.enabled {
-        let (addr, task) =
-            run::serve_http(topology, &settings, &metrics, &shutdown, with_events).await?;
-        println!("HTTP API on http://{addr} (POST /api/v1/events, GET /healthz, GET /metrics)");
+        let with_view = serves_view.is_some();
+        let (addr, task) = run::serve_http(
+            topology,
+            &settings,
+            &metrics,
+            &shutdown,
+            keys,
+            with_events,
+            serves_view,
+        )
+        .await?;
+        let mut routes = Vec::new();
+        if with_events {
+            routes.push("POST /api/v1/events");
+        }
+        if with_view {
+            routes.push("GET /api/v1/accounts/{id}[/at|/versions]");
+            routes.push("POST /api/v1/withdrawals/check");
+        }
+        routes.extend(["GET /metrics", "GET /healthz"]);
+        println!("HTTP API on http://{addr} ({})", routes.join(", "));
+        if let Some(path) = local_key {
+            println!(
+                "API key (admin) of this local run: in {} (send it as X-API-KEY)",
+                path.display()
+            );
+        }
         Some(task)
     } else {
         None

@@ -13,7 +13,7 @@ use kusanagi_connectors::llm::LlmClient;
 use kusanagi_schemas::GameEventCodec;
 use rdkafka::producer::FutureProducer;
 
-use crate::api::{self, EventsApi};
+use crate::api::{self, EventsApi, Keys, Services};
 use crate::config::Topology;
 use crate::runtime::{LoopConfig, Metrics, RuntimeError, Shutdown, TransactionalLoop};
 use crate::stages::analyze::{self, AnalyzeStage, Analyzer};
@@ -22,6 +22,7 @@ use crate::stages::decide::{self, DecideStage, DecideTopics};
 use crate::stages::ingest::{self, IngestStage};
 use crate::stages::screen::{self, ScreenStage};
 use crate::stages::tier;
+use crate::stages::view::{self, View, ViewFeed, ViewTopics};
 
 /// Why a process could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +118,9 @@ pub enum StageKind {
     /// Moves archive files hot -> warm -> cold by age, every
     /// `stages.tier.interval_seconds`.
     Tier,
+    /// `accounts`, `accounts.transitions` -> the state API (every copy
+    /// reads every partition and serves it all).
+    View,
 }
 
 impl StageKind {
@@ -129,6 +133,7 @@ impl StageKind {
             StageKind::Analyze => analyze::STAGE,
             StageKind::Archive => archive::STAGE,
             StageKind::Tier => tier::STAGE,
+            StageKind::View => view::STAGE,
         }
     }
 
@@ -142,6 +147,7 @@ impl StageKind {
             (StageKind::Analyze, s.analyze.enabled),
             (StageKind::Archive, s.archive.enabled),
             (StageKind::Tier, s.tier.enabled),
+            (StageKind::View, s.view.enabled),
         ]
         .into_iter()
         .filter_map(|(k, on)| on.then_some(k))
@@ -151,12 +157,14 @@ impl StageKind {
 
 /// Runs `kind` on its own thread until `shutdown`, restarting its clients
 /// after a fatal Kafka error; a fenced copy or a bad configuration ends it.
+/// The view stage fills `view`, which the HTTP server serves.
 pub fn spawn_stage(
     kind: StageKind,
     topology: &Topology,
     settings: &KafkaSettings,
     metrics: &Metrics,
     shutdown: &Shutdown,
+    view: &Arc<View>,
 ) -> JoinHandle<Result<(), RuntimeError>> {
     let (settings, metrics, shutdown) = (settings.clone(), metrics.clone(), shutdown.clone());
     let topics = topology.topics.clone();
@@ -302,6 +310,26 @@ pub fn spawn_stage(
             let zstd_level = topology.stages.archive.zstd_level;
             thread.spawn(move || tier::run_periodically(&cfg, &archive, zstd_level, &shutdown))
         }
+        StageKind::View => {
+            let cfg = topology.stages.view.clone();
+            let view_topics = ViewTopics {
+                accounts: topics.accounts.clone(),
+                transitions: topics.transitions.clone(),
+            };
+            let view = Arc::clone(view);
+            thread.spawn(move || {
+                supervise_with(&shutdown, || {
+                    ViewFeed::new(
+                        &settings,
+                        view_topics.clone(),
+                        Arc::clone(&view),
+                        cfg.clone(),
+                        metrics.clone(),
+                    )?
+                    .run(&shutdown)
+                })
+            })
+        }
     }
     .expect("spawning a thread")
 }
@@ -353,13 +381,54 @@ fn supervise_with(
     Ok(())
 }
 
-/// Binds and serves the HTTP API until `shutdown`.
+/// The API keys this process accepts: the configured ones; with none
+/// configured and the embedded broker (a local run), an admin key kept in
+/// `<data dir>/admin.key` (its path is returned); with none configured
+/// against a cluster, an error (no route may be left open).
+pub fn load_keys(
+    topology: &Topology,
+    embedded: bool,
+) -> Result<(Arc<Keys>, Option<std::path::PathBuf>), RunError> {
+    let keys = Keys::load(&topology.http.auth, Vec::new()).map_err(RunError::Usage)?;
+    if !keys.is_empty() || !topology.http.enabled {
+        return Ok((Arc::new(keys), None));
+    }
+    if !embedded {
+        return Err(RunError::Usage(
+            "http.auth: no API keys are configured, and every route but /healthz needs one. \
+             Create one with `kusanagi keys new --name NAME --role ROLE` and list it under \
+             [[http.auth.keys]] or in http.auth.keys_file (KUSANAGI_KEYS_FILE), \
+             or set http.enabled = false"
+                .into(),
+        ));
+    }
+    let dir = topology
+        .embedded_broker
+        .data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let (key, path) = api::auth::local_admin_key(dir).map_err(RunError::Usage)?;
+    let admin = crate::config::KeyConfig {
+        name: "local-admin".into(),
+        sha256: api::auth::hash_key(&key),
+        roles: vec![crate::config::Role::Admin],
+        tenant: None,
+    };
+    let keys = Keys::load(&topology.http.auth, vec![admin]).map_err(RunError::Usage)?;
+    Ok((Arc::new(keys), Some(path)))
+}
+
+/// Binds and serves the HTTP API until `shutdown`: event intake when
+/// `with_events`, the state API when `view` is given.
 pub async fn serve_http(
     topology: &Topology,
     settings: &KafkaSettings,
     metrics: &Metrics,
     shutdown: &Shutdown,
+    keys: Arc<Keys>,
     with_events: bool,
+    view: Option<Arc<View>>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), RunError> {
     let listen = topology.http.listen.clone();
     let events = if with_events {
@@ -382,7 +451,14 @@ pub async fn serve_http(
     } else {
         None
     };
-    let app = api::router(metrics.clone(), events, topology.http.max_body_bytes);
+    tokio::spawn(Arc::clone(&keys).watch(shutdown.clone()));
+    let app = api::router(Services {
+        metrics: metrics.clone(),
+        keys,
+        events,
+        view,
+        max_body_bytes: topology.http.max_body_bytes,
+    });
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|source| RunError::Http {

@@ -102,3 +102,46 @@ fn a_missing_model_key_fails_at_start_naming_the_variable() {
     assert!(err.contains("stages.analyze.model.api_key_env"), "{err}");
     assert!(err.contains("OPENAI_API_KEY"), "{err}");
 }
+
+#[test]
+fn bad_api_keys_are_named_and_a_cluster_stage_without_keys_does_not_start() {
+    let (ok, err, path) =
+        check("[[http.auth.keys]]\nname = \"ops\"\nsha256 = \"abc\"\nroles = [\"operator\"]\n");
+    assert!(!ok);
+    assert!(
+        err.contains(&path) && err.contains("http.auth.keys[0].sha256"),
+        "{err}"
+    );
+    let (ok, err, _) =
+        check("[[http.auth.keys]]\nname = \"ops\"\nsha256 = \"abc\"\nroles = [\"root\"]\n");
+    assert!(!ok && err.contains("root"), "{err}");
+
+    // Against a cluster, no key configured is refused before any connection.
+    let dir = TempDir::new("nokeys");
+    let out = Command::new(env!("CARGO_BIN_EXE_kusanagi"))
+        .args(["stage", "view"])
+        .current_dir(dir.path())
+        .env("KAFKA_BOOTSTRAP", "127.0.0.1:1")
+        .env_remove("KUSANAGI_KEYS_FILE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no API keys are configured") && err.contains("kusanagi keys new"),
+        "{err}"
+    );
+    // A keys file that does not exist is named.
+    let out = Command::new(env!("CARGO_BIN_EXE_kusanagi"))
+        .args(["stage", "view"])
+        .current_dir(dir.path())
+        .env("KAFKA_BOOTSTRAP", "127.0.0.1:1")
+        .env("KUSANAGI_KEYS_FILE", "missing-keys.toml")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("missing-keys.toml"),
+        "{err}"
+    );
+}

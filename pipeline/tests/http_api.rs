@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Broker, BrokerKind, Reader, free_port, http, kusanagi, tempdir::TempDir, wait_for_port,
+    Broker, BrokerKind, Reader, free_port, http, kusanagi, new_key, tempdir::TempDir, wait_for_port,
 };
 use kusanagi_schemas::GameEventCodec;
 use rdkafka::Message;
@@ -22,19 +22,42 @@ fn http_intake_validates_publishes_and_reports() {
     let broker = Broker::start(BrokerKind::Embedded);
     let dir = TempDir::new("http");
     let addr = format!("127.0.0.1:{}", free_port());
+    let keys = dir.path().join("keys.toml");
+    let producer = new_key(&keys, "game-server", &["producer"], None);
+    let viewer = new_key(&keys, "prometheus", &["viewer"], None);
     let topology = dir.path().join("topology.toml");
     std::fs::write(
         &topology,
         format!(
-            "[instance]\nid = \"http-it\"\n[kafka]\nbootstrap = \"{}\"\n[topics]\npartitions = 2\n[http]\nlisten = \"{addr}\"\n",
-            broker.bootstrap
+            "[instance]\nid = \"http-it\"\n[kafka]\nbootstrap = \"{}\"\n[topics]\npartitions = 2\n[http]\nlisten = \"{addr}\"\n[http.auth]\nkeys_file = \"{}\"\n",
+            broker.bootstrap,
+            keys.display()
         ),
     )
     .unwrap();
     let _stage = kusanagi(dir.path(), "ingest", &topology, &["stage", "ingest"]);
     wait_for_port(&addr, Duration::from_secs(60));
+    let post = |body: &[u8]| http(&addr, "POST", "/api/v1/events", Some(&producer), body);
 
-    let (status, body) = http(&addr, "POST", "/api/v1/events", event("h-1", 10).as_bytes());
+    // Without a key, or with a key lacking the producer role, nothing is published.
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/api/v1/events",
+        None,
+        event("h-0", 1).as_bytes(),
+    );
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/api/v1/events",
+        Some(&viewer),
+        event("h-0", 1).as_bytes(),
+    );
+    assert_eq!(status, 403, "{body}");
+
+    let (status, body) = post(event("h-1", 10).as_bytes());
     assert_eq!(status, 202, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["accepted"], 1);
@@ -46,37 +69,34 @@ fn http_intake_validates_publishes_and_reports() {
         event("h-3", 2),
         event("h-4", 3)
     );
-    let (status, body) = http(&addr, "POST", "/api/v1/events", batch.as_bytes());
+    let (status, body) = post(batch.as_bytes());
     assert_eq!(status, 202, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["event_ids"], serde_json::json!(["h-2", "h-3", "h-4"]));
 
     // One bad event fails the whole batch and names its index and field.
     let batch = format!("[{},{}]", event("h-5", 1), event("h-6", -7));
-    let (status, body) = http(&addr, "POST", "/api/v1/events", batch.as_bytes());
+    let (status, body) = post(batch.as_bytes());
     assert_eq!(status, 422, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["errors"][0]["index"], 1);
     assert_eq!(v["errors"][0]["field"], "action_details.currency_amount");
     assert_eq!(v["errors"][0]["reason"], "invalid_value");
 
-    let (status, body) = http(
-        &addr,
-        "POST",
-        "/api/v1/events",
-        br#"{"event_id":"x","timestamp":"2099-01-01T00:00:00Z","actor_id":"a"}"#,
-    );
+    let (status, body) =
+        post(br#"{"event_id":"x","timestamp":"2099-01-01T00:00:00Z","actor_id":"a"}"#);
     assert_eq!(status, 422, "{body}");
     assert!(body.contains(r#""field":"target_id""#), "{body}");
 
-    let (status, body) = http(&addr, "POST", "/api/v1/events", b"{\"event_id\": ");
+    let (status, body) = post(b"{\"event_id\": ");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("invalid_json"), "{body}");
 
-    let (status, body) = http(&addr, "GET", "/healthz", b"");
+    let (status, body) = http(&addr, "GET", "/healthz", None, b"");
     assert_eq!((status, body.trim()), (200, "ok"));
 
-    let (status, metrics) = http(&addr, "GET", "/metrics", b"");
+    assert_eq!(http(&addr, "GET", "/metrics", None, b"").0, 401);
+    let (status, metrics) = http(&addr, "GET", "/metrics", Some(&viewer), b"");
     assert_eq!(status, 200);
     assert!(
         metrics.contains(r#"kusanagi_http_requests_total{route="/api/v1/events",status="202"} 2"#),

@@ -8,11 +8,11 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use kusanagi_connectors::kafka::enqueue;
 use kusanagi_schemas::{GameEvent, GameEventCodec, InvalidEvent};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -20,6 +20,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::auth::Caller;
 use crate::runtime::Metrics;
 use crate::stages::ingest::{CONTENT_TYPE, validate};
 
@@ -40,6 +41,14 @@ pub struct EventsApi {
     pub max_batch_events: usize,
     /// Counters.
     pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for EventsApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventsApi")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Serialize)]
@@ -101,14 +110,18 @@ fn split_body(body: &[u8]) -> Result<Vec<&RawValue>, serde_json::Error> {
 }
 
 /// The handler.
-pub async fn post_events(State(api): State<Arc<EventsApi>>, body: Bytes) -> Response {
-    let response = handle(&api, &body).await;
+pub async fn post_events(
+    State(api): State<Arc<EventsApi>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    body: Bytes,
+) -> Response {
+    let response = handle(&api, &caller, &body).await;
     api.metrics
         .http_request("/api/v1/events", response.status().as_u16());
     response
 }
 
-async fn handle(api: &EventsApi, body: &[u8]) -> Response {
+async fn handle(api: &EventsApi, caller: &Caller, body: &[u8]) -> Response {
     let raws = match split_body(body) {
         Ok(r) => r,
         Err(e) => {
@@ -160,6 +173,31 @@ async fn handle(api: &EventsApi, body: &[u8]) -> Response {
             "invalid_event",
             message,
             errors,
+        );
+    }
+    let foreign: Vec<FieldError> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !caller.sees(&e.tenant_id))
+        .take(MAX_LISTED_ERRORS)
+        .map(|(index, e)| FieldError {
+            index,
+            reason: "foreign_tenant",
+            field: Some("tenant_id".into()),
+            message: format!("tenant_id {:?} is not this key's tenant", e.tenant_id),
+        })
+        .collect();
+    if !foreign.is_empty() {
+        api.metrics.http_events("rejected", events.len() as u64);
+        return rejected(
+            StatusCode::FORBIDDEN,
+            "foreign_tenant",
+            format!(
+                "the key `{}` may publish events of tenant {:?} only; none was published",
+                caller.name,
+                caller.tenant.as_deref().unwrap_or_default()
+            ),
+            foreign,
         );
     }
     match publish(api, &events).await {

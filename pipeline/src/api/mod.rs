@@ -1,45 +1,211 @@
-//! The HTTP API: event intake, health and metrics.
+//! The HTTP API. Every route but the health checks needs an API key
+//! ([`auth`]); [`ROUTES`] says which roles each accepts (an `admin` key is
+//! accepted everywhere).
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /api/v1/events` | one event or a batch; 202 with the accepted ids, 400 (not JSON) or 422 (invalid, with the fields) |
-//! | `GET /healthz` | 200 while the process serves |
+//! | `POST /api/v1/events` | one event or a batch; 202 with the accepted ids, 400 (not JSON), 422 (invalid, with the fields), 403 (another tenant's events) |
+//! | `GET /api/v1/accounts/{id}` | latest state (view stage) |
+//! | `GET /api/v1/accounts/{id}/at?time=T` | state in effect at `T` |
+//! | `GET /api/v1/accounts/{id}/versions?from=A&to=B` | the moves in `[A, B)` |
+//! | `POST /api/v1/withdrawals/check` | 200 allowed, 423 restricted, 403 banned |
 //! | `GET /metrics` | Prometheus text format |
+//! | `GET /healthz` | 200 while the process serves (no key) |
+//! | `GET /healthz/ready` | 200 once this copy can answer (the view caught up), else 503 (no key) |
 
+pub mod accounts;
+pub mod auth;
 mod events;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
+use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 
+pub use accounts::AccountsApi;
+pub use auth::{Caller, Keys};
 pub use events::EventsApi;
 
+use crate::config::Role;
 use crate::runtime::Metrics;
+use crate::stages::view::View;
 
-/// Builds the router; `events` is `None` when this process does not ingest.
-pub fn router(metrics: Metrics, events: Option<Arc<EventsApi>>, max_body_bytes: usize) -> Router {
+/// One route and the roles it accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteAccess {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The path, with `{id}` for an account id.
+    pub path: &'static str,
+    /// The roles accepted besides `admin`.
+    pub roles: &'static [Role],
+}
+
+const READERS: &[Role] = &[Role::Viewer, Role::Operator, Role::Service];
+
+/// Every route that needs a key, and who may call it.
+pub const ROUTES: &[RouteAccess] = &[
+    RouteAccess {
+        method: "POST",
+        path: "/api/v1/events",
+        roles: &[Role::Producer],
+    },
+    RouteAccess {
+        method: "GET",
+        path: "/api/v1/accounts/{id}",
+        roles: READERS,
+    },
+    RouteAccess {
+        method: "GET",
+        path: "/api/v1/accounts/{id}/at",
+        roles: READERS,
+    },
+    RouteAccess {
+        method: "GET",
+        path: "/api/v1/accounts/{id}/versions",
+        roles: READERS,
+    },
+    RouteAccess {
+        method: "POST",
+        path: "/api/v1/withdrawals/check",
+        roles: &[Role::Service, Role::Operator],
+    },
+    RouteAccess {
+        method: "GET",
+        path: "/metrics",
+        roles: &[Role::Viewer, Role::Operator],
+    },
+];
+
+/// What a process serves.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// Counters (and `/metrics`).
+    pub metrics: Metrics,
+    /// The accepted keys.
+    pub keys: Arc<Keys>,
+    /// Event intake, when this process ingests.
+    pub events: Option<Arc<EventsApi>>,
+    /// The state API, when this process runs the view stage.
+    pub view: Option<Arc<View>>,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// `method` behind the guard of `path` (its roles in [`ROUTES`]).
+fn guarded<S>(s: &Services, path: &'static str, method: MethodRouter<S>) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let access = ROUTES
+        .iter()
+        .find(|r| r.path == path)
+        .expect("every guarded route is listed in ROUTES");
+    method.route_layer(from_fn_with_state(
+        auth::Guard {
+            keys: Arc::clone(&s.keys),
+            roles: access.roles,
+            route: access.path,
+            metrics: s.metrics.clone(),
+        },
+        auth::require,
+    ))
+}
+
+/// Builds the router.
+pub fn router(s: Services) -> Router {
     let mut app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_text))
-        .with_state(metrics);
-    if let Some(events) = events {
+        .route("/metrics", guarded(&s, "/metrics", get(metrics_text)))
+        .with_state(s.metrics.clone())
+        .merge(
+            Router::new()
+                .route("/healthz", get(healthz))
+                .route("/healthz/ready", get(ready))
+                .with_state(Health {
+                    metrics: s.metrics.clone(),
+                    view: s.view.clone(),
+                }),
+        );
+    if let Some(events) = s.events.clone() {
         app = app.merge(
             Router::new()
-                .route("/api/v1/events", post(events::post_events))
+                .route(
+                    "/api/v1/events",
+                    guarded(&s, "/api/v1/events", post(events::post_events)),
+                )
                 .with_state(events)
-                .layer(DefaultBodyLimit::max(max_body_bytes)),
+                .layer(DefaultBodyLimit::max(s.max_body_bytes)),
+        );
+    }
+    if let Some(view) = s.view.clone() {
+        let api = AccountsApi {
+            view,
+            metrics: s.metrics.clone(),
+        };
+        app = app.merge(
+            Router::new()
+                .route(
+                    "/api/v1/accounts/{id}",
+                    guarded(&s, "/api/v1/accounts/{id}", get(accounts::latest)),
+                )
+                .route(
+                    "/api/v1/accounts/{id}/at",
+                    guarded(&s, "/api/v1/accounts/{id}/at", get(accounts::at)),
+                )
+                .route(
+                    "/api/v1/accounts/{id}/versions",
+                    guarded(
+                        &s,
+                        "/api/v1/accounts/{id}/versions",
+                        get(accounts::versions),
+                    ),
+                )
+                .route(
+                    "/api/v1/withdrawals/check",
+                    guarded(
+                        &s,
+                        "/api/v1/withdrawals/check",
+                        post(accounts::check_withdrawal),
+                    ),
+                )
+                .with_state(api),
         );
     }
     app
 }
 
-async fn healthz(State(metrics): State<Metrics>) -> impl IntoResponse {
-    metrics.http_request("/healthz", 200);
+#[derive(Clone)]
+struct Health {
+    metrics: Metrics,
+    view: Option<Arc<View>>,
+}
+
+async fn healthz(State(h): State<Health>) -> impl IntoResponse {
+    h.metrics.http_request("/healthz", 200);
     "ok\n"
+}
+
+async fn ready(State(h): State<Health>) -> impl IntoResponse {
+    let ready = h.view.as_ref().is_none_or(|v| v.is_ready());
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    h.metrics.http_request("/healthz/ready", status.as_u16());
+    (
+        status,
+        if ready {
+            "ready\n"
+        } else {
+            "rebuilding the view from Kafka\n"
+        },
+    )
 }
 
 async fn metrics_text(State(metrics): State<Metrics>) -> impl IntoResponse {
@@ -52,3 +218,6 @@ async fn metrics_text(State(metrics): State<Metrics>) -> impl IntoResponse {
         metrics.encode(),
     )
 }
+
+#[cfg(test)]
+mod tests;

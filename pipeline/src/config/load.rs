@@ -108,7 +108,7 @@ impl Topology {
     }
 
     /// Applies `KAFKA_BOOTSTRAP`, `KUSANAGI_INSTANCE_ID`, `KUSANAGI_HTTP_LISTEN`,
-    /// `KUSANAGI_DATA_DIR` and `RUST_LOG`, read through `var`.
+    /// `KUSANAGI_DATA_DIR`, `KUSANAGI_KEYS_FILE` and `RUST_LOG`, read through `var`.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
         if let Some(v) = var("KAFKA_BOOTSTRAP") {
             self.kafka.bootstrap = v;
@@ -122,6 +122,9 @@ impl Topology {
         if let Some(v) = var("KUSANAGI_DATA_DIR") {
             self.embedded_broker.data_dir = PathBuf::from(&v).join("broker");
             self.archive.relocate_defaults(Path::new(&v));
+        }
+        if let Some(v) = var("KUSANAGI_KEYS_FILE") {
+            self.http.auth.keys_file = Some(PathBuf::from(v));
         }
         if let Some(v) = var("RUST_LOG") {
             self.log.filter = v;
@@ -176,6 +179,17 @@ impl Topology {
                 );
             }
         }
+        if self.topics.transitions_retention_ms < 3_600_000
+            && self.topics.transitions_retention_ms != -1
+        {
+            bad(
+                "topics.transitions_retention_ms",
+                format!(
+                    "expected at least 3600000 (an hour) or -1 (forever), found {}",
+                    self.topics.transitions_retention_ms
+                ),
+            );
+        }
         if self.kafka.session_timeout_ms < 1_000 {
             bad(
                 "kafka.session_timeout_ms",
@@ -229,6 +243,12 @@ impl Topology {
         }
         for (key, problem) in self.stages.tier.validate() {
             bad(&format!("stages.tier.{key}"), problem);
+        }
+        for (key, problem) in self.stages.view.validate() {
+            bad(&format!("stages.view.{key}"), problem);
+        }
+        for (key, problem) in self.http.auth.validate() {
+            bad(&format!("http.auth.{key}"), problem);
         }
         for (key, problem) in self.archive.validate() {
             bad(&format!("archive.{key}"), problem);

@@ -1,10 +1,12 @@
 //! Typed configuration: the topology file, overridable by environment.
 
 mod archive;
+pub mod auth;
 mod load;
 mod topology;
 
 pub use archive::ArchiveConfig;
+pub use auth::{AuthConfig, KeyConfig, Role};
 pub use load::{ConfigError, ConfigProblem};
 pub use topology::{
     EmbeddedBrokerConfig, HttpConfig, InstanceConfig, KafkaConfig, LogConfig, LogFormat,
@@ -92,7 +94,13 @@ impl Topology {
                     ("compression.type", "producer".into()),
                 ],
             ),
-            spec(&t.transitions, producer()),
+            spec(
+                &t.transitions,
+                vec![
+                    ("retention.ms", t.transitions_retention_ms.to_string()),
+                    ("compression.type", "producer".into()),
+                ],
+            ),
         ]
     }
 }

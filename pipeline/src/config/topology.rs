@@ -23,7 +23,7 @@ pub struct Topology {
     pub stages: StagesConfig,
     /// The Parquet archive: tiers, catalog, tier ages.
     pub archive: super::ArchiveConfig,
-    /// The HTTP server (ingest API, health, metrics).
+    /// The HTTP server (ingest API, state API, health, metrics).
     pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
@@ -120,6 +120,10 @@ pub struct TopicsConfig {
     pub transitions: String,
     /// How long the raw and dead-letter topics keep data, in milliseconds.
     pub raw_retention_ms: i64,
+    /// How long `accounts.transitions` keeps moves, in milliseconds: how
+    /// far back the state API's `/at` and `/versions` reach (older moves
+    /// are in the archive's `transitions` table). `-1`: forever.
+    pub transitions_retention_ms: i64,
     /// Largest record the raw and dead-letter topics accept, in bytes
     /// (their `max.message.bytes`).
     pub raw_max_message_bytes: u32,
@@ -139,6 +143,7 @@ impl Default for TopicsConfig {
             accounts: "accounts".into(),
             transitions: "accounts.transitions".into(),
             raw_retention_ms: 7 * 24 * 3_600_000,
+            transitions_retention_ms: 30 * 24 * 3_600_000,
             raw_max_message_bytes: 8 * 1024 * 1024,
         }
     }
@@ -162,6 +167,8 @@ pub struct StagesConfig {
     pub archive: crate::stages::archive::ArchiveStageConfig,
     /// The tier stage (moves archive files between tiers by age).
     pub tier: crate::stages::tier::TierStageConfig,
+    /// The view stage (`accounts`, `accounts.transitions` to the state API).
+    pub view: crate::stages::view::ViewConfig,
 }
 
 /// The HTTP server.
@@ -176,6 +183,8 @@ pub struct HttpConfig {
     pub max_batch_events: usize,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// The API keys accepted; every route but `/healthz` needs one.
+    pub auth: super::AuthConfig,
 }
 
 impl Default for HttpConfig {
@@ -185,6 +194,7 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".into(),
             max_batch_events: 10_000,
             max_body_bytes: 16 * 1024 * 1024,
+            auth: super::AuthConfig::default(),
         }
     }
 }

@@ -37,6 +37,13 @@ struct StageLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StagePartition {
+    stage: &'static str,
+    topic: String,
+    partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteStatus {
     route: &'static str,
     status: u16,
@@ -59,12 +66,15 @@ pub struct Metrics {
     transactions: Family<StageOutcome, Counter>,
     transaction_seconds: HistogramFamily<StageLabel>,
     assigned_partitions: Family<StageLabel, Gauge>,
+    consumer_lag: Family<StagePartition, Gauge>,
     http_requests: Family<RouteStatus, Counter>,
     http_events: Family<StageOutcome, Counter>,
     /// The screen, decide and analyze stages' own metrics.
     pub screening: super::ScreeningMetrics,
     /// The archive stage's metrics.
     pub archive: super::ArchiveMetrics,
+    /// The view stage's metrics.
+    pub view: super::ViewMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -90,6 +100,7 @@ impl Metrics {
         let transaction_seconds: HistogramFamily<StageLabel> =
             Family::new_with_constructor(seconds_histogram);
         let assigned_partitions = Family::default();
+        let consumer_lag = Family::default();
         let http_requests = Family::default();
         let http_events = Family::default();
         registry.register(
@@ -123,6 +134,12 @@ impl Metrics {
             assigned_partitions.clone(),
         );
         registry.register(
+            "consumer_lag",
+            "Records of a partition this copy of a stage has not read yet (end offset - position), \
+             per topic and partition; dropped when the partition is revoked",
+            consumer_lag.clone(),
+        );
+        registry.register(
             "http_requests",
             "HTTP requests by route and status",
             http_requests.clone(),
@@ -134,9 +151,11 @@ impl Metrics {
         );
         let screening = super::ScreeningMetrics::register(&mut registry);
         let archive = super::ArchiveMetrics::register(&mut registry);
+        let view = super::ViewMetrics::register(&mut registry);
         Self {
             screening,
             archive,
+            view,
             registry: Arc::new(registry),
             records_in,
             records_out,
@@ -144,6 +163,7 @@ impl Metrics {
             transactions,
             transaction_seconds,
             assigned_partitions,
+            consumer_lag,
             http_requests,
             http_events,
         }
@@ -239,6 +259,41 @@ impl Metrics {
         self.assigned_partitions
             .get_or_create(&StageLabel { stage })
             .get()
+    }
+
+    /// `stage` is `lag` records behind the end of `topic`/`partition`.
+    pub fn consumer_lag(&self, stage: &'static str, topic: &str, partition: i32, lag: i64) {
+        self.consumer_lag
+            .get_or_create(&StagePartition {
+                stage,
+                topic: topic.to_owned(),
+                partition,
+            })
+            .set(lag.max(0));
+    }
+
+    /// `stage` no longer reads `topic`/`partition`: its lag is not reported.
+    pub fn forget_lag(&self, stage: &'static str, topic: &str, partition: i32) {
+        self.consumer_lag.remove(&StagePartition {
+            stage,
+            topic: topic.to_owned(),
+            partition,
+        });
+    }
+
+    /// The lag last reported for `stage` on `topic`/`partition`, if any.
+    pub fn consumer_lag_now(
+        &self,
+        stage: &'static str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<i64> {
+        let key = StagePartition {
+            stage,
+            topic: topic.to_owned(),
+            partition,
+        };
+        self.consumer_lag.get(&key).map(|g| g.get())
     }
 
     /// One HTTP request answered.

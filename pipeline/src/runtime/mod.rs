@@ -9,6 +9,7 @@ mod screening_metrics;
 mod shutdown;
 mod stage;
 mod transactional;
+mod view_metrics;
 
 pub use archive_metrics::ArchiveMetrics;
 pub use metrics::Metrics;
@@ -17,3 +18,4 @@ pub use screening_metrics::{ScreeningMetrics, ScreeningTally};
 pub use shutdown::Shutdown;
 pub use stage::{AssignedPartition, InRecord, OutRecord, Partitions, Stage, StageError};
 pub use transactional::{LoopConfig, RuntimeError, TransactionalLoop};
+pub use view_metrics::ViewMetrics;

@@ -287,6 +287,27 @@ pub fn kusanagi_with_env(
     }
 }
 
+/// Makes an API key with the real CLI (`kusanagi keys new --keys-file`),
+/// appending its entry to `keys_file`; returns the key.
+pub fn new_key(keys_file: &Path, name: &str, roles: &[&str], tenant: Option<&str>) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kusanagi"));
+    cmd.args(["keys", "new", "--name", name, "--keys-file"])
+        .arg(keys_file);
+    for r in roles {
+        cmd.args(["--role", r]);
+    }
+    if let Some(t) = tenant {
+        cmd.args(["--tenant", t]);
+    }
+    let out = cmd.output().expect("run kusanagi keys new");
+    assert!(
+        out.status.success(),
+        "keys new: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// An idempotent producer for test input.
 pub fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
     ClientConfig::new()
@@ -405,12 +426,15 @@ pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
 }
 
 /// One HTTP/1.1 request over a plain socket; returns (status, body).
-pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+pub fn http(addr: &str, method: &str, path: &str, key: Option<&str>, body: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let key = key
+        .map(|k| format!("X-API-KEY: {k}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{key}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .expect("write");

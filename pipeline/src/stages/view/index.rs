@@ -12,7 +12,7 @@
 //! late event), so it does not order versions. A redelivered transition
 //! (a version already held) changes nothing. No I/O here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use kusanagi_schemas::{Account, AccountState, Transition};
 
@@ -41,6 +41,9 @@ struct History {
 #[derive(Debug, Default)]
 pub struct AccountIndex {
     accounts: HashMap<String, History>,
+    /// Accounts whose latest record is a tombstone: their moves, read in
+    /// any order around it, are not kept.
+    erased: HashSet<String>,
 }
 
 impl AccountIndex {
@@ -50,10 +53,13 @@ impl AccountIndex {
     }
 
     /// Applies a record of `accounts`: the latest state of `account_id`, or
-    /// `None` (a tombstone) to forget it and its history.
+    /// `None` (a tombstone) to forget it and its history, including moves
+    /// read after the tombstone (the topics are read in any interleaving).
+    /// A state after a tombstone is an account made anew.
     pub fn apply_account(&mut self, account_id: &str, account: Option<Account>) {
         match account {
             Some(a) => {
+                self.erased.remove(account_id);
                 let h = self.accounts.entry(account_id.to_owned()).or_default();
                 if h.latest.as_ref().is_none_or(|l| l.version <= a.version) {
                     h.latest = Some(a);
@@ -61,6 +67,7 @@ impl AccountIndex {
             }
             None => {
                 self.accounts.remove(account_id);
+                self.erased.insert(account_id.to_owned());
             }
         }
     }
@@ -69,7 +76,7 @@ impl AccountIndex {
     /// `effective_ms`. Refused moves and versions already held change
     /// nothing; returns whether it added a version.
     pub fn apply_transition(&mut self, t: Transition, effective_ms: i64) -> bool {
-        if !t.applied {
+        if !t.applied || self.erased.contains(&t.account_id) {
             return false;
         }
         let h = self.accounts.entry(t.account_id.clone()).or_default();
@@ -101,12 +108,31 @@ impl AccountIndex {
     /// The state of `account_id` at `time_ms`: that of its last version in
     /// effect then, `NORMAL` before its first. `None` for an unknown account.
     pub fn state_at(&self, account_id: &str, time_ms: i64) -> Option<AccountState> {
+        let v = self.version_at(account_id, time_ms)?;
+        Some(v.map_or(AccountState::Normal, |v| v.to))
+    }
+
+    /// The last version of `account_id` in effect at `time_ms` (`None`
+    /// inside: none yet, so `NORMAL`). `None`: an unknown account.
+    pub fn version_at(&self, account_id: &str, time_ms: i64) -> Option<Option<&Version>> {
         let h = self.accounts.get(account_id)?;
         let in_effect = h.versions.partition_point(|v| v.effective_ms <= time_ms);
-        Some(match in_effect {
-            0 => AccountState::Normal,
-            n => h.versions[n - 1].to,
-        })
+        Some(in_effect.checked_sub(1).map(|i| &h.versions[i]))
+    }
+
+    /// Whether `account_id` is known (a state or a move of it was read).
+    pub fn knows(&self, account_id: &str) -> bool {
+        self.accounts.contains_key(account_id)
+    }
+
+    /// The tenant of `account_id`, from its latest state or, before that
+    /// is read, its last move.
+    pub fn tenant(&self, account_id: &str) -> Option<&str> {
+        let h = self.accounts.get(account_id)?;
+        h.latest
+            .as_ref()
+            .map(|a| a.tenant_id.as_str())
+            .or_else(|| h.versions.last().map(|v| v.transition.tenant_id.as_str()))
     }
 
     /// The versions of `account_id` that took effect in `[from_ms, to_ms)`.

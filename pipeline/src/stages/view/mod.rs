@@ -1,13 +1,72 @@
-//! The view stage (being built): `accounts` and `accounts.transitions` ->
-//! the state API. So far its pure core, the account index.
+//! The view stage: `accounts` and `accounts.transitions` -> the state API.
+//!
+//! Every copy reads every partition of both topics from their beginning
+//! (no consumer group: each copy holds the whole index), so any number of
+//! copies can serve behind a load balancer. A copy answers `503` until it
+//! has caught up with what the topics held when it started
+//! (`GET /healthz/ready`), then follows them.
 //!
 //! | module | what |
 //! |---|---|
+//! | [`config`] | `[stages.view]` |
 //! | [`index`] | latest state per account, its versions, state at a time, the withdrawal answer |
+//! | [`feed`] | the Kafka reader that keeps the index up to date |
 
+pub mod config;
+pub mod feed;
 pub mod index;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+pub use config::ViewConfig;
+pub use feed::{ViewFeed, ViewTopics};
 pub use index::{AccountIndex, Version, Withdrawal};
+
+/// The stage's name in metrics and logs.
+pub const STAGE: &str = "view";
+
+/// The index a view copy serves, shared by its feed (the one writer) and
+/// the HTTP handlers.
+#[derive(Debug)]
+pub struct View {
+    index: RwLock<AccountIndex>,
+    ready: AtomicBool,
+    /// Most versions one answer lists.
+    pub max_versions: usize,
+}
+
+impl View {
+    /// An empty view, not ready.
+    pub fn new(max_versions: usize) -> Self {
+        Self {
+            index: RwLock::new(AccountIndex::new()),
+            ready: AtomicBool::new(false),
+            max_versions,
+        }
+    }
+
+    /// Reads the index (many readers at once).
+    pub fn read(&self) -> RwLockReadGuard<'_, AccountIndex> {
+        // The writer cannot leave the index half-updated (each apply is
+        // one insert or remove), so a poisoned lock is still a valid index.
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, AccountIndex> {
+        self.index.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the index has caught up with the topics as they were when
+    /// this copy started.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -94,6 +94,19 @@ fn the_latest_state_is_the_newest_version_and_a_tombstone_forgets() {
     index.apply_account("a", None);
     assert_eq!(index.latest("a"), None);
     assert_eq!(index.state_at("a", 10), None, "erased with its history");
+    // A move read after the tombstone (the other topic lagging) is not kept.
+    assert!(!index.apply_transition(
+        transition(
+            "a",
+            9,
+            AccountState::Normal,
+            AccountState::RestrictedWithdrawal,
+            true
+        ),
+        5
+    ));
+    assert_eq!(index.state_at("a", 10), None);
+    assert!(index.is_empty());
     assert!(index.is_empty());
 }
 

@@ -1,0 +1,353 @@
+//! The state API, served from the view stage's index:
+//!
+//! - `GET /api/v1/accounts/{id}`: the latest state.
+//! - `GET /api/v1/accounts/{id}/at?time=T`: the state in effect at `T`.
+//! - `GET /api/v1/accounts/{id}/versions?from=A&to=B`: the moves in `[A, B)`.
+//! - `POST /api/v1/withdrawals/check` `{"account_id": ..}`: 200 allowed,
+//!   423 restricted, 403 banned (`SCREENING.md`).
+//!
+//! Times are RFC 3339 or milliseconds since the epoch. A key bound to a
+//! tenant sees only that tenant's accounts: another tenant's account is
+//! answered as an unknown one (404, or allowed for a withdrawal check, as
+//! for an account never screened), so nothing leaks across tenants. Until
+//! the view has caught up with Kafka every route answers 503.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::{DateTime, SecondsFormat, Utc};
+use kusanagi_schemas::{Account, AccountState, Trigger};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Caller;
+use crate::runtime::Metrics;
+use crate::stages::view::{AccountIndex, Version, View, Withdrawal};
+
+/// What the state routes need.
+#[derive(Debug, Clone)]
+pub struct AccountsApi {
+    /// The index.
+    pub view: Arc<View>,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+#[derive(Serialize)]
+struct Problem {
+    error: &'static str,
+    message: String,
+}
+
+fn problem(status: StatusCode, error: &'static str, message: String) -> Response {
+    (status, Json(Problem { error, message })).into_response()
+}
+
+fn not_ready() -> Response {
+    let mut r = problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+        "this copy is still reading the account topics from Kafka; retry shortly".into(),
+    );
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    r
+}
+
+fn not_found(id: &str) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no account `{id}` is known"),
+    )
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// A time given as RFC 3339 or as milliseconds since the epoch.
+fn parse_time(name: &str, raw: &str) -> Result<i64, String> {
+    if let Ok(ms) = raw.parse::<i64>() {
+        return Ok(ms);
+    }
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| {
+            format!(
+                "`{name}`: expected RFC 3339 (2026-11-29T10:00:00Z) or milliseconds since the epoch, found {raw:?} ({e})"
+            )
+        })
+}
+
+fn invalid_time(message: String) -> Response {
+    problem(StatusCode::BAD_REQUEST, "invalid_time", message)
+}
+
+/// Whether `caller` may see account `id` (an unknown account is visible:
+/// there is nothing to see).
+fn visible(index: &AccountIndex, caller: &Caller, id: &str) -> bool {
+    index.tenant(id).is_none_or(|t| caller.sees(t))
+}
+
+#[derive(Serialize)]
+struct AccountBody<'a> {
+    account_id: &'a str,
+    tenant_id: &'a str,
+    state: AccountState,
+    version: i64,
+    updated_at: String,
+    withdrawal: &'static str,
+}
+
+fn withdrawal_name(w: Withdrawal) -> &'static str {
+    match w {
+        Withdrawal::Allowed => "allowed",
+        Withdrawal::Restricted => "restricted",
+        Withdrawal::Banned => "banned",
+    }
+}
+
+fn account_body(a: &Account) -> AccountBody<'_> {
+    AccountBody {
+        account_id: &a.account_id,
+        tenant_id: &a.tenant_id,
+        state: a.state,
+        version: a.version,
+        updated_at: a.updated_at.to_rfc3339(),
+        withdrawal: withdrawal_name(Withdrawal::for_state(Some(a.state))),
+    }
+}
+
+/// `GET /api/v1/accounts/{id}`.
+pub async fn latest(
+    State(api): State<AccountsApi>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(id): Path<String>,
+) -> Response {
+    let r = if api.view.is_ready() {
+        let index = api.view.read();
+        match index.latest(&id) {
+            Some(a) if caller.sees(&a.tenant_id) => Json(account_body(a)).into_response(),
+            _ => not_found(&id),
+        }
+    } else {
+        not_ready()
+    };
+    api.metrics
+        .http_request("/api/v1/accounts/{id}", r.status().as_u16());
+    r
+}
+
+/// The query of `/at`.
+#[derive(Debug, Deserialize)]
+pub struct AtQuery {
+    time: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AtBody<'a> {
+    account_id: &'a str,
+    time: String,
+    state: AccountState,
+    /// The version in effect then (0: none yet).
+    version: i64,
+    withdrawal: &'static str,
+}
+
+/// `GET /api/v1/accounts/{id}/at?time=T`.
+pub async fn at(
+    State(api): State<AccountsApi>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(id): Path<String>,
+    Query(q): Query<AtQuery>,
+) -> Response {
+    let r = (|| {
+        let Some(raw) = q.time.as_deref() else {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "missing_time",
+                "expected ?time=T (RFC 3339 or milliseconds since the epoch)".into(),
+            );
+        };
+        let time_ms = match parse_time("time", raw) {
+            Ok(t) => t,
+            Err(m) => return invalid_time(m),
+        };
+        if !api.view.is_ready() {
+            return not_ready();
+        }
+        let index = api.view.read();
+        if !visible(&index, &caller, &id) {
+            return not_found(&id);
+        }
+        match index.version_at(&id, time_ms) {
+            None => not_found(&id),
+            Some(v) => {
+                let (state, version) = v.map_or((AccountState::Normal, 0), |v| (v.to, v.version));
+                Json(AtBody {
+                    account_id: &id,
+                    time: rfc3339_ms(time_ms),
+                    state,
+                    version,
+                    withdrawal: withdrawal_name(Withdrawal::for_state(Some(state))),
+                })
+                .into_response()
+            }
+        }
+    })();
+    api.metrics
+        .http_request("/api/v1/accounts/{id}/at", r.status().as_u16());
+    r
+}
+
+/// The query of `/versions`.
+#[derive(Debug, Deserialize)]
+pub struct RangeQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+#[derive(Serialize)]
+struct VersionBody<'a> {
+    version: i64,
+    effective_at: String,
+    from: AccountState,
+    to: AccountState,
+    trigger: Trigger,
+    rule: &'a str,
+    event_time: String,
+    source_id: &'a str,
+    evidence: &'a str,
+}
+
+fn version_body(v: &Version) -> VersionBody<'_> {
+    VersionBody {
+        version: v.version,
+        effective_at: rfc3339_ms(v.effective_ms),
+        from: v.from,
+        to: v.to,
+        trigger: v.transition.trigger,
+        rule: &v.transition.rule,
+        event_time: v.transition.event_time.to_rfc3339(),
+        source_id: &v.transition.source_id,
+        evidence: &v.transition.evidence,
+    }
+}
+
+#[derive(Serialize)]
+struct VersionsBody<'a> {
+    account_id: &'a str,
+    versions: Vec<VersionBody<'a>>,
+    /// More versions are in the range than one answer lists; ask again
+    /// from the last one's `effective_at`.
+    truncated: bool,
+}
+
+/// `GET /api/v1/accounts/{id}/versions?from=A&to=B`.
+pub async fn versions(
+    State(api): State<AccountsApi>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(id): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> Response {
+    let r = (|| {
+        let bound = |name, raw: &Option<String>, default| match raw {
+            None => Ok(default),
+            Some(s) => parse_time(name, s),
+        };
+        let from = match bound("from", &q.from, i64::MIN) {
+            Ok(t) => t,
+            Err(m) => return invalid_time(m),
+        };
+        let to = match bound("to", &q.to, i64::MAX) {
+            Ok(t) => t,
+            Err(m) => return invalid_time(m),
+        };
+        if from > to {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_range",
+                format!(
+                    "`from` ({}) is after `to` ({})",
+                    rfc3339_ms(from),
+                    rfc3339_ms(to)
+                ),
+            );
+        }
+        if !api.view.is_ready() {
+            return not_ready();
+        }
+        let index = api.view.read();
+        if !visible(&index, &caller, &id) || !index.knows(&id) {
+            return not_found(&id);
+        }
+        let all = index.versions(&id, from, to);
+        let shown = &all[..all.len().min(api.view.max_versions)];
+        Json(VersionsBody {
+            account_id: &id,
+            versions: shown.iter().map(version_body).collect(),
+            truncated: shown.len() < all.len(),
+        })
+        .into_response()
+    })();
+    api.metrics
+        .http_request("/api/v1/accounts/{id}/versions", r.status().as_u16());
+    r
+}
+
+/// The body of a withdrawal check.
+#[derive(Debug, Deserialize)]
+pub struct CheckRequest {
+    account_id: String,
+}
+
+#[derive(Serialize)]
+struct CheckBody<'a> {
+    account_id: &'a str,
+    state: AccountState,
+    allowed: bool,
+    withdrawal: &'static str,
+}
+
+/// `POST /api/v1/withdrawals/check`.
+pub async fn check_withdrawal(
+    State(api): State<AccountsApi>,
+    Extension(caller): Extension<Arc<Caller>>,
+    body: Result<Json<CheckRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let r = match body {
+        Err(e) => problem(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("expected {{\"account_id\": \"...\"}}: {}", e.body_text()),
+        ),
+        Ok(_) if !api.view.is_ready() => not_ready(),
+        Ok(Json(req)) => {
+            let index = api.view.read();
+            let state = index
+                .latest(&req.account_id)
+                .filter(|a| caller.sees(&a.tenant_id))
+                .map(|a| a.state);
+            let w = Withdrawal::for_state(state);
+            let status = StatusCode::from_u16(w.status()).unwrap_or(StatusCode::OK);
+            (
+                status,
+                Json(CheckBody {
+                    account_id: &req.account_id,
+                    state: state.unwrap_or(AccountState::Normal),
+                    allowed: w == Withdrawal::Allowed,
+                    withdrawal: withdrawal_name(w),
+                }),
+            )
+                .into_response()
+        }
+    };
+    api.metrics
+        .http_request("/api/v1/withdrawals/check", r.status().as_u16());
+    r
+}

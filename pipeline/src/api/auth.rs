@@ -1,0 +1,416 @@
+//! API keys: who is calling, and may they call this route.
+//!
+//! A request names its key in `X-API-KEY` (or `Authorization: Bearer`). The
+//! server holds only each key's SHA-256, so a leaked config leaks no key.
+//! No key, or an unknown one: `401`. A known key without a role the route
+//! accepts: `403`. The route then sees the [`Caller`] (its tenant limits
+//! what it sees). Keys from a keys file are re-read when the file changes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rand::TryRngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::auth::read_keys_file;
+use crate::config::{AuthConfig, KeyConfig, Role};
+use crate::runtime::{Metrics, Shutdown};
+
+/// Who is calling: the holder of a valid key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The key holder's name.
+    pub name: String,
+    /// What the key may do.
+    pub roles: Vec<Role>,
+    /// The only tenant it sees; `None`: every tenant.
+    pub tenant: Option<String>,
+}
+
+impl Caller {
+    /// Whether the key holds one of `roles` (an admin holds all).
+    pub fn has_any(&self, roles: &[Role]) -> bool {
+        self.roles
+            .iter()
+            .any(|r| *r == Role::Admin || roles.contains(r))
+    }
+
+    /// Whether the key sees data of `tenant`.
+    pub fn sees(&self, tenant: &str) -> bool {
+        self.tenant.as_deref().is_none_or(|t| t == tenant)
+    }
+}
+
+/// The SHA-256 of a key, as 64 hex digits (what config stores).
+pub fn hash_key(key: &str) -> String {
+    hex(&Sha256::digest(key.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// A new random key: `ksk_` and 256 bits from the operating system.
+pub fn new_key() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| format!("the operating system gave no random bytes: {e}"))?;
+    Ok(format!("ksk_{}", hex(&bytes)))
+}
+
+type Ring = HashMap<[u8; 32], Arc<Caller>>;
+
+fn digest(hex_sha: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    for (i, pair) in hex_sha.as_bytes().chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        *out.get_mut(i)? = u8::from_str_radix(s, 16).ok()?;
+    }
+    (hex_sha.len() == 64).then_some(out)
+}
+
+fn ring(entries: impl IntoIterator<Item = KeyConfig>) -> Ring {
+    entries
+        .into_iter()
+        .filter_map(|k| {
+            let d = digest(&k.sha256.to_ascii_lowercase())?;
+            Some((
+                d,
+                Arc::new(Caller {
+                    name: k.name,
+                    roles: k.roles,
+                    tenant: k.tenant,
+                }),
+            ))
+        })
+        .collect()
+}
+
+/// The keys a server accepts.
+#[derive(Debug)]
+pub struct Keys {
+    fixed: Vec<KeyConfig>,
+    file: Option<PathBuf>,
+    reload: Duration,
+    current: RwLock<(Arc<Ring>, Option<SystemTime>)>,
+}
+
+impl Keys {
+    /// The keys of `config` (and its keys file), plus `extra` ones.
+    pub fn load(config: &AuthConfig, extra: Vec<KeyConfig>) -> Result<Self, String> {
+        let mut fixed = config.keys.clone();
+        fixed.extend(extra);
+        let keys = Self {
+            fixed,
+            file: config.keys_file.clone(),
+            reload: Duration::from_secs(config.reload_seconds),
+            current: RwLock::new((Arc::new(Ring::new()), None)),
+        };
+        let (ring, modified) = keys.read()?;
+        *keys.current.write().unwrap_or_else(PoisonError::into_inner) = (ring, modified);
+        Ok(keys)
+    }
+
+    /// Keys of a fixed list (tests, benches).
+    pub fn of(entries: Vec<KeyConfig>) -> Self {
+        Self {
+            current: RwLock::new((Arc::new(ring(entries.clone())), None)),
+            fixed: entries,
+            file: None,
+            reload: Duration::from_secs(3_600),
+        }
+    }
+
+    fn read(&self) -> Result<(Arc<Ring>, Option<SystemTime>), String> {
+        let mut entries = self.fixed.clone();
+        let mut modified = None;
+        if let Some(path) = &self.file {
+            modified = mtime(path);
+            entries.extend(read_keys_file(path)?);
+        }
+        Ok((Arc::new(ring(entries)), modified))
+    }
+
+    /// How many keys are accepted now.
+    pub fn len(&self) -> usize {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .len()
+    }
+
+    /// No key is accepted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The caller holding `key`, if it is accepted.
+    pub fn find(&self, key: &str) -> Option<Arc<Caller>> {
+        let d: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let ring = Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .0,
+        );
+        ring.get(&d).cloned()
+    }
+
+    /// Re-reads the keys file if it changed; a file that no longer reads
+    /// keeps the keys as they were (and says why).
+    pub fn reload_if_changed(&self) {
+        let Some(path) = &self.file else { return };
+        let seen = self
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1;
+        if mtime(path) == seen {
+            return;
+        }
+        match self.read() {
+            Ok((ring, modified)) => {
+                tracing::info!(keys = ring.len(), file = %path.display(), "API keys reloaded");
+                *self.current.write().unwrap_or_else(PoisonError::into_inner) = (ring, modified);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the keys file changed but cannot be used; keeping the keys in use");
+                // Do not log it again until the file changes once more.
+                self.current
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .1 = mtime(path);
+            }
+        }
+    }
+
+    /// Re-reads the keys file when it changes, until `shutdown`.
+    pub async fn watch(self: Arc<Self>, shutdown: Shutdown) {
+        if self.file.is_none() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(self.reload) => self.reload_if_changed(),
+            }
+        }
+    }
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The admin key of a local (embedded) run with no keys configured: read
+/// from `<data_dir>/admin.key`, created there (mode 0600) the first time.
+pub fn local_admin_key(data_dir: &Path) -> Result<(String, PathBuf), String> {
+    let path = data_dir.join("admin.key");
+    if let Ok(k) = std::fs::read_to_string(&path) {
+        let k = k.trim().to_owned();
+        if !k.is_empty() {
+            return Ok((k, path));
+        }
+    }
+    let key = new_key()?;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write;
+    options
+        .open(&path)
+        .and_then(|mut f| f.write_all(format!("{key}\n").as_bytes()))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok((key, path))
+}
+
+#[derive(Serialize)]
+struct Denied {
+    error: &'static str,
+    message: String,
+}
+
+/// What a route's guard checks.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// The accepted keys.
+    pub keys: Arc<Keys>,
+    /// The roles the route accepts (an admin is always accepted).
+    pub roles: &'static [Role],
+    /// The route, for metrics.
+    pub route: &'static str,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(k) = headers.get("x-api-key") {
+        return k.to_str().ok();
+    }
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    auth.strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+}
+
+/// The middleware: `401`, `403`, or the route with the [`Caller`] in its
+/// request extensions.
+pub async fn require(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
+    let caller = presented_key(request.headers()).and_then(|k| guard.keys.find(k.trim()));
+    let Some(caller) = caller else {
+        guard.metrics.http_request(guard.route, 401);
+        let mut r = (
+            StatusCode::UNAUTHORIZED,
+            Json(Denied {
+                error: "unauthorized",
+                message: "a valid API key is required in the X-API-KEY header".into(),
+            }),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("ApiKey"));
+        return r;
+    };
+    if !caller.has_any(guard.roles) {
+        guard.metrics.http_request(guard.route, 403);
+        tracing::info!(key = %caller.name, route = guard.route, "request refused: role missing");
+        let wanted: Vec<&str> = guard.roles.iter().map(|r| r.as_str()).collect();
+        let held: Vec<&str> = caller.roles.iter().map(|r| r.as_str()).collect();
+        return (
+            StatusCode::FORBIDDEN,
+            Json(Denied {
+                error: "forbidden",
+                message: format!(
+                    "the key `{}` has the roles [{}]; this route needs one of [admin, {}]",
+                    caller.name,
+                    held.join(", "),
+                    wanted.join(", ")
+                ),
+            }),
+        )
+            .into_response();
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, key: &str, roles: &[Role], tenant: Option<&str>) -> KeyConfig {
+        KeyConfig {
+            name: name.into(),
+            sha256: hash_key(key),
+            roles: roles.to_vec(),
+            tenant: tenant.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn keys_are_found_by_their_hash_only() {
+        let keys = Keys::of(vec![entry("ops", "k-ops", &[Role::Operator], None)]);
+        assert_eq!(keys.find("k-ops").unwrap().name, "ops");
+        assert!(keys.find("k-op").is_none());
+        assert!(
+            keys.find(&hash_key("k-ops")).is_none(),
+            "the hash is not a key"
+        );
+    }
+
+    #[test]
+    fn admin_holds_every_role_and_tenants_limit_what_a_key_sees() {
+        let admin = Caller {
+            name: "a".into(),
+            roles: vec![Role::Admin],
+            tenant: None,
+        };
+        assert!(Role::ALL.iter().all(|r| admin.has_any(&[*r])));
+        let viewer = Caller {
+            name: "v".into(),
+            roles: vec![Role::Viewer],
+            tenant: Some("game-a".into()),
+        };
+        assert!(viewer.has_any(&[Role::Viewer, Role::Operator]));
+        assert!(!viewer.has_any(&[Role::Producer]));
+        assert!(viewer.sees("game-a") && !viewer.sees("game-b"));
+        assert!(admin.sees("game-b"));
+    }
+
+    #[test]
+    fn new_keys_differ_and_hash_to_64_hex_digits() {
+        let (a, b) = (new_key().unwrap(), new_key().unwrap());
+        assert_ne!(a, b);
+        assert!(a.starts_with("ksk_") && a.len() == 68);
+        let h = hash_key(&a);
+        assert_eq!(digest(&h).map(|d| hex(&d)), Some(h));
+    }
+
+    #[test]
+    fn a_changed_keys_file_is_reloaded_and_a_broken_one_keeps_the_old_keys() {
+        let dir = std::env::temp_dir().join(format!("kusanagi-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys.toml");
+        let write = |key: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "[[keys]]\nname = \"svc\"\nsha256 = \"{}\"\nroles = [\"service\"]\n",
+                    hash_key(key)
+                ),
+            )
+            .unwrap();
+            // Make the change visible even on a coarse-grained clock.
+            let later = SystemTime::now() + Duration::from_secs(2);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(later)
+                .unwrap();
+        };
+        write("old");
+        let cfg = AuthConfig {
+            keys_file: Some(path.clone()),
+            reload_seconds: 1,
+            ..AuthConfig::default()
+        };
+        let keys = Keys::load(&cfg, vec![]).unwrap();
+        assert!(keys.find("old").is_some());
+        std::thread::sleep(Duration::from_millis(20));
+        write("new");
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(SystemTime::now() + Duration::from_secs(5))
+            .unwrap();
+        keys.reload_if_changed();
+        assert!(keys.find("new").is_some() && keys.find("old").is_none());
+        std::fs::write(&path, "not toml [[").unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(SystemTime::now() + Duration::from_secs(9))
+            .unwrap();
+        keys.reload_if_changed();
+        assert!(keys.find("new").is_some(), "kept");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            Keys::load(&cfg, vec![]).is_err(),
+            "a missing file at start is an error"
+        );
+    }
+}

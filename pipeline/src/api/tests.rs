@@ -1,0 +1,299 @@
+//! Every route walked with no key, a wrong key, each role and another
+//! tenant's key, against the router a process serves.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use kusanagi_connectors::kafka::KafkaSettings;
+use kusanagi_schemas::{Account, AccountState, EventTime, GameEventCodec};
+use tower::ServiceExt;
+
+use super::auth::hash_key;
+use super::{EventsApi, Keys, ROUTES, Services, router};
+use crate::config::{KeyConfig, Role};
+use crate::runtime::Metrics;
+use crate::stages::view::View;
+
+fn key(name: &str, roles: &[Role], tenant: Option<&str>) -> KeyConfig {
+    KeyConfig {
+        name: name.into(),
+        sha256: hash_key(&format!("key-{name}")),
+        roles: roles.to_vec(),
+        tenant: tenant.map(str::to_owned),
+    }
+}
+
+fn app() -> axum::Router {
+    let keys = Keys::of(vec![
+        key("admin", &[Role::Admin], None),
+        key("operator", &[Role::Operator], None),
+        key("viewer", &[Role::Viewer], None),
+        key("producer", &[Role::Producer], Some("game-a")),
+        key("service", &[Role::Service], Some("game-a")),
+        key(
+            "other-tenant",
+            &[Role::Viewer, Role::Service, Role::Producer],
+            Some("game-b"),
+        ),
+    ]);
+    let view = Arc::new(View::new(10));
+    let mut a = Account::new("acct-1", "game-a", EventTime::from_micros(1_000_000));
+    a.state = AccountState::RestrictedWithdrawal;
+    a.version = 1;
+    view.write().apply_account("acct-1", Some(a));
+    view.set_ready(true);
+    let metrics = Metrics::new();
+    // Never reached: every events request below is refused or invalid.
+    let producer = KafkaSettings::new("127.0.0.1:1")
+        .producer_config()
+        .create()
+        .unwrap();
+    let events = EventsApi {
+        producer,
+        codec: GameEventCodec::new(),
+        topic: "events".into(),
+        max_event_bytes: 1 << 20,
+        max_batch_events: 10,
+        metrics: metrics.clone(),
+    };
+    router(Services {
+        metrics,
+        keys: Arc::new(keys),
+        events: Some(Arc::new(events)),
+        view: Some(view),
+        max_body_bytes: 1 << 20,
+    })
+}
+
+async fn call(app: &axum::Router, method: &str, uri: &str, key: Option<&str>) -> (u16, String) {
+    let body = match uri {
+        "/api/v1/events" => Body::from("not json"),
+        "/api/v1/withdrawals/check" => Body::from(r#"{"account_id":"acct-1"}"#),
+        _ => Body::empty(),
+    };
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let resp = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// What each caller gets from each route, written out (not derived from
+/// `ROUTES`): 401 no or wrong key, 403 role missing, else the route's own
+/// answer for the account `acct-1` of tenant `game-a` (RESTRICTED).
+const EXPECTED: &[(&str, &str, [u16; 8])] = &[
+    // route, uri: none, wrong, admin, operator, viewer, producer, service, other-tenant
+    (
+        "/api/v1/events",
+        "/api/v1/events",
+        [401, 401, 400, 403, 403, 400, 403, 400],
+    ),
+    (
+        "/api/v1/accounts/{id}",
+        "/api/v1/accounts/acct-1",
+        [401, 401, 200, 200, 200, 403, 200, 404],
+    ),
+    (
+        "/api/v1/accounts/{id}/at",
+        "/api/v1/accounts/acct-1/at?time=2026-11-29T00:00:00Z",
+        [401, 401, 200, 200, 200, 403, 200, 404],
+    ),
+    (
+        "/api/v1/accounts/{id}/versions",
+        "/api/v1/accounts/acct-1/versions",
+        [401, 401, 200, 200, 200, 403, 200, 404],
+    ),
+    (
+        "/api/v1/withdrawals/check",
+        "/api/v1/withdrawals/check",
+        [401, 401, 423, 423, 403, 403, 423, 200],
+    ),
+    (
+        "/metrics",
+        "/metrics",
+        [401, 401, 200, 200, 200, 403, 403, 200],
+    ),
+];
+
+const CALLERS: [Option<&str>; 8] = [
+    None,
+    Some("wrong"),
+    Some("key-admin"),
+    Some("key-operator"),
+    Some("key-viewer"),
+    Some("key-producer"),
+    Some("key-service"),
+    Some("key-other-tenant"),
+];
+
+#[tokio::test]
+async fn every_route_answers_each_caller_as_its_roles_and_tenant_allow() {
+    let app = app();
+    for access in ROUTES {
+        assert!(
+            EXPECTED.iter().any(|(path, ..)| *path == access.path),
+            "{} is not walked by this test",
+            access.path
+        );
+    }
+    for (path, uri, want) in EXPECTED {
+        let method = ROUTES.iter().find(|r| r.path == *path).unwrap().method;
+        for (caller, want) in CALLERS.iter().zip(want) {
+            let (status, body) = call(&app, method, uri, *caller).await;
+            assert_eq!(status, *want, "{method} {uri} with {caller:?}: {body}");
+            match status {
+                401 => assert!(body.contains("unauthorized"), "{body}"),
+                403 if *path != "/api/v1/withdrawals/check" || *caller == Some("key-viewer") => {
+                    assert!(body.contains("forbidden"), "{body}")
+                }
+                _ => {}
+            }
+        }
+    }
+    // The health checks alone need no key.
+    assert_eq!(call(&app, "GET", "/healthz", None).await.0, 200);
+    assert_eq!(call(&app, "GET", "/healthz/ready", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_key_is_also_read_from_a_bearer_header_and_a_hash_is_no_key() {
+    let app = app();
+    let req = |auth: &str| {
+        Request::builder()
+            .uri("/api/v1/accounts/acct-1")
+            .header("authorization", auth)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let ok = app.clone().oneshot(req("Bearer key-viewer")).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let hashed = format!("Bearer {}", hash_key("key-viewer"));
+    let no = app.clone().oneshot(req(&hashed)).await.unwrap();
+    assert_eq!(no.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_tenant_producer_cannot_publish_another_tenants_events() {
+    let app = app();
+    let event = r#"{"event_id":"e1","timestamp":"2099-01-01T00:00:00Z","actor_id":"a","target_id":"t","tenant_id":"game-b","action_details":{"currency_amount":1}}"#;
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/v1/events")
+        .header("x-api-key", "key-producer")
+        .body(Body::from(event))
+        .unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"], "foreign_tenant");
+    assert_eq!(v["errors"][0]["field"], "tenant_id");
+}
+
+#[tokio::test]
+async fn bad_times_and_ranges_are_named_and_a_rebuilding_copy_answers_503() {
+    let app = app();
+    let admin = Some("key-admin");
+    for (uri, error) in [
+        ("/api/v1/accounts/acct-1/at", "missing_time"),
+        ("/api/v1/accounts/acct-1/at?time=yesterday", "invalid_time"),
+        ("/api/v1/accounts/acct-1/versions?from=x", "invalid_time"),
+        (
+            "/api/v1/accounts/acct-1/versions?from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z",
+            "invalid_range",
+        ),
+    ] {
+        let (status, body) = call(&app, "GET", uri, admin).await;
+        assert_eq!(status, 400, "{uri}: {body}");
+        assert!(body.contains(error), "{uri}: {body}");
+    }
+    let (status, body) = call(&app, "GET", "/api/v1/accounts/nobody", admin).await;
+    assert_eq!((status, body.contains("not_found")), (404, true), "{body}");
+    // Milliseconds since the epoch are a time too.
+    let (status, body) = call(&app, "GET", "/api/v1/accounts/acct-1/at?time=0", admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""state":"NORMAL""#), "{body}");
+
+    let keys = Keys::of(vec![key("admin", &[Role::Admin], None)]);
+    let rebuilding = router(Services {
+        metrics: Metrics::new(),
+        keys: Arc::new(keys),
+        events: None,
+        view: Some(Arc::new(View::new(10))),
+        max_body_bytes: 1 << 20,
+    });
+    for (method, uri) in [
+        ("GET", "/api/v1/accounts/acct-1"),
+        ("POST", "/api/v1/withdrawals/check"),
+        ("GET", "/healthz/ready"),
+    ] {
+        let (status, body) = call(&rebuilding, method, uri, admin).await;
+        assert_eq!(status, 503, "{uri}: {body}");
+    }
+    assert_eq!(call(&rebuilding, "GET", "/healthz", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_long_history_is_answered_in_pages() {
+    use kusanagi_schemas::{Transition, Trigger};
+    let view = Arc::new(View::new(3));
+    for v in 1..=5 {
+        let t = Transition {
+            account_id: "a".into(),
+            tenant_id: "t".into(),
+            version: v,
+            from_state: AccountState::Normal,
+            to_state: AccountState::RestrictedWithdrawal,
+            trigger: Trigger::L1Screening,
+            rule: "R1".into(),
+            event_time: EventTime::from_micros(0),
+            source_id: format!("e{v}"),
+            evidence: String::new(),
+            applied: true,
+            refusal: None,
+        };
+        view.write().apply_transition(t, v * 1_000);
+    }
+    view.set_ready(true);
+    let app = router(Services {
+        metrics: Metrics::new(),
+        keys: Arc::new(Keys::of(vec![key("admin", &[Role::Admin], None)])),
+        events: None,
+        view: Some(view),
+        max_body_bytes: 1 << 20,
+    });
+    let (_, body) = call(
+        &app,
+        "GET",
+        "/api/v1/accounts/a/versions",
+        Some("key-admin"),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["versions"].as_array().unwrap().len(), 3);
+    assert_eq!(v["truncated"], true);
+    let (_, body) = call(
+        &app,
+        "GET",
+        "/api/v1/accounts/a/versions?from=4000",
+        Some("key-admin"),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let versions: Vec<_> = v["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["version"].as_i64())
+        .collect();
+    assert_eq!(versions, [Some(4), Some(5)]);
+    assert_eq!(v["truncated"], false);
+}

@@ -1,0 +1,251 @@
+//! `[http.auth]`: the API keys the HTTP server accepts, each stored as the
+//! SHA-256 of the key (never the key itself), with its roles and tenant.
+//! Keys come from the topology and from a keys file that is re-read when
+//! it changes, so keys rotate without a restart (`docs/operators.md`).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// What a key may do. `admin` may do everything.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including erasures and key administration.
+    Admin,
+    /// Operates the pipeline: metrics, account lookups, withdrawal checks.
+    Operator,
+    /// Reads: metrics and account lookups.
+    Viewer,
+    /// A game server publishing events (`POST /api/v1/events`).
+    Producer,
+    /// A game backend asking about accounts and withdrawals.
+    Service,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Operator,
+        Role::Viewer,
+        Role::Producer,
+        Role::Service,
+    ];
+
+    /// The role's name in config and answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Viewer => "viewer",
+            Role::Producer => "producer",
+            Role::Service => "service",
+        }
+    }
+}
+
+/// One accepted key.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Who holds it (logged with each request; never secret).
+    pub name: String,
+    /// The SHA-256 of the key, 64 hex digits (`kusanagi keys new` prints it).
+    pub sha256: String,
+    /// What it may do.
+    pub roles: Vec<Role>,
+    /// The only tenant whose accounts and events it sees; absent: every tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// `[http.auth]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Keys listed in the topology (`[[http.auth.keys]]`).
+    pub keys: Vec<KeyConfig>,
+    /// A TOML file of more keys (`[[keys]]` entries, same fields), re-read
+    /// within `reload_seconds` of a change. Env: `KUSANAGI_KEYS_FILE`.
+    pub keys_file: Option<PathBuf>,
+    /// Seconds between two checks of the keys file.
+    pub reload_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            keys_file: None,
+            reload_seconds: 10,
+        }
+    }
+}
+
+/// The keys file's form.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    #[serde(default)]
+    keys: Vec<KeyConfig>,
+}
+
+impl KeyConfig {
+    /// Problems with this entry, as (key relative to the entry, message).
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        if self.name.trim().is_empty() {
+            p.push((
+                "name".into(),
+                "expected the key holder's name, found \"\"".into(),
+            ));
+        }
+        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            p.push((
+                "sha256".into(),
+                format!(
+                    "expected 64 hex digits (the SHA-256 of the key, as `kusanagi keys new` prints), found {:?}",
+                    self.sha256
+                ),
+            ));
+        }
+        if self.roles.is_empty() {
+            p.push((
+                "roles".into(),
+                "expected at least one of admin, operator, viewer, producer, service".into(),
+            ));
+        }
+        if self.tenant.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            p.push((
+                "tenant".into(),
+                "expected a tenant id, or no `tenant` for every tenant".into(),
+            ));
+        }
+        p
+    }
+}
+
+impl AuthConfig {
+    /// Problems as (key under `http.auth`, message).
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            for (key, m) in k.validate() {
+                p.push((format!("keys[{i}].{key}"), m));
+            }
+        }
+        if !(1..=3_600).contains(&self.reload_seconds) {
+            p.push((
+                "reload_seconds".into(),
+                format!("expected 1..=3600, found {}", self.reload_seconds),
+            ));
+        }
+        p
+    }
+}
+
+/// Reads a keys file: every entry checked, problems named with the file
+/// and the entry.
+pub fn read_keys_file(path: &Path) -> Result<Vec<KeyConfig>, String> {
+    let raw = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read the keys file: {e}", path.display()))?;
+    let file: KeysFile = toml::from_str(&raw).map_err(|e| {
+        format!(
+            "{}: expected `[[keys]]` entries with name, sha256, roles and an optional tenant: {e}",
+            path.display()
+        )
+    })?;
+    let problems: Vec<String> = file
+        .keys
+        .iter()
+        .enumerate()
+        .flat_map(|(i, k)| {
+            k.validate()
+                .into_iter()
+                .map(move |(key, m)| format!("key `keys[{i}].{key}`: {m}"))
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(file.keys)
+    } else {
+        Err(format!("{}: {}", path.display(), problems.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(sha: &str) -> KeyConfig {
+        KeyConfig {
+            name: "game-eu".into(),
+            sha256: sha.into(),
+            roles: vec![Role::Producer],
+            tenant: Some("game-a".into()),
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert!(AuthConfig::default().validate().is_empty());
+    }
+
+    #[test]
+    fn a_key_entry_names_what_is_wrong() {
+        assert!(key(&"ab".repeat(32)).validate().is_empty());
+        let keys: Vec<_> = key("not-a-hash")
+            .validate()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["sha256"]);
+        let bad = KeyConfig {
+            name: " ".into(),
+            roles: vec![],
+            tenant: Some(String::new()),
+            ..key(&"0".repeat(64))
+        };
+        let keys: Vec<_> = bad.validate().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["name", "roles", "tenant"]);
+        let cfg = AuthConfig {
+            keys: vec![key(&"0".repeat(64)), key("x")],
+            ..AuthConfig::default()
+        };
+        assert_eq!(cfg.validate()[0].0, "keys[1].sha256");
+    }
+
+    #[test]
+    fn a_keys_file_is_read_and_its_problems_name_the_file_and_entry() {
+        let dir = std::env::temp_dir().join(format!("kusanagi-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[keys]]\nname = \"ops\"\nsha256 = \"{}\"\nroles = [\"operator\"]\n",
+                "a".repeat(64)
+            ),
+        )
+        .unwrap();
+        let keys = read_keys_file(&path).unwrap();
+        assert_eq!(keys[0].roles, [Role::Operator]);
+        assert_eq!(keys[0].tenant, None);
+        std::fs::write(
+            &path,
+            "[[keys]]\nname = \"ops\"\nsha256 = \"x\"\nroles = [\"operator\"]\n",
+        )
+        .unwrap();
+        let e = read_keys_file(&path).unwrap_err();
+        assert!(
+            e.contains("keys.toml") && e.contains("keys[0].sha256"),
+            "{e}"
+        );
+        std::fs::write(&path, "[[keys]]\nname = \"ops\"\nroles = [\"root\"]\n").unwrap();
+        let e = read_keys_file(&path).unwrap_err();
+        assert!(e.contains("keys.toml") && e.contains("root"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

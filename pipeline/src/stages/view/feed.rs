@@ -1,0 +1,364 @@
+//! The view's Kafka reader: every partition of `accounts` and
+//! `accounts.transitions`, from the beginning, `read_committed`, outside any
+//! consumer group (each copy holds the whole index). It applies records in
+//! batches under one write lock, marks the view ready once it reached the
+//! offsets that were stable when each partition was assigned, reports its
+//! lag per partition, and picks up partitions added to the topics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kusanagi_connectors::kafka::KafkaSettings;
+use kusanagi_schemas::{Account, RecordCodec, Transition};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{STAGE, View, ViewConfig};
+use crate::runtime::{Metrics, RuntimeError, Shutdown};
+
+/// Most records applied under one write lock.
+const BATCH: usize = 4_096;
+/// How long a metadata or watermark request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the lag per partition is reported.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The topics the view reads.
+#[derive(Debug, Clone)]
+pub struct ViewTopics {
+    /// The latest state of every account (compacted).
+    pub accounts: String,
+    /// Every move of every account.
+    pub transitions: String,
+}
+
+/// One decoded record.
+enum Update {
+    Account(String, Option<Account>),
+    Transition(Transition, i64),
+}
+
+/// Where one partition's reading stands.
+struct PartitionProgress {
+    /// The offset that was stable when it was assigned; `None` once reached.
+    catch_up_to: Option<i64>,
+}
+
+/// Keeps a [`View`] up to date from Kafka.
+pub struct ViewFeed {
+    consumer: BaseConsumer,
+    topics: ViewTopics,
+    view: Arc<View>,
+    metrics: Metrics,
+    config: ViewConfig,
+    partitions: HashMap<(String, i32), PartitionProgress>,
+    accounts: RecordCodec<Account>,
+    transitions: RecordCodec<Transition>,
+    last_behind_log: Instant,
+}
+
+impl std::fmt::Debug for ViewFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewFeed")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+fn kafka_error(operation: &'static str, source: KafkaError) -> RuntimeError {
+    RuntimeError::Fatal {
+        stage: STAGE,
+        operation,
+        source,
+    }
+}
+
+impl ViewFeed {
+    /// A reader for the brokers of `settings`; the index starts empty.
+    pub fn new(
+        settings: &KafkaSettings,
+        topics: ViewTopics,
+        view: Arc<View>,
+        config: ViewConfig,
+        metrics: Metrics,
+    ) -> Result<Self, RuntimeError> {
+        let mut c = settings.reader_config("kusanagi-view");
+        c.set("client.id", format!("{}-view", settings.client_id));
+        let consumer = c.create().map_err(|source| RuntimeError::Client {
+            stage: STAGE,
+            client: "view consumer",
+            source,
+        })?;
+        Ok(Self {
+            consumer,
+            topics,
+            view,
+            metrics,
+            config,
+            partitions: HashMap::new(),
+            accounts: RecordCodec::new(),
+            transitions: RecordCodec::new(),
+            last_behind_log: Instant::now(),
+        })
+    }
+
+    /// Rebuilds the index from the beginning of the topics, then follows
+    /// them until `shutdown`.
+    pub fn run(mut self, shutdown: &Shutdown) -> Result<(), RuntimeError> {
+        // A restarted feed rebuilds from scratch: what the old one applied
+        // may be ahead of a fresh read, never behind, so start clean.
+        *self.view.write() = super::AccountIndex::new();
+        self.view.set_ready(false);
+        self.metrics.view.ready(false);
+        let started = Instant::now();
+        self.assign_new_partitions()?;
+        self.check_caught_up(started);
+        let mut last_refresh = Instant::now();
+        let mut last_lag = Instant::now();
+        let mut batch = Vec::with_capacity(BATCH);
+        while !shutdown.is_triggered() {
+            let mut eof = false;
+            while batch.len() < BATCH {
+                let wait = if batch.is_empty() {
+                    Duration::from_millis(100)
+                } else {
+                    Duration::ZERO
+                };
+                match self.consumer.poll(wait) {
+                    None => break,
+                    Some(Ok(m)) => {
+                        if let Some(u) = self.decode(&m) {
+                            batch.push(u);
+                        }
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) => eof = true,
+                    Some(Err(e)) if is_fatal(&e) => return Err(kafka_error("reading", e)),
+                    Some(Err(e)) => tracing::warn!(error = %e, "view read error"),
+                }
+            }
+            self.apply(&mut batch);
+            if !self.view.is_ready() && (eof || last_lag.elapsed() > Duration::from_secs(1)) {
+                self.check_caught_up(started);
+            }
+            if last_lag.elapsed() > LAG_INTERVAL {
+                self.report_lag();
+                last_lag = Instant::now();
+            }
+            if last_refresh.elapsed() > Duration::from_secs(self.config.metadata_refresh_seconds) {
+                if let Err(e) = self.assign_new_partitions() {
+                    tracing::warn!(error = %e, "view: cannot refresh the topics' partitions");
+                }
+                last_refresh = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    fn decode(&self, m: &BorrowedMessage<'_>) -> Option<Update> {
+        let topic = m.topic();
+        let skipped = |why: String| {
+            tracing::warn!(
+                topic,
+                partition = m.partition(),
+                offset = m.offset(),
+                why,
+                "view: skipping a record it cannot read"
+            );
+            self.metrics.view.records(topic, "skipped", 1);
+            None
+        };
+        if topic == self.topics.accounts {
+            let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                return skipped("no UTF-8 key".into());
+            };
+            match m.payload() {
+                None => Some(Update::Account(key.to_owned(), None)),
+                Some(bytes) => match self.accounts.decode(bytes) {
+                    Ok(a) => Some(Update::Account(key.to_owned(), Some(a))),
+                    Err(e) => skipped(e.to_string()),
+                },
+            }
+        } else {
+            let Some(bytes) = m.payload() else {
+                return skipped("no value".into());
+            };
+            match self.transitions.decode(bytes) {
+                Ok(t) => {
+                    let at = m.timestamp().to_millis().unwrap_or_else(|| {
+                        // A record without a timestamp: when its cause happened.
+                        t.event_time.as_micros() / 1_000
+                    });
+                    Some(Update::Transition(t, at))
+                }
+                Err(e) => skipped(e.to_string()),
+            }
+        }
+    }
+
+    fn apply(&self, batch: &mut Vec<Update>) {
+        if batch.is_empty() {
+            return;
+        }
+        let (mut accounts, mut transitions, mut unchanged) = (0u64, 0u64, 0u64);
+        let held = {
+            let mut index = self.view.write();
+            for u in batch.drain(..) {
+                match u {
+                    Update::Account(id, a) => {
+                        index.apply_account(&id, a);
+                        accounts += 1;
+                    }
+                    Update::Transition(t, at) => {
+                        if index.apply_transition(t, at) {
+                            transitions += 1;
+                        } else {
+                            unchanged += 1;
+                        }
+                    }
+                }
+            }
+            index.len()
+        };
+        let m = &self.metrics.view;
+        m.records(&self.topics.accounts, "applied", accounts);
+        m.records(&self.topics.transitions, "applied", transitions);
+        m.records(&self.topics.transitions, "unchanged", unchanged);
+        m.accounts(held);
+    }
+
+    /// Assigns, from their beginning, the partitions of both topics not
+    /// read yet, noting for each the offset that is stable now.
+    fn assign_new_partitions(&mut self) -> Result<(), RuntimeError> {
+        let mut added = TopicPartitionList::new();
+        for topic in [&self.topics.accounts, &self.topics.transitions] {
+            let md = self
+                .consumer
+                .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+                .map_err(|e| kafka_error("reading the topics' metadata", e))?;
+            let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+                continue;
+            };
+            if let Some(e) = t.error() {
+                return Err(RuntimeError::Setup {
+                    stage: STAGE,
+                    detail: format!("cannot read topic `{topic}`: {e:?}"),
+                });
+            }
+            for p in t.partitions() {
+                let key = (topic.clone(), p.id());
+                if self.partitions.contains_key(&key) {
+                    continue;
+                }
+                // `read_committed`: the high mark is the last stable offset.
+                let (_, stable) = self
+                    .consumer
+                    .fetch_watermarks(topic, p.id(), REQUEST_TIMEOUT)
+                    .map_err(|e| kafka_error("reading the partitions' ends", e))?;
+                added
+                    .add_partition_offset(topic, p.id(), Offset::Beginning)
+                    .map_err(|e| kafka_error("assigning partitions", e))?;
+                self.partitions.insert(
+                    key,
+                    PartitionProgress {
+                        catch_up_to: (stable > 0).then_some(stable),
+                    },
+                );
+            }
+        }
+        if added.count() > 0 {
+            tracing::info!(
+                partitions = added.count(),
+                "view: reading partitions from their beginning"
+            );
+            self.consumer
+                .incremental_assign(&added)
+                .map_err(|e| kafka_error("assigning partitions", e))?;
+        }
+        Ok(())
+    }
+
+    fn positions(&self) -> HashMap<(String, i32), i64> {
+        let Ok(tpl) = self.consumer.position() else {
+            return HashMap::new();
+        };
+        tpl.elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn check_caught_up(&mut self, started: Instant) {
+        let positions = self.positions();
+        for (key, progress) in &mut self.partitions {
+            if let (Some(target), Some(&at)) = (progress.catch_up_to, positions.get(key))
+                && at >= target
+            {
+                progress.catch_up_to = None;
+            }
+        }
+        let behind: Vec<String> = self
+            .partitions
+            .iter()
+            .filter_map(|((t, p), progress)| {
+                let target = progress.catch_up_to?;
+                let at = positions
+                    .get(&(t.clone(), *p))
+                    .map_or("none".into(), i64::to_string);
+                Some(format!("{t}/{p} at {at} of {target}"))
+            })
+            .collect();
+        if !behind.is_empty() {
+            if self.last_behind_log.elapsed() > Duration::from_secs(10) {
+                tracing::info!(behind = %behind.join(", "), "view: still catching up");
+                self.last_behind_log = Instant::now();
+            }
+            return;
+        }
+        {
+            let accounts = self.view.read().len();
+            tracing::info!(
+                accounts,
+                seconds = started.elapsed().as_secs_f64(),
+                "view: caught up; serving"
+            );
+            self.view.set_ready(true);
+            self.metrics.view.ready(true);
+            self.report_lag();
+        }
+    }
+
+    fn report_lag(&self) {
+        let positions = self.positions();
+        for (topic, partition) in self.partitions.keys() {
+            // `read_committed`: the high mark is the last stable offset.
+            let Ok((low, high)) =
+                self.consumer
+                    .fetch_watermarks(topic, *partition, Duration::from_secs(2))
+            else {
+                continue;
+            };
+            if high < 0 {
+                continue;
+            }
+            let at = positions
+                .get(&(topic.clone(), *partition))
+                .copied()
+                .unwrap_or(low.max(0));
+            self.metrics
+                .consumer_lag(STAGE, topic, *partition, high - at);
+        }
+    }
+}
+
+fn is_fatal(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(rdkafka::types::RDKafkaErrorCode::Fatal)
+    )
+}
