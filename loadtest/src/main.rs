@@ -11,6 +11,7 @@
 //! | [`observe`] | the `read_committed` reader of `events` and the latency histogram |
 //! | [`session`] | one run from warm-up to drain |
 //! | [`report`] | the figures, as text on stdout and as JSON |
+//! | [`view`] | `kusanagi-loadtest view`: latest-state lookups over many connections |
 //!
 //! Exit status: 0 when every event was seen exactly once, 1 when some were
 //! missing or duplicated, 2 when the run could not be carried out.
@@ -22,6 +23,7 @@ mod observe;
 mod pacing;
 mod report;
 mod session;
+mod view;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -42,8 +44,10 @@ use crate::session::Plan;
 /// Load test of Kusanagi's ingest path: JSON events to `events.raw` at a
 /// fixed rate, measured until readable (read_committed) as Avro in `events`.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// Events per second to send.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     rate: u64,
@@ -80,8 +84,26 @@ struct Args {
     until: observe::Watch,
 }
 
+/// Other load tests.
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// The state API: `GET /api/v1/accounts/{id}` over many concurrent
+    /// connections (`docs/loadtest.md`).
+    View(view::ViewArgs),
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Sub::View(v)) = &args.command {
+        return match view::run(v) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("kusanagi-loadtest view: error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(&args) {
         Ok(report) if report.passed() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),

@@ -20,6 +20,12 @@ pub struct KafkaSettings {
     pub session_timeout_ms: u32,
     /// Largest record a producer sends, in bytes.
     pub message_max_bytes: u32,
+    /// Whether stage consumers are static group members (`group.instance.id`):
+    /// a restarted copy takes its predecessor's place without a rebalance,
+    /// but a stopped copy's partitions move only after the session timeout
+    /// (a static member does not leave its group on close). Off: a clean
+    /// stop hands its partitions over at once, and every restart rebalances.
+    pub static_membership: bool,
 }
 
 impl KafkaSettings {
@@ -31,6 +37,7 @@ impl KafkaSettings {
             properties: BTreeMap::new(),
             session_timeout_ms: 10_000,
             message_max_bytes: 8 * 1024 * 1024,
+            static_membership: true,
         }
     }
 
@@ -63,7 +70,7 @@ impl KafkaSettings {
     /// `session_timeout_ms`.
     pub fn consumer_config(&self, group_id: &str, instance_id: Option<&str>) -> ClientConfig {
         let mut c = self.base("consumer");
-        if let Some(id) = instance_id {
+        if let Some(id) = instance_id.filter(|_| self.static_membership) {
             c.set("group.instance.id", id);
         }
         c.set("group.id", group_id)

@@ -57,6 +57,7 @@ impl Topology {
         s.properties = self.kafka.properties.clone();
         s.session_timeout_ms = self.kafka.session_timeout_ms;
         s.message_max_bytes = self.kafka.message_max_bytes;
+        s.static_membership = self.kafka.static_membership;
         s
     }
 

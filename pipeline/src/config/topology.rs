@@ -54,6 +54,12 @@ pub struct KafkaConfig {
     pub session_timeout_ms: u32,
     /// Largest record any Kusanagi producer sends, in bytes.
     pub message_max_bytes: u32,
+    /// Stage consumers are static group members (KIP-345): a restarted copy
+    /// (same instance id) takes its partitions back without a rebalance,
+    /// and a stopped copy's partitions move after `session_timeout_ms`.
+    /// `false`: a clean stop hands its partitions over at once (scale-down),
+    /// and every restart rebalances the group.
+    pub static_membership: bool,
     /// Extra librdkafka properties for every client (`security.protocol`, ...).
     pub properties: BTreeMap<String, String>,
 }
@@ -65,6 +71,7 @@ impl Default for KafkaConfig {
             client_id: "kusanagi".into(),
             session_timeout_ms: 10_000,
             message_max_bytes: 8 * 1024 * 1024,
+            static_membership: true,
             properties: BTreeMap::new(),
         }
     }

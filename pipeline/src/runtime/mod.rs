@@ -3,6 +3,7 @@
 
 mod archive_metrics;
 pub mod dead_letter;
+pub mod lag;
 mod metrics;
 pub mod replay;
 mod screening_metrics;

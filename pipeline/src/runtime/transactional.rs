@@ -30,8 +30,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::lag::{LagReporter, enable_stats};
 use super::{AssignedPartition, InRecord, Metrics, OutRecord, Shutdown, Stage};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -110,11 +112,12 @@ pub enum RuntimeError {
     },
 }
 
-/// Rebalance events seen inside `poll`, handed to the stage afterwards.
-#[derive(Default)]
+/// Rebalance events seen inside `poll`, handed to the stage afterwards;
+/// and the statistics librdkafka reports there, for the lag per partition.
 struct RebalanceTracker {
     generation: Mutex<u64>,
     pending: Mutex<Vec<RebalanceEvent>>,
+    lag: LagReporter,
 }
 
 enum RebalanceEvent {
@@ -129,7 +132,11 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
-impl ClientContext for RebalanceTracker {}
+impl ClientContext for RebalanceTracker {
+    fn stats(&self, statistics: Statistics) {
+        self.lag.report(&statistics);
+    }
+}
 
 impl ConsumerContext for RebalanceTracker {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -182,9 +189,16 @@ impl<S: Stage> TransactionalLoop<S> {
         metrics: Metrics,
     ) -> Result<Self, RuntimeError> {
         let name = config.stage;
-        let consumer: BaseConsumer<RebalanceTracker> = settings
-            .consumer_config(&config.group_id, Some(&config.transactional_id))
-            .create_with_context(RebalanceTracker::default())
+        let mut consumer_config =
+            settings.consumer_config(&config.group_id, Some(&config.transactional_id));
+        enable_stats(&mut consumer_config);
+        let tracker = RebalanceTracker {
+            generation: Mutex::new(0),
+            pending: Mutex::new(Vec::new()),
+            lag: LagReporter::new(name, metrics.clone()),
+        };
+        let consumer: BaseConsumer<RebalanceTracker> = consumer_config
+            .create_with_context(tracker)
             .map_err(|source| RuntimeError::Client {
                 stage: name,
                 client: "consumer",

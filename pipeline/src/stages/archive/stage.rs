@@ -38,6 +38,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::config::ArchiveStageConfig;
@@ -48,6 +49,7 @@ use super::table::{Decoders, Row, Table};
 use crate::catalog::tiers::{promote, promote_staged};
 use crate::catalog::{Action, Catalog, CatalogError, Progress, Tier, staged};
 use crate::runtime::dead_letter::{Rejection, dead_letter};
+use crate::runtime::lag::{LagReporter, enable_stats};
 use crate::runtime::{InRecord, Metrics, RuntimeError, Shutdown};
 
 /// The stage's name (metrics, logs, dead letters).
@@ -89,9 +91,9 @@ impl ArchiveTopics {
     }
 }
 
-/// Rebalances seen inside `poll`, handled after it returns.
-#[derive(Default)]
-struct Rebalances(Mutex<Vec<RebalanceEvent>>);
+/// Rebalances seen inside `poll`, handled after it returns; and the
+/// statistics librdkafka reports there, for the lag per partition.
+struct Rebalances(Mutex<Vec<RebalanceEvent>>, LagReporter);
 
 /// What `poll` saw.
 enum RebalanceEvent {
@@ -101,7 +103,11 @@ enum RebalanceEvent {
     Lost,
 }
 
-impl ClientContext for Rebalances {}
+impl ClientContext for Rebalances {
+    fn stats(&self, statistics: Statistics) {
+        self.1.report(&statistics);
+    }
+}
 
 impl ConsumerContext for Rebalances {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -212,9 +218,13 @@ impl ArchiveStage {
             .block_on(Catalog::open(store, format!("archive@{instance}")))
             .map_err(storage)?;
         let group_instance = format!("{}-{instance}", config.group_id);
-        let consumer: BaseConsumer<Rebalances> = settings
-            .consumer_config(&config.group_id, Some(&group_instance))
-            .create_with_context(Rebalances::default())
+        let mut consumer_config = settings.consumer_config(&config.group_id, Some(&group_instance));
+        enable_stats(&mut consumer_config);
+        let consumer: BaseConsumer<Rebalances> = consumer_config
+            .create_with_context(Rebalances(
+                Mutex::new(Vec::new()),
+                LagReporter::new(STAGE, metrics.clone()),
+            ))
             .map_err(|source| RuntimeError::Client {
                 stage: STAGE,
                 client: "consumer",

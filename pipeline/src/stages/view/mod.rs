@@ -53,7 +53,9 @@ impl View {
         self.index.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, AccountIndex> {
+    /// Changes the index. The stage's feed is its one writer; benches and
+    /// the load test fill it directly.
+    pub fn write(&self) -> RwLockWriteGuard<'_, AccountIndex> {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -63,7 +65,9 @@ impl View {
         self.ready.load(Ordering::Acquire)
     }
 
-    pub(crate) fn set_ready(&self, ready: bool) {
+    /// Marks the index caught up (or not): the state routes answer only
+    /// when it is.
+    pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }
 }
