@@ -45,6 +45,11 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "deployment artifacts (docker-compose, Prometheus, Grafana, Helm chart)"
+# Parses them, checks every metric they query against docs/metrics.md;
+# runs promtool and helm when they are on PATH (it says when they are not).
+"$KUSANAGI_VENV/bin/python" scripts/check-deploy.py
+
 step "cargo test (unit, property, golden and integration suites)"
 # Two test threads: the Kafka suites start broker and stage processes, and
 # this machine has two cores.
