@@ -86,6 +86,7 @@ fn l1(c: &mut Criterion) {
                             key: None,
                             payload: Some(p),
                             timestamp_ms: None,
+                            trace: None,
                         })
                         .collect();
                     out.clear();

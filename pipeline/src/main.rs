@@ -13,6 +13,7 @@ use kusanagi_pipeline::config::{LogFormat, Role, Topology};
 use kusanagi_pipeline::demo::{self, DemoOptions};
 use kusanagi_pipeline::ops::commands::{self, RestoreTarget};
 use kusanagi_pipeline::run::{self, Brokers, StageKind};
+use kusanagi_pipeline::runtime::trace::Telemetry;
 use kusanagi_pipeline::runtime::{Metrics, Shutdown};
 use kusanagi_pipeline::stages::archive::Table;
 use kusanagi_pipeline::stages::view::View;
@@ -377,6 +378,20 @@ async fn serve(
 ) -> anyhow::Result<()> {
     // Keys first: a server with no key would leave its routes open.
     let (keys, local_key) = run::load_keys(topology, brokers.embedded.is_some())?;
+    let telemetry = Telemetry::install(&topology.telemetry).map_err(anyhow::Error::msg)?;
+    let result = serve_with(topology, brokers, stages, demo, keys, local_key).await;
+    telemetry.shutdown();
+    result
+}
+
+async fn serve_with(
+    topology: &Topology,
+    brokers: Brokers,
+    stages: &[StageKind],
+    demo: Option<(DemoOptions, bool)>,
+    keys: Arc<kusanagi_pipeline::api::Keys>,
+    local_key: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let settings = topology.kafka_settings(&brokers.bootstrap);
     run::prepare_topics(topology, &settings).await?;
     let metrics = Metrics::new();

@@ -274,6 +274,7 @@ fn analyse(stage: &mut AnalyzeStage, requests: &[L2Request]) -> Vec<Verdict> {
             key: None,
             payload: Some(p),
             timestamp_ms: None,
+            trace: None,
         })
         .collect();
     let mut out = Vec::new();
@@ -457,6 +458,7 @@ fn an_undecodable_request_is_dead_lettered_and_the_rest_answered() {
             key: None,
             payload: Some(b"junk"),
             timestamp_ms: None,
+            trace: None,
         },
         InRecord {
             topic: "l2.requests",
@@ -465,6 +467,7 @@ fn an_undecodable_request_is_dead_lettered_and_the_rest_answered() {
             key: None,
             payload: Some(&good),
             timestamp_ms: None,
+            trace: None,
         },
     ];
     let mut out = Vec::new();

@@ -201,6 +201,7 @@ fn run_stage(
             key: None,
             payload: Some(v),
             timestamp_ms: None,
+            trace: None,
         })
         .collect();
     let mut out = Vec::new();

@@ -7,10 +7,11 @@
 //! the answer, 202, comes only after the brokers acknowledged all of them.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use kusanagi_connectors::kafka::enqueue;
@@ -22,7 +23,9 @@ use serde_json::value::RawValue;
 
 use super::auth::Caller;
 use crate::runtime::Metrics;
-use crate::stages::ingest::{CONTENT_TYPE, validate};
+use crate::runtime::OutRecord;
+use crate::runtime::trace;
+use crate::stages::ingest::{STAGE, event_record, validate};
 
 /// Most rejections listed in one 422 answer.
 const MAX_LISTED_ERRORS: usize = 100;
@@ -113,15 +116,22 @@ fn split_body(body: &[u8]) -> Result<Vec<&RawValue>, serde_json::Error> {
 pub async fn post_events(
     State(api): State<Arc<EventsApi>>,
     Extension(caller): Extension<Arc<Caller>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let response = handle(&api, &caller, &body).await;
+    let traceparent = headers.get(trace::HEADER).map(|v| v.as_bytes());
+    let response = handle(&api, &caller, &body, traceparent).await;
     api.metrics
         .http_request("/api/v1/events", response.status().as_u16());
     response
 }
 
-async fn handle(api: &EventsApi, caller: &Caller, body: &[u8]) -> Response {
+async fn handle(
+    api: &EventsApi,
+    caller: &Caller,
+    body: &[u8],
+    traceparent: Option<&[u8]>,
+) -> Response {
     let raws = match split_body(body) {
         Ok(r) => r,
         Err(e) => {
@@ -200,7 +210,7 @@ async fn handle(api: &EventsApi, caller: &Caller, body: &[u8]) -> Response {
             foreign,
         );
     }
-    match publish(api, &events).await {
+    match publish(api, &events, traceparent).await {
         Ok(()) => {
             api.metrics.http_events("accepted", events.len() as u64);
             (
@@ -229,18 +239,39 @@ async fn handle(api: &EventsApi, caller: &Caller, body: &[u8]) -> Response {
     }
 }
 
-async fn publish(api: &EventsApi, events: &[GameEvent]) -> Result<(), String> {
-    let mut deliveries = Vec::with_capacity(events.len());
-    for event in events {
-        let payload = api.codec.encode(event);
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "content-type",
-            value: Some(CONTENT_TYPE),
-        });
-        let record = FutureRecord::to(&api.topic)
-            .key(event.kafka_key())
-            .payload(&payload)
+/// Publishes `events` in the trace the request names (its `traceparent`
+/// header), or each in a new one (sampled), as the ingest stage does.
+async fn publish(
+    api: &EventsApi,
+    events: &[GameEvent],
+    traceparent: Option<&[u8]>,
+) -> Result<(), String> {
+    let mut records: Vec<OutRecord> = events
+        .iter()
+        .map(|e| event_record(&api.codec, &api.topic, e, traceparent))
+        .collect();
+    let spans = trace::link_batch(STAGE, &mut records, SystemTime::now());
+    let result = send_all(api, &records).await;
+    spans.end(result.is_ok(), result.as_ref().err().map(String::as_str));
+    result
+}
+
+async fn send_all(api: &EventsApi, records: &[OutRecord]) -> Result<(), String> {
+    let mut deliveries = Vec::with_capacity(records.len());
+    for r in records {
+        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+        for (k, v) in &r.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let mut record = FutureRecord::to(&r.topic)
+            .payload(&r.payload)
             .headers(headers);
+        if let Some(k) = &r.key {
+            record = record.key(k);
+        }
         let delivery = enqueue(&api.producer, record)
             .await
             .map_err(|e| e.to_string())?;

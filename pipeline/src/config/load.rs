@@ -108,7 +108,8 @@ impl Topology {
     }
 
     /// Applies `KAFKA_BOOTSTRAP`, `KUSANAGI_INSTANCE_ID`, `KUSANAGI_HTTP_LISTEN`,
-    /// `KUSANAGI_DATA_DIR`, `KUSANAGI_KEYS_FILE` and `RUST_LOG`, read through `var`.
+    /// `KUSANAGI_DATA_DIR`, `KUSANAGI_KEYS_FILE`, `KUSANAGI_TRACES`,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and `RUST_LOG`, read through `var`.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
         if let Some(v) = var("KAFKA_BOOTSTRAP") {
             self.kafka.bootstrap = v;
@@ -125,6 +126,12 @@ impl Topology {
         }
         if let Some(v) = var("KUSANAGI_KEYS_FILE") {
             self.http.auth.keys_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            self.telemetry.otlp_endpoint = v;
+        }
+        if let Some(v) = var("KUSANAGI_TRACES") {
+            self.telemetry.traces = matches!(v.trim(), "1" | "true" | "yes" | "on");
         }
         if let Some(v) = var("RUST_LOG") {
             self.log.filter = v;
@@ -246,6 +253,9 @@ impl Topology {
         }
         for (key, problem) in self.stages.view.validate() {
             bad(&format!("stages.view.{key}"), problem);
+        }
+        for (key, problem) in self.telemetry.validate() {
+            bad(&format!("telemetry.{key}"), problem);
         }
         for (key, problem) in self.http.auth.validate() {
             bad(&format!("http.auth.{key}"), problem);

@@ -10,7 +10,7 @@ pub use auth::{AuthConfig, KeyConfig, Role};
 pub use load::{ConfigError, ConfigProblem};
 pub use topology::{
     EmbeddedBrokerConfig, HttpConfig, InstanceConfig, KafkaConfig, LogConfig, LogFormat,
-    StagesConfig, TopicsConfig, Topology,
+    StagesConfig, TelemetryConfig, TopicsConfig, Topology,
 };
 
 /// A stage's consumer group must be named. Problems as (key, message).

@@ -27,6 +27,62 @@ pub struct Topology {
     pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Traces (OpenTelemetry).
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: OpenTelemetry traces of events through the stages.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Export traces. Env: `KUSANAGI_TRACES` (`true`/`false`).
+    pub traces: bool,
+    /// The OTLP/HTTP traces endpoint (protobuf). Env:
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
+    pub otlp_endpoint: String,
+    /// Share of new traces kept (0..=1); a record that arrives with a
+    /// sampled `traceparent` is always traced.
+    pub sample_ratio: f64,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            traces: false,
+            otlp_endpoint: "http://localhost:4318/v1/traces".into(),
+            sample_ratio: 0.01,
+            service_name: "kusanagi".into(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Problems as (key under `telemetry`, message).
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            p.push((
+                "sample_ratio".into(),
+                format!("expected 0.0..=1.0, found {}", self.sample_ratio),
+            ));
+        }
+        match url::Url::parse(&self.otlp_endpoint) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => p.push((
+                "otlp_endpoint".into(),
+                format!(
+                    "expected an http(s) URL such as http://localhost:4318/v1/traces, found {:?}",
+                    self.otlp_endpoint
+                ),
+            )),
+        }
+        if self.service_name.trim().is_empty() {
+            p.push(("service_name".into(), "expected a name, found \"\"".into()));
+        }
+        p
+    }
 }
 
 /// This process's identity.

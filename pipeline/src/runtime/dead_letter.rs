@@ -88,6 +88,7 @@ pub fn dead_letter(
         payload: value.to_vec(),
         headers,
         timestamp_ms: None,
+        trace: super::trace::TraceCause::None,
     }
 }
 
@@ -135,6 +136,7 @@ mod tests {
             key: Some(b"k"),
             payload: Some(payload),
             timestamp_ms: None,
+            trace: None,
         }
     }
 

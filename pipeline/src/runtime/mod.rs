@@ -9,6 +9,7 @@ pub mod replay;
 mod screening_metrics;
 mod shutdown;
 mod stage;
+pub mod trace;
 mod transactional;
 mod view_metrics;
 

@@ -15,6 +15,8 @@ pub struct InRecord<'a> {
     pub payload: Option<&'a [u8]>,
     /// The record's timestamp in milliseconds, if the broker gave one.
     pub timestamp_ms: Option<i64>,
+    /// Its W3C `traceparent` header, if it is traced ([`super::trace`]).
+    pub trace: Option<&'a [u8]>,
 }
 
 /// One record a stage wants produced, inside the same transaction as the
@@ -36,6 +38,8 @@ pub struct OutRecord {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Timestamp in milliseconds; `None` lets the producer stamp it.
     pub timestamp_ms: Option<i64>,
+    /// The trace it continues: the runtime writes its `traceparent`.
+    pub trace: super::trace::TraceCause,
 }
 
 /// The (topic, partition) pairs a stage lost in a rebalance.

@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use kusanagi_connectors::kafka::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -34,6 +34,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::lag::{LagReporter, enable_stats};
+use super::trace;
 use super::{AssignedPartition, InRecord, Metrics, OutRecord, Shutdown, Stage};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -400,13 +401,32 @@ impl<S: Stage> TransactionalLoop<S> {
                 key: m.key(),
                 payload: m.payload(),
                 timestamp_ms: m.timestamp().to_millis(),
+                trace: traceparent(m),
             })
             .collect();
         out.clear();
+        let wall_start = SystemTime::now();
         self.stage
             .process(&records, out)
             .map_err(|e| TxnFailure::Abortable(e.to_string()))?;
+        let spans = trace::link_batch(self.config.stage, out, wall_start);
+        let result = self.transact(batch, &records, out, started);
+        match &result {
+            Ok(()) => spans.end(true, None),
+            Err(TxnFailure::Abortable(why)) => spans.end(false, Some(why)),
+            Err(TxnFailure::Stop(e)) => spans.end(false, Some(&e.to_string())),
+        }
+        result
+    }
 
+    /// Produces `out` and commits it with the offsets of `batch`.
+    fn transact(
+        &mut self,
+        batch: &[OwnedMessage],
+        records: &[InRecord<'_>],
+        out: &[OutRecord],
+        started: Instant,
+    ) -> Result<(), TxnFailure> {
         let txn = |op: &'static str, r: Result<(), KafkaError>| r.map_err(|e| self.classify(op, e));
         txn("begin_transaction", self.producer.begin_transaction())?;
         for record in out.iter() {
@@ -600,6 +620,15 @@ fn next_offsets(batch: &[OwnedMessage]) -> TopicPartitionList {
             .expect("a fresh partition list accepts offsets");
     }
     tpl
+}
+
+/// The `traceparent` header of `m`, if any.
+fn traceparent(m: &OwnedMessage) -> Option<&[u8]> {
+    use rdkafka::message::Headers;
+    m.headers()?
+        .iter()
+        .find(|h| h.key == trace::HEADER)
+        .and_then(|h| h.value)
 }
 
 fn dead_letter_reason(r: &OutRecord) -> Option<&str> {

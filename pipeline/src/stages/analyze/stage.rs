@@ -22,6 +22,7 @@ use moka::sync::Cache;
 use super::fallback::fallback_verdict;
 use super::prompt::{Judgment, parse_judgment, prompt_for};
 use crate::runtime::dead_letter::reject_record;
+use crate::runtime::trace::TraceCause;
 use crate::runtime::{InRecord, Metrics, OutRecord, ScreeningTally, Stage, StageError};
 
 /// The stage's name in metrics and logs.
@@ -267,6 +268,7 @@ impl Stage for AnalyzeStage {
                 payload: self.verdicts.encode(&verdict),
                 headers: vec![],
                 timestamp_ms: None,
+                trace: TraceCause::of(batch[*i].trace),
             });
         }
         out.extend(slots.into_iter().flatten());

@@ -528,6 +528,7 @@ impl ArchiveStage {
             key: m.key(),
             payload: m.payload(),
             timestamp_ms: m.timestamp().to_millis(),
+            trace: None,
         };
         tracing::debug!(stage = STAGE, topic = m.topic(), partition = m.partition(), offset = m.offset(), %detail, "record rejected");
         let rejection = Rejection {

@@ -18,6 +18,7 @@ use kusanagi_schemas::{Account, L2Request, RecordCodec, Screening, Transition, V
 
 use super::machine::{Effects, apply_screening, apply_verdict};
 use crate::runtime::dead_letter::reject_record;
+use crate::runtime::trace::TraceCause;
 use crate::runtime::{
     AssignedPartition, InRecord, Metrics, OutRecord, PartitionSource, Partitions, ScreeningTally,
     Stage, StageError,
@@ -161,7 +162,14 @@ impl DecideStage {
         Ok(())
     }
 
-    fn out(&self, topic: &str, partition: i32, key: &str, payload: Vec<u8>) -> OutRecord {
+    fn out(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &str,
+        payload: Vec<u8>,
+        trace: &TraceCause,
+    ) -> OutRecord {
         OutRecord {
             topic: topic.to_owned(),
             partition: Some(partition),
@@ -169,10 +177,19 @@ impl DecideStage {
             payload,
             headers: vec![],
             timestamp_ms: None,
+            trace: trace.clone(),
         }
     }
 
-    fn emit(&mut self, partition: i32, effects: Effects, out: &mut Vec<OutRecord>) {
+    /// Produces the moves and the L2 request of `effects`, in the trace of
+    /// the record that caused them.
+    fn emit(
+        &mut self,
+        partition: i32,
+        effects: Effects,
+        trace: &TraceCause,
+        out: &mut Vec<OutRecord>,
+    ) {
         for t in &effects.transitions {
             self.tally.account_move(t.to_state.as_str(), t.applied);
             if t.applied {
@@ -182,12 +199,24 @@ impl DecideStage {
                 tracing::info!(stage = STAGE, account = %t.account_id, from = %t.from_state, to = %t.to_state, refusal = ?t.refusal, "move refused");
             }
             let payload = self.transitions.encode(t);
-            out.push(self.out(&self.topics.transitions, partition, &t.account_id, payload));
+            out.push(self.out(
+                &self.topics.transitions,
+                partition,
+                &t.account_id,
+                payload,
+                trace,
+            ));
         }
         if let Some(r) = &effects.request {
             self.stats.requests += 1;
             let payload = self.requests.encode(r);
-            out.push(self.out(&self.topics.requests, partition, &r.target_id, payload));
+            out.push(self.out(
+                &self.topics.requests,
+                partition,
+                &r.target_id,
+                payload,
+                trace,
+            ));
         }
     }
 
@@ -273,14 +302,14 @@ impl Stage for DecideStage {
             if effects.changed && !changed.iter().any(|(q, a)| *q == p && *a == account) {
                 changed.push((p, account));
             }
-            self.emit(p, effects, out);
+            self.emit(p, effects, &TraceCause::of(record.trace), out);
         }
         for (p, id) in changed {
             if let Some(PartitionState::Ready(accounts)) = self.partitions.get(&p)
                 && let Some(a) = accounts.get(&id)
             {
                 let payload = self.accounts.encode(a);
-                out.push(self.out(&self.topics.accounts, p, &id, payload));
+                out.push(self.out(&self.topics.accounts, p, &id, payload, &TraceCause::None));
             }
         }
         Ok(())

@@ -253,6 +253,7 @@ fn run(stage: &mut DecideStage, records: &[(&'static str, Vec<u8>)]) -> Vec<OutR
             key: Some(b"bob"),
             payload: Some(payload),
             timestamp_ms: None,
+            trace: None,
         })
         .collect();
     let mut out = Vec::new();

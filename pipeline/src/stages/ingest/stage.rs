@@ -3,6 +3,7 @@
 use kusanagi_schemas::{GameEvent, GameEventCodec, InvalidEvent, parse_event};
 
 use crate::runtime::dead_letter::{Rejection, dead_letter};
+use crate::runtime::trace::TraceCause;
 use crate::runtime::{InRecord, OutRecord, Stage, StageError};
 
 /// The stage's name in metrics and logs.
@@ -31,8 +32,14 @@ pub fn validate(payload: Option<&[u8]>, max_event_bytes: usize) -> Result<GameEv
     parse_event(bytes)
 }
 
-/// The `events` record of a valid event: Avro, keyed by `target_id`.
-pub fn event_record(codec: &GameEventCodec, topic: &str, event: &GameEvent) -> OutRecord {
+/// The `events` record of a valid event: Avro, keyed by `target_id`, in
+/// the producer's trace if it sent one, else in a new one (sampled).
+pub fn event_record(
+    codec: &GameEventCodec,
+    topic: &str,
+    event: &GameEvent,
+    producer_trace: Option<&[u8]>,
+) -> OutRecord {
     OutRecord {
         topic: topic.to_owned(),
         partition: None,
@@ -40,6 +47,10 @@ pub fn event_record(codec: &GameEventCodec, topic: &str, event: &GameEvent) -> O
         payload: codec.encode(event),
         headers: vec![("content-type".into(), CONTENT_TYPE.as_bytes().to_vec())],
         timestamp_ms: None,
+        trace: match producer_trace {
+            Some(t) => TraceCause::Parent(t.to_vec()),
+            None => TraceCause::Root,
+        },
     }
 }
 
@@ -74,7 +85,7 @@ impl IngestStage {
 
     fn one(&self, record: &InRecord<'_>) -> OutRecord {
         match validate(record.payload, self.max_event_bytes) {
-            Ok(event) => event_record(&self.codec, &self.events_topic, &event),
+            Ok(event) => event_record(&self.codec, &self.events_topic, &event, record.trace),
             Err(invalid) => {
                 tracing::debug!(
                     topic = record.topic,

@@ -11,6 +11,7 @@ fn record(offset: i64, payload: &[u8]) -> InRecord<'_> {
         key: None,
         payload: Some(payload),
         timestamp_ms: None,
+        trace: None,
     }
 }
 

@@ -17,6 +17,7 @@ use kusanagi_schemas::{GameEvent, GameEventCodec, RecordCodec, Screening};
 use super::config::ScreenConfig;
 use super::window::PartitionWindows;
 use crate::runtime::dead_letter::reject_record;
+use crate::runtime::trace::TraceCause;
 use crate::runtime::{
     AssignedPartition, InRecord, Metrics, OutRecord, PartitionSource, Partitions, ScreeningTally,
     Stage, StageError,
@@ -213,6 +214,7 @@ impl ScreenStage {
                     payload: self.screenings.encode(&s),
                     headers: vec![("content-type".into(), CONTENT_TYPE.as_bytes().to_vec())],
                     timestamp_ms: None,
+                    trace: TraceCause::of(record.trace),
                 });
             }
         }

@@ -219,6 +219,7 @@ fn feed(stage: &mut ScreenStage, log: &[Vec<u8>], range: std::ops::Range<usize>)
             key: None,
             payload: Some(&log[i]),
             timestamp_ms: None,
+            trace: None,
         })
         .collect();
     let mut out = Vec::new();
@@ -340,6 +341,7 @@ fn an_event_far_ahead_of_its_ingest_time_is_dead_lettered_not_screened() {
             key: None,
             payload: Some(p),
             timestamp_ms: Some(ingested_ms),
+            trace: None,
         })
         .collect();
     let mut out = Vec::new();
