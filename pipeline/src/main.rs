@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use kusanagi_pipeline::api::auth;
 use kusanagi_pipeline::catalog::Tier;
-use kusanagi_pipeline::config::{LogFormat, Role, Topology};
+use kusanagi_pipeline::config::{KeyConfig, LogFormat, Role, Topology};
 use kusanagi_pipeline::demo::{self, DemoOptions};
 use kusanagi_pipeline::ops::commands::{self, RestoreTarget};
 use kusanagi_pipeline::run::{self, Brokers, StageKind};
@@ -320,15 +320,13 @@ fn keys_cmd(command: KeysCommand) -> anyhow::Result<()> {
             roles.sort();
             roles.dedup();
             let key = auth::new_key().map_err(anyhow::Error::msg)?;
-            let roles: Vec<String> = roles.iter().map(|r| format!("{:?}", r.as_str())).collect();
-            let mut entry = format!(
-                "[[keys]]\nname = {name:?}\nsha256 = \"{}\"\nroles = [{}]\n",
-                auth::hash_key(&key),
-                roles.join(", ")
-            );
-            if let Some(t) = tenant {
-                entry.push_str(&format!("tenant = {t:?}\n"));
-            }
+            let entry = kusanagi_pipeline::config::auth::entry_toml(&KeyConfig {
+                name: name.clone(),
+                sha256: auth::hash_key(&key),
+                roles,
+                tenant,
+            })
+            .map_err(|e| anyhow::anyhow!("the key's entry: {e}"))?;
             match keys_file {
                 Some(path) => {
                     use std::io::Write;

@@ -88,10 +88,27 @@ fn invalid_time(message: String) -> Response {
     problem(StatusCode::BAD_REQUEST, "invalid_time", message)
 }
 
-/// Whether `caller` may see account `id` (an unknown account is visible:
-/// there is nothing to see).
-fn visible(index: &AccountIndex, caller: &Caller, id: &str) -> bool {
-    index.tenant(id).is_none_or(|t| caller.sees(t))
+/// The latest state of account `id` if `caller` may see it. Only accounts
+/// with a state are answered: an erased one (a tombstone) is gone even if
+/// moves of it are still retained.
+fn visible_account<'a>(index: &'a AccountIndex, caller: &Caller, id: &str) -> Option<&'a Account> {
+    index.latest(id).filter(|a| caller.sees(&a.tenant_id))
+}
+
+fn history_expired(id: &str, first: Option<i64>) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "history_expired",
+        match first {
+            Some(ms) => format!(
+                "the moves of `{id}` before {} are past the retention of accounts.transitions; the archive's transitions table holds them",
+                rfc3339_ms(ms)
+            ),
+            None => format!(
+                "the moves of `{id}` are past the retention of accounts.transitions; the archive's transitions table holds them"
+            ),
+        },
+    )
 }
 
 #[derive(Serialize)]
@@ -129,14 +146,12 @@ pub async fn latest(
     Extension(caller): Extension<Arc<Caller>>,
     Path(id): Path<String>,
 ) -> Response {
-    let r = if api.view.is_ready() {
-        let index = api.view.read();
-        match index.latest(&id) {
-            Some(a) if caller.sees(&a.tenant_id) => Json(account_body(a)).into_response(),
-            _ => not_found(&id),
-        }
-    } else {
-        not_ready()
+    let r = match api.view.read_ready() {
+        None => not_ready(),
+        Some(index) => match visible_account(&index, &caller, &id) {
+            Some(a) => Json(account_body(a)).into_response(),
+            None => not_found(&id),
+        },
     };
     api.metrics
         .http_request("/api/v1/accounts/{id}", r.status().as_u16());
@@ -178,27 +193,32 @@ pub async fn at(
             Ok(t) => t,
             Err(m) => return invalid_time(m),
         };
-        if !api.view.is_ready() {
+        let Some(index) = api.view.read_ready() else {
             return not_ready();
-        }
-        let index = api.view.read();
-        if !visible(&index, &caller, &id) {
+        };
+        let Some(account) = visible_account(&index, &caller, &id) else {
             return not_found(&id);
+        };
+        let history = index.versions(&id, i64::MIN, i64::MAX);
+        // Retention removes the oldest moves first: before the first one
+        // held, the state is unknown unless the history is whole.
+        let whole = history
+            .first()
+            .map_or(account.version == 0, |v| v.version == 1);
+        let first = history.first().map(|v| v.effective_ms);
+        if !whole && first.is_none_or(|f| time_ms < f) {
+            return history_expired(&id, first);
         }
-        match index.version_at(&id, time_ms) {
-            None => not_found(&id),
-            Some(v) => {
-                let (state, version) = v.map_or((AccountState::Normal, 0), |v| (v.to, v.version));
-                Json(AtBody {
-                    account_id: &id,
-                    time: rfc3339_ms(time_ms),
-                    state,
-                    version,
-                    withdrawal: withdrawal_name(Withdrawal::for_state(Some(state))),
-                })
-                .into_response()
-            }
-        }
+        let v = index.version_at(&id, time_ms).flatten();
+        let (state, version) = v.map_or((AccountState::Normal, 0), |v| (v.to, v.version));
+        Json(AtBody {
+            account_id: &id,
+            time: rfc3339_ms(time_ms),
+            state,
+            version,
+            withdrawal: withdrawal_name(Withdrawal::for_state(Some(state))),
+        })
+        .into_response()
     })();
     api.metrics
         .http_request("/api/v1/accounts/{id}/at", r.status().as_u16());
@@ -279,11 +299,10 @@ pub async fn versions(
                 ),
             );
         }
-        if !api.view.is_ready() {
+        let Some(index) = api.view.read_ready() else {
             return not_ready();
-        }
-        let index = api.view.read();
-        if !visible(&index, &caller, &id) || !index.knows(&id) {
+        };
+        if visible_account(&index, &caller, &id).is_none() {
             return not_found(&id);
         }
         let all = index.versions(&id, from, to);
@@ -326,26 +345,28 @@ pub async fn check_withdrawal(
             "invalid_request",
             format!("expected {{\"account_id\": \"...\"}}: {}", e.body_text()),
         ),
-        Ok(_) if !api.view.is_ready() => not_ready(),
-        Ok(Json(req)) => {
-            let index = api.view.read();
-            let state = index
-                .latest(&req.account_id)
-                .filter(|a| caller.sees(&a.tenant_id))
-                .map(|a| a.state);
-            let w = Withdrawal::for_state(state);
-            let status = StatusCode::from_u16(w.status()).unwrap_or(StatusCode::OK);
-            (
-                status,
-                Json(CheckBody {
-                    account_id: &req.account_id,
-                    state: state.unwrap_or(AccountState::Normal),
-                    allowed: w == Withdrawal::Allowed,
-                    withdrawal: withdrawal_name(w),
-                }),
-            )
-                .into_response()
-        }
+        Ok(Json(req)) => match api.view.read_ready() {
+            None => not_ready(),
+            Some(index) => {
+                let state = visible_account(&index, &caller, &req.account_id).map(|a| a.state);
+                let w = Withdrawal::for_state(state);
+                let status = match w {
+                    Withdrawal::Allowed => StatusCode::OK,
+                    Withdrawal::Restricted => StatusCode::LOCKED,
+                    Withdrawal::Banned => StatusCode::FORBIDDEN,
+                };
+                (
+                    status,
+                    Json(CheckBody {
+                        account_id: &req.account_id,
+                        state: state.unwrap_or(AccountState::Normal),
+                        allowed: w == Withdrawal::Allowed,
+                        withdrawal: withdrawal_name(w),
+                    }),
+                )
+                    .into_response()
+            }
+        },
     };
     api.metrics
         .http_request("/api/v1/withdrawals/check", r.status().as_u16());

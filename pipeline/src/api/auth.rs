@@ -134,14 +134,40 @@ impl Keys {
         }
     }
 
+    /// Reads the keys; the file's modification time is taken before it is
+    /// read, so a write that lands during the read is seen at the next check.
     fn read(&self) -> Result<(Arc<Ring>, Option<SystemTime>), String> {
         let mut entries = self.fixed.clone();
         let mut modified = None;
         if let Some(path) = &self.file {
             modified = mtime(path);
-            entries.extend(read_keys_file(path)?);
+            let from_file = read_keys_file(path)?;
+            // An emptied file is far likelier a write caught half-way (or
+            // a mistake) than a wish to lock every holder out.
+            if from_file.is_empty() && self.held_from_file() > 0 {
+                return Err(format!(
+                    "{}: no [[keys]] entry; the keys in use are kept (remove entries one by one, or restart to start empty)",
+                    path.display()
+                ));
+            }
+            entries.extend(from_file);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for e in &entries {
+            if !seen.insert(e.sha256.to_ascii_lowercase()) {
+                return Err(format!(
+                    "the key of `{}` is listed twice (same sha256); each key must have one entry",
+                    e.name
+                ));
+            }
         }
         Ok((Arc::new(ring(entries)), modified))
+    }
+
+    /// Keys in use that came from the keys file.
+    fn held_from_file(&self) -> usize {
+        let ring = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        ring.0.len().saturating_sub(self.fixed.len())
     }
 
     /// How many keys are accepted now.
@@ -230,8 +256,11 @@ pub fn local_admin_key(data_dir: &Path) -> Result<(String, PathBuf), String> {
     let key = new_key()?;
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    // A fresh file (an empty or odd one is replaced, never written through
+    // a link), readable by its owner only.
+    let _ = std::fs::remove_file(&path);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     use std::io::Write;
@@ -257,6 +286,9 @@ pub struct Guard {
     pub roles: &'static [Role],
     /// The route, for metrics.
     pub route: &'static str,
+    /// The route shows every tenant's data (`/metrics`): keys bound to a
+    /// tenant are refused.
+    pub all_tenants: bool,
     /// Counters.
     pub metrics: Metrics,
 }
@@ -302,6 +334,20 @@ pub async fn require(State(guard): State<Guard>, mut request: Request, next: Nex
                     caller.name,
                     held.join(", "),
                     wanted.join(", ")
+                ),
+            }),
+        )
+            .into_response();
+    }
+    if guard.all_tenants && caller.tenant.is_some() {
+        guard.metrics.http_request(guard.route, 403);
+        return (
+            StatusCode::FORBIDDEN,
+            Json(Denied {
+                error: "forbidden",
+                message: format!(
+                    "the key `{}` is bound to a tenant; this route shows every tenant's figures",
+                    caller.name
                 ),
             }),
         )

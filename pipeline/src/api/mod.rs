@@ -44,9 +44,14 @@ pub struct RouteAccess {
     pub path: &'static str,
     /// The roles accepted besides `admin`.
     pub roles: &'static [Role],
+    /// It shows every tenant's data: keys bound to a tenant are refused.
+    pub all_tenants: bool,
 }
 
 const READERS: &[Role] = &[Role::Viewer, Role::Operator, Role::Service];
+
+/// Largest body of a state API request (a withdrawal check is one id).
+const MAX_CHECK_BODY_BYTES: usize = 16 * 1024;
 
 /// Every route that needs a key, and who may call it.
 pub const ROUTES: &[RouteAccess] = &[
@@ -54,31 +59,37 @@ pub const ROUTES: &[RouteAccess] = &[
         method: "POST",
         path: "/api/v1/events",
         roles: &[Role::Producer],
+        all_tenants: false,
     },
     RouteAccess {
         method: "GET",
         path: "/api/v1/accounts/{id}",
         roles: READERS,
+        all_tenants: false,
     },
     RouteAccess {
         method: "GET",
         path: "/api/v1/accounts/{id}/at",
         roles: READERS,
+        all_tenants: false,
     },
     RouteAccess {
         method: "GET",
         path: "/api/v1/accounts/{id}/versions",
         roles: READERS,
+        all_tenants: false,
     },
     RouteAccess {
         method: "POST",
         path: "/api/v1/withdrawals/check",
         roles: &[Role::Service, Role::Operator],
+        all_tenants: false,
     },
     RouteAccess {
         method: "GET",
         path: "/metrics",
         roles: &[Role::Viewer, Role::Operator],
+        all_tenants: true,
     },
 ];
 
@@ -98,19 +109,25 @@ pub struct Services {
 }
 
 /// `method` behind the guard of `path` (its roles in [`ROUTES`]).
-fn guarded<S>(s: &Services, path: &'static str, method: MethodRouter<S>) -> MethodRouter<S>
+fn guarded<S>(
+    s: &Services,
+    verb: &'static str,
+    path: &'static str,
+    method: MethodRouter<S>,
+) -> MethodRouter<S>
 where
     S: Clone + Send + Sync + 'static,
 {
     let access = ROUTES
         .iter()
-        .find(|r| r.path == path)
+        .find(|r| r.method == verb && r.path == path)
         .expect("every guarded route is listed in ROUTES");
     method.route_layer(from_fn_with_state(
         auth::Guard {
             keys: Arc::clone(&s.keys),
             roles: access.roles,
             route: access.path,
+            all_tenants: access.all_tenants,
             metrics: s.metrics.clone(),
         },
         auth::require,
@@ -120,7 +137,10 @@ where
 /// Builds the router.
 pub fn router(s: Services) -> Router {
     let mut app = Router::new()
-        .route("/metrics", guarded(&s, "/metrics", get(metrics_text)))
+        .route(
+            "/metrics",
+            guarded(&s, "GET", "/metrics", get(metrics_text)),
+        )
         .with_state(s.metrics.clone())
         .merge(
             Router::new()
@@ -136,7 +156,7 @@ pub fn router(s: Services) -> Router {
             Router::new()
                 .route(
                     "/api/v1/events",
-                    guarded(&s, "/api/v1/events", post(events::post_events)),
+                    guarded(&s, "POST", "/api/v1/events", post(events::post_events)),
                 )
                 .with_state(events)
                 .layer(DefaultBodyLimit::max(s.max_body_bytes)),
@@ -151,16 +171,17 @@ pub fn router(s: Services) -> Router {
             Router::new()
                 .route(
                     "/api/v1/accounts/{id}",
-                    guarded(&s, "/api/v1/accounts/{id}", get(accounts::latest)),
+                    guarded(&s, "GET", "/api/v1/accounts/{id}", get(accounts::latest)),
                 )
                 .route(
                     "/api/v1/accounts/{id}/at",
-                    guarded(&s, "/api/v1/accounts/{id}/at", get(accounts::at)),
+                    guarded(&s, "GET", "/api/v1/accounts/{id}/at", get(accounts::at)),
                 )
                 .route(
                     "/api/v1/accounts/{id}/versions",
                     guarded(
                         &s,
+                        "GET",
                         "/api/v1/accounts/{id}/versions",
                         get(accounts::versions),
                     ),
@@ -169,11 +190,13 @@ pub fn router(s: Services) -> Router {
                     "/api/v1/withdrawals/check",
                     guarded(
                         &s,
+                        "POST",
                         "/api/v1/withdrawals/check",
                         post(accounts::check_withdrawal),
                     ),
                 )
-                .with_state(api),
+                .with_state(api)
+                .layer(DefaultBodyLimit::max(MAX_CHECK_BODY_BYTES)),
         );
     }
     app

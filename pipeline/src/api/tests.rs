@@ -25,6 +25,23 @@ fn key(name: &str, roles: &[Role], tenant: Option<&str>) -> KeyConfig {
     }
 }
 
+fn moved(account: &str, tenant: &str, version: i64) -> kusanagi_schemas::Transition {
+    kusanagi_schemas::Transition {
+        account_id: account.into(),
+        tenant_id: tenant.into(),
+        version,
+        from_state: AccountState::Normal,
+        to_state: AccountState::RestrictedWithdrawal,
+        trigger: kusanagi_schemas::Trigger::L1Screening,
+        rule: "R1".into(),
+        event_time: EventTime::from_micros(0),
+        source_id: format!("e{version}"),
+        evidence: String::new(),
+        applied: true,
+        refusal: None,
+    }
+}
+
 fn app() -> axum::Router {
     let keys = Keys::of(vec![
         key("admin", &[Role::Admin], None),
@@ -43,6 +60,8 @@ fn app() -> axum::Router {
     a.state = AccountState::RestrictedWithdrawal;
     a.version = 1;
     view.write().apply_account("acct-1", Some(a));
+    view.write()
+        .apply_transition(moved("acct-1", "game-a", 1), 1_000_000);
     view.set_ready(true);
     let metrics = Metrics::new();
     // Never reached: every events request below is refused or invalid.
@@ -116,10 +135,11 @@ const EXPECTED: &[(&str, &str, [u16; 8])] = &[
         "/api/v1/withdrawals/check",
         [401, 401, 423, 423, 403, 403, 423, 200],
     ),
+    // A tenant-bound key sees no cross-tenant figures.
     (
         "/metrics",
         "/metrics",
-        [401, 401, 200, 200, 200, 403, 403, 200],
+        [401, 401, 200, 200, 200, 403, 403, 403],
     ),
 ];
 
@@ -243,25 +263,13 @@ async fn bad_times_and_ranges_are_named_and_a_rebuilding_copy_answers_503() {
 
 #[tokio::test]
 async fn a_long_history_is_answered_in_pages() {
-    use kusanagi_schemas::{Transition, Trigger};
     let view = Arc::new(View::new(3));
     for v in 1..=5 {
-        let t = Transition {
-            account_id: "a".into(),
-            tenant_id: "t".into(),
-            version: v,
-            from_state: AccountState::Normal,
-            to_state: AccountState::RestrictedWithdrawal,
-            trigger: Trigger::L1Screening,
-            rule: "R1".into(),
-            event_time: EventTime::from_micros(0),
-            source_id: format!("e{v}"),
-            evidence: String::new(),
-            applied: true,
-            refusal: None,
-        };
-        view.write().apply_transition(t, v * 1_000);
+        view.write().apply_transition(moved("a", "t", v), v * 1_000);
     }
+    let mut a = Account::new("a", "t", EventTime::from_micros(0));
+    a.version = 5;
+    view.write().apply_account("a", Some(a));
     view.set_ready(true);
     let app = router(Services {
         metrics: Metrics::new(),
@@ -296,4 +304,31 @@ async fn a_long_history_is_answered_in_pages() {
         .collect();
     assert_eq!(versions, [Some(4), Some(5)]);
     assert_eq!(v["truncated"], false);
+}
+
+#[tokio::test]
+async fn moves_past_the_topic_s_retention_are_not_guessed() {
+    let view = Arc::new(View::new(10));
+    // Versions 1 and 2 aged out of accounts.transitions; 3..=5 are held.
+    for v in 3..=5 {
+        view.write().apply_transition(moved("a", "t", v), v * 1_000);
+    }
+    let mut a = Account::new("a", "t", EventTime::from_micros(0));
+    a.version = 5;
+    view.write().apply_account("a", Some(a));
+    view.set_ready(true);
+    let app = router(Services {
+        metrics: Metrics::new(),
+        keys: Arc::new(Keys::of(vec![key("admin", &[Role::Admin], None)])),
+        events: None,
+        view: Some(view),
+        max_body_bytes: 1 << 20,
+    });
+    let admin = Some("key-admin");
+    let (status, body) = call(&app, "GET", "/api/v1/accounts/a/at?time=2500", admin).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("history_expired"), "{body}");
+    let (status, body) = call(&app, "GET", "/api/v1/accounts/a/at?time=4500", admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""version":4"#), "{body}");
 }

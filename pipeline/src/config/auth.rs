@@ -5,11 +5,21 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// What a key may do. `admin` may do everything.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Deserialize,
+    Serialize,
+    PartialOrd,
+    Ord,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -48,7 +58,7 @@ impl Role {
 }
 
 /// One accepted key.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// Who holds it (logged with each request; never secret).
@@ -58,7 +68,7 @@ pub struct KeyConfig {
     /// What it may do.
     pub roles: Vec<Role>,
     /// The only tenant whose accounts and events it sees; absent: every tenant.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
 }
 
@@ -86,11 +96,27 @@ impl Default for AuthConfig {
 }
 
 /// The keys file's form.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct KeysFile {
     #[serde(default)]
     keys: Vec<KeyConfig>,
+}
+
+/// `entry` as a `[[keys]]` table of a keys file, after checking it.
+pub fn entry_toml(entry: &KeyConfig) -> Result<String, String> {
+    let problems: Vec<String> = entry
+        .validate()
+        .into_iter()
+        .map(|(k, m)| format!("{k}: {m}"))
+        .collect();
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    toml::to_string(&KeysFile {
+        keys: vec![entry.clone()],
+    })
+    .map_err(|e| format!("cannot write the entry as TOML: {e}"))
 }
 
 impl KeyConfig {
@@ -186,6 +212,22 @@ mod tests {
             roles: vec![Role::Producer],
             tenant: Some("game-a".into()),
         }
+    }
+
+    #[test]
+    fn an_entry_is_written_as_toml_that_reads_back_and_a_bad_one_is_refused() {
+        let e = KeyConfig {
+            name: "ops \"eu\" \u{1b}".into(),
+            ..key(&"ab".repeat(32))
+        };
+        let text = entry_toml(&e).unwrap();
+        let back: KeysFile = toml::from_str(&text).unwrap();
+        assert_eq!(back.keys, [e]);
+        let bad = KeyConfig {
+            tenant: Some(String::new()),
+            ..key(&"ab".repeat(32))
+        };
+        assert!(entry_toml(&bad).unwrap_err().contains("tenant"));
     }
 
     #[test]

@@ -82,6 +82,17 @@ impl LagReporter {
     }
 }
 
+impl Drop for LagReporter {
+    /// A copy whose consumer is gone (a restart after a fatal error, a
+    /// stop) no longer reports the partitions it had.
+    fn drop(&mut self) {
+        let reported = self.reported.get_mut().unwrap_or_else(|e| e.into_inner());
+        for (topic, partition) in reported.drain() {
+            self.metrics.forget_lag(self.stage, &topic, partition);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +150,8 @@ mod tests {
         r.report(&report(&[(1, true, 100, 90, 100)]));
         assert_eq!(metrics.consumer_lag_now("screen", "t", 0), None);
         assert_eq!(metrics.consumer_lag_now("screen", "t", 1), Some(0));
+        // The consumer is gone (a restart): its series go with it.
+        drop(r);
+        assert_eq!(metrics.consumer_lag_now("screen", "t", 1), None);
     }
 }

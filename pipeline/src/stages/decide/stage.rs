@@ -231,6 +231,22 @@ impl DecideStage {
     }
 }
 
+/// A screening or verdict of tenant `tenant` for an account held by
+/// another tenant: account ids are one namespace, so applying it would let
+/// one tenant's traffic move another's account. Dead-lettered to `topic`.
+fn foreign(topic: &str, record: &InRecord<'_>, account: &Account, tenant: &str) -> OutRecord {
+    reject_record(
+        STAGE,
+        topic,
+        record,
+        "tenant_mismatch",
+        format!(
+            "account `{}` belongs to tenant {:?}, not {tenant:?}; it is not moved",
+            account.account_id, account.tenant_id
+        ),
+    )
+}
+
 impl Stage for DecideStage {
     fn process(
         &mut self,
@@ -264,6 +280,15 @@ impl Stage for DecideStage {
                 let account = accounts
                     .entry(s.target_id.clone())
                     .or_insert_with(|| Account::new(&s.target_id, &s.tenant_id, s.event_time));
+                if account.tenant_id != s.tenant_id {
+                    out.push(foreign(
+                        &self.topics.dead_letter,
+                        record,
+                        account,
+                        &s.tenant_id,
+                    ));
+                    continue;
+                }
                 (apply_screening(account, &s), s.target_id)
             } else if record.topic == self.topics.verdicts {
                 let v = match record.payload.map(|v| self.verdicts.decode(v)) {
@@ -284,6 +309,12 @@ impl Stage for DecideStage {
                 // or never restricted) is judged against a fresh NORMAL one,
                 // which is kept only if the verdict changed it.
                 let effects = match accounts.get_mut(&v.target_id) {
+                    Some(account) if account.tenant_id != v.tenant_id => {
+                        let rejected =
+                            foreign(&self.topics.dead_letter, record, account, &v.tenant_id);
+                        out.push(rejected);
+                        continue;
+                    }
                     Some(account) => apply_verdict(account, &v),
                     None => {
                         let mut account = Account::new(&v.target_id, &v.tenant_id, v.event_time);

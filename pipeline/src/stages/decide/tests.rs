@@ -354,3 +354,28 @@ fn undecodable_inputs_are_dead_lettered() {
     assert_eq!(out.len(), 2);
     assert!(out.iter().all(|r| r.topic == "events.dlq"));
 }
+
+#[test]
+fn another_tenant_cannot_move_an_account_it_does_not_hold() {
+    let s = RecordCodec::<Screening>::new();
+    let mut stage = DecideStage::new(topics(), Box::new(MemoryLog::default()));
+    let first = run(
+        &mut stage,
+        &[("screenings", s.encode(&screening("e1", 1, &[Rule::R2])))],
+    );
+    assert!(first.iter().any(|r| r.topic == "accounts.transitions"));
+    // The same account id, screened in another tenant's traffic.
+    let foreign = Screening {
+        tenant_id: "game-b".into(),
+        ..screening("e2", 2, &[Rule::R2])
+    };
+    let out = run(&mut stage, &[("screenings", s.encode(&foreign))]);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].topic, "events.dlq");
+    let reason = out[0]
+        .headers
+        .iter()
+        .find(|(k, _)| k == "kusanagi.dlq.reason")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+    assert_eq!(reason.as_deref(), Some("tenant_mismatch"));
+}

@@ -3,7 +3,8 @@
 //! consumer group (each copy holds the whole index). It applies records in
 //! batches under one write lock, marks the view ready once it reached the
 //! offsets that were stable when each partition was assigned, reports its
-//! lag per partition, and picks up partitions added to the topics.
+//! lag per partition (from librdkafka's statistics), and picks up
+//! partitions added to the topics.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,20 +12,21 @@ use std::time::{Duration, Instant};
 
 use kusanagi_connectors::kafka::KafkaSettings;
 use kusanagi_schemas::{Account, RecordCodec, Transition};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{STAGE, View, ViewConfig};
+use crate::runtime::lag::{LagReporter, enable_stats};
 use crate::runtime::{Metrics, RuntimeError, Shutdown};
 
 /// Most records applied under one write lock.
 const BATCH: usize = 4_096;
 /// How long a metadata or watermark request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the lag per partition is reported.
-const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The topics the view reads.
 #[derive(Debug, Clone)]
@@ -47,9 +49,21 @@ struct PartitionProgress {
     catch_up_to: Option<i64>,
 }
 
+/// The consumer's context: librdkafka's statistics give the lag per
+/// partition, as for the other stages.
+struct LagStats(LagReporter);
+
+impl ClientContext for LagStats {
+    fn stats(&self, statistics: Statistics) {
+        self.0.report(&statistics);
+    }
+}
+
+impl ConsumerContext for LagStats {}
+
 /// Keeps a [`View`] up to date from Kafka.
 pub struct ViewFeed {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<LagStats>,
     topics: ViewTopics,
     view: Arc<View>,
     metrics: Metrics,
@@ -87,11 +101,15 @@ impl ViewFeed {
     ) -> Result<Self, RuntimeError> {
         let mut c = settings.reader_config("kusanagi-view");
         c.set("client.id", format!("{}-view", settings.client_id));
-        let consumer = c.create().map_err(|source| RuntimeError::Client {
-            stage: STAGE,
-            client: "view consumer",
-            source,
-        })?;
+        enable_stats(&mut c);
+        let lag = LagStats(LagReporter::new(STAGE, metrics.clone()));
+        let consumer = c
+            .create_with_context(lag)
+            .map_err(|source| RuntimeError::Client {
+                stage: STAGE,
+                client: "view consumer",
+                source,
+            })?;
         Ok(Self {
             consumer,
             topics,
@@ -109,18 +127,22 @@ impl ViewFeed {
     /// them until `shutdown`.
     pub fn run(mut self, shutdown: &Shutdown) -> Result<(), RuntimeError> {
         // A restarted feed rebuilds from scratch: what the old one applied
-        // may be ahead of a fresh read, never behind, so start clean.
-        *self.view.write() = super::AccountIndex::new();
-        self.view.set_ready(false);
+        // may be ahead of a fresh read, never behind, so start clean. Not
+        // ready first, under the write lock: a reader never sees a ready,
+        // emptied index (`View::read_ready`).
+        {
+            let mut index = self.view.write();
+            self.view.set_ready(false);
+            *index = super::AccountIndex::new();
+        }
         self.metrics.view.ready(false);
         let started = Instant::now();
         self.assign_new_partitions()?;
         self.check_caught_up(started);
         let mut last_refresh = Instant::now();
-        let mut last_lag = Instant::now();
+        let mut last_check = Instant::now();
         let mut batch = Vec::with_capacity(BATCH);
         while !shutdown.is_triggered() {
-            let mut eof = false;
             while batch.len() < BATCH {
                 let wait = if batch.is_empty() {
                     Duration::from_millis(100)
@@ -134,18 +156,14 @@ impl ViewFeed {
                             batch.push(u);
                         }
                     }
-                    Some(Err(KafkaError::PartitionEOF(_))) => eof = true,
                     Some(Err(e)) if is_fatal(&e) => return Err(kafka_error("reading", e)),
                     Some(Err(e)) => tracing::warn!(error = %e, "view read error"),
                 }
             }
             self.apply(&mut batch);
-            if !self.view.is_ready() && (eof || last_lag.elapsed() > Duration::from_secs(1)) {
+            if !self.view.is_ready() && last_check.elapsed() > Duration::from_millis(200) {
                 self.check_caught_up(started);
-            }
-            if last_lag.elapsed() > LAG_INTERVAL {
-                self.report_lag();
-                last_lag = Instant::now();
+                last_check = Instant::now();
             }
             if last_refresh.elapsed() > Duration::from_secs(self.config.metadata_refresh_seconds) {
                 if let Err(e) = self.assign_new_partitions() {
@@ -233,6 +251,7 @@ impl ViewFeed {
     /// read yet, noting for each the offset that is stable now.
     fn assign_new_partitions(&mut self) -> Result<(), RuntimeError> {
         let mut added = TopicPartitionList::new();
+        let mut progress = Vec::new();
         for topic in [&self.topics.accounts, &self.topics.transitions] {
             let md = self
                 .consumer
@@ -253,19 +272,21 @@ impl ViewFeed {
                     continue;
                 }
                 // `read_committed`: the high mark is the last stable offset.
-                let (_, stable) = self
+                // A partition whose records all aged out (low = high) has
+                // nothing to catch up on.
+                let (low, stable) = self
                     .consumer
                     .fetch_watermarks(topic, p.id(), REQUEST_TIMEOUT)
                     .map_err(|e| kafka_error("reading the partitions' ends", e))?;
                 added
                     .add_partition_offset(topic, p.id(), Offset::Beginning)
                     .map_err(|e| kafka_error("assigning partitions", e))?;
-                self.partitions.insert(
+                progress.push((
                     key,
                     PartitionProgress {
-                        catch_up_to: (stable > 0).then_some(stable),
+                        catch_up_to: (stable > low).then_some(stable),
                     },
-                );
+                ));
             }
         }
         if added.count() > 0 {
@@ -276,6 +297,9 @@ impl ViewFeed {
             self.consumer
                 .incremental_assign(&added)
                 .map_err(|e| kafka_error("assigning partitions", e))?;
+            // Known only once assigned: a failure above is retried whole at
+            // the next refresh.
+            self.partitions.extend(progress);
         }
         Ok(())
     }
@@ -329,29 +353,6 @@ impl ViewFeed {
             );
             self.view.set_ready(true);
             self.metrics.view.ready(true);
-            self.report_lag();
-        }
-    }
-
-    fn report_lag(&self) {
-        let positions = self.positions();
-        for (topic, partition) in self.partitions.keys() {
-            // `read_committed`: the high mark is the last stable offset.
-            let Ok((low, high)) =
-                self.consumer
-                    .fetch_watermarks(topic, *partition, Duration::from_secs(2))
-            else {
-                continue;
-            };
-            if high < 0 {
-                continue;
-            }
-            let at = positions
-                .get(&(topic.clone(), *partition))
-                .copied()
-                .unwrap_or(low.max(0));
-            self.metrics
-                .consumer_lag(STAGE, topic, *partition, high - at);
         }
     }
 }

@@ -120,21 +120,6 @@ impl AccountIndex {
         Some(in_effect.checked_sub(1).map(|i| &h.versions[i]))
     }
 
-    /// Whether `account_id` is known (a state or a move of it was read).
-    pub fn knows(&self, account_id: &str) -> bool {
-        self.accounts.contains_key(account_id)
-    }
-
-    /// The tenant of `account_id`, from its latest state or, before that
-    /// is read, its last move.
-    pub fn tenant(&self, account_id: &str) -> Option<&str> {
-        let h = self.accounts.get(account_id)?;
-        h.latest
-            .as_ref()
-            .map(|a| a.tenant_id.as_str())
-            .or_else(|| h.versions.last().map(|v| v.transition.tenant_id.as_str()))
-    }
-
     /// The versions of `account_id` that took effect in `[from_ms, to_ms)`.
     pub fn versions(&self, account_id: &str, from_ms: i64, to_ms: i64) -> &[Version] {
         let Some(h) = self.accounts.get(account_id) else {

@@ -59,6 +59,14 @@ impl View {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Reads the index if it has caught up, else `None`. The feed marks it
+    /// not ready only under the write lock, so an index read through this
+    /// cannot be emptied by a restart of the feed while it is held.
+    pub fn read_ready(&self) -> Option<RwLockReadGuard<'_, AccountIndex>> {
+        let index = self.read();
+        self.is_ready().then_some(index)
+    }
+
     /// Whether the index has caught up with the topics as they were when
     /// this copy started.
     pub fn is_ready(&self) -> bool {
