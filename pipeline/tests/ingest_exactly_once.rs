@@ -150,9 +150,10 @@ fn assert_exactly_once(
     let dlq: Vec<_> = reader.of("events.dlq").collect();
     assert!(
         complete,
-        "timed out: {} events, {} dead letters",
+        "timed out: {} events, {} dead letters, {} of {TOTAL} raw records read back",
         events.len(),
-        dlq.len()
+        dlq.len(),
+        reader.of("events.raw").count()
     );
 
     // events: exactly the 9,900 valid ones, each once, Avro, keyed by target.
