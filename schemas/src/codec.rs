@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use crate::account::{Account, Transition};
 use crate::avro::{HEADER_LEN, single_object_header};
 use crate::error::CodecError;
+use crate::gdpr::{AuditRecord, ErasureRequest};
 use crate::screening::Screening;
 use crate::verdict::{L2Request, Verdict};
 
@@ -33,6 +34,10 @@ pub const VERDICT_V1_AVSC: &str = include_str!("../avro/l2_verdict.v1.avsc");
 pub const ACCOUNT_V1_AVSC: &str = include_str!("../avro/account.v1.avsc");
 /// The Avro schema of [`Transition`] (`avro/transition.v1.avsc`).
 pub const TRANSITION_V1_AVSC: &str = include_str!("../avro/transition.v1.avsc");
+/// The Avro schema of [`ErasureRequest`] (`avro/erasure.v1.avsc`).
+pub const ERASURE_V1_AVSC: &str = include_str!("../avro/erasure.v1.avsc");
+/// The Avro schema of [`AuditRecord`] (`avro/audit.v1.avsc`).
+pub const AUDIT_V1_AVSC: &str = include_str!("../avro/audit.v1.avsc");
 
 /// A type with a shipped Avro schema.
 pub trait AvroRecord: Serialize + DeserializeOwned {
@@ -68,6 +73,8 @@ avro_record!(L2Request, L2_REQUEST_V1_AVSC, "L2Request");
 avro_record!(Verdict, VERDICT_V1_AVSC, "Verdict");
 avro_record!(Account, ACCOUNT_V1_AVSC, "Account");
 avro_record!(Transition, TRANSITION_V1_AVSC, "Transition");
+avro_record!(ErasureRequest, ERASURE_V1_AVSC, "ErasureRequest");
+avro_record!(AuditRecord, AUDIT_V1_AVSC, "AuditRecord");
 
 /// Encodes and decodes one record type in Avro single-object encoding.
 #[derive(Debug, Clone, Copy)]
@@ -248,6 +255,30 @@ mod tests {
             applied: false,
             refusal: Some("BANNED is final".into()),
         });
+        roundtrip(crate::gdpr::ErasureRequest {
+            request_id: "er-1".into(),
+            subject: "bob".into(),
+            requested_at: at,
+            requested_by: "ops-admin".into(),
+        });
+        for (kind, hash, request) in [
+            (
+                crate::gdpr::AuditKind::DeleteMarker,
+                Some("ab".repeat(32)),
+                Some("er-1".to_owned()),
+            ),
+            (crate::gdpr::AuditKind::AdminAction, None, None),
+        ] {
+            roundtrip(crate::gdpr::AuditRecord {
+                audit_id: "a-1".into(),
+                at,
+                kind,
+                subject_hash: hash,
+                actor: "ops-admin".into(),
+                request_id: request,
+                detail: "3 files".into(),
+            });
+        }
     }
 
     #[test]
@@ -260,6 +291,8 @@ mod tests {
             VERDICT_V1_AVSC,
             ACCOUNT_V1_AVSC,
             TRANSITION_V1_AVSC,
+            ERASURE_V1_AVSC,
+            AUDIT_V1_AVSC,
         ] {
             let doc: serde_json::Value = serde_json::from_str(avsc).unwrap();
             let mut defined = Vec::new();

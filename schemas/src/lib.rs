@@ -9,6 +9,7 @@
 //! | [`screening`] | [`Rule`], [`WindowProfile`], [`Screening`] (topic `screenings`) |
 //! | [`verdict`] | [`L2Request`] and [`Verdict`] (topics `l2.requests`, `l2.verdicts`) |
 //! | [`account`] | [`AccountState`], [`Account`] (`accounts`), [`Transition`] (`accounts.transitions`) |
+//! | [`gdpr`] | [`ErasureRequest`] (`erasures`), [`AuditRecord`] (`audit`), [`subject_hash`] |
 //! | [`codec`] | [`RecordCodec`]: Avro single-object encoding of the types above |
 //!
 //! The schema files themselves ship in `avro/` (Avro) and `json/` (JSON
@@ -20,6 +21,7 @@ pub mod avro;
 pub mod codec;
 pub mod error;
 pub mod event;
+pub mod gdpr;
 pub mod json;
 pub mod screening;
 pub mod verdict;
@@ -29,6 +31,7 @@ pub use avro::GameEventCodec;
 pub use codec::{AvroRecord, RecordCodec};
 pub use error::{CodecError, InvalidEvent};
 pub use event::{ActionDetails, ContextMetadata, EventTime, GameEvent};
+pub use gdpr::{AuditKind, AuditRecord, ErasureRequest, subject_hash};
 pub use json::parse_event;
 pub use screening::{Rule, RuleSet, Screening, WindowProfile};
 pub use verdict::{FraudType, L2Request, Verdict, action_for_score};
