@@ -2,7 +2,8 @@
 //!
 //! - `GET /api/v1/accounts/{id}`: the latest state.
 //! - `GET /api/v1/accounts/{id}/at?time=T`: the state in effect at `T`.
-//! - `GET /api/v1/accounts/{id}/versions?from=A&to=B`: the moves in `[A, B)`.
+//! - `GET /api/v1/accounts/{id}/versions?from=A&to=B[&after_version=N]`: the
+//!   moves in `[A, B)`, paged by version.
 //! - `POST /api/v1/withdrawals/check` `{"account_id": ..}`: 200 allowed,
 //!   423 restricted, 403 banned (`SCREENING.md`).
 //!
@@ -230,6 +231,8 @@ pub async fn at(
 pub struct RangeQuery {
     from: Option<String>,
     to: Option<String>,
+    /// Only versions after this one (the next page).
+    after_version: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -264,8 +267,11 @@ struct VersionsBody<'a> {
     account_id: &'a str,
     versions: Vec<VersionBody<'a>>,
     /// More versions are in the range than one answer lists; ask again
-    /// from the last one's `effective_at`.
+    /// with `after_version` set to `next_after_version`.
     truncated: bool,
+    /// The last version listed, when `truncated`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after_version: Option<i64>,
 }
 
 /// `GET /api/v1/accounts/{id}/versions?from=A&to=B`.
@@ -306,11 +312,17 @@ pub async fn versions(
             return not_found(&id);
         }
         let all = index.versions(&id, from, to);
+        // Versions are in order: a page starts after the last one listed,
+        // whatever their times (moves can share a timestamp).
+        let after = q.after_version.unwrap_or(i64::MIN);
+        let all = &all[all.partition_point(|v| v.version <= after)..];
         let shown = &all[..all.len().min(api.view.max_versions)];
+        let truncated = shown.len() < all.len();
         Json(VersionsBody {
             account_id: &id,
             versions: shown.iter().map(version_body).collect(),
-            truncated: shown.len() < all.len(),
+            truncated,
+            next_after_version: truncated.then(|| shown.last().map(|v| v.version)).flatten(),
         })
         .into_response()
     })();

@@ -288,6 +288,24 @@ async fn a_long_history_is_answered_in_pages() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["versions"].as_array().unwrap().len(), 3);
     assert_eq!(v["truncated"], true);
+    assert_eq!(v["next_after_version"], 3);
+    let (_, body) = call(
+        &app,
+        "GET",
+        "/api/v1/accounts/a/versions?after_version=3",
+        Some("key-admin"),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let page: Vec<_> = v["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["version"].as_i64())
+        .collect();
+    assert_eq!(page, [Some(4), Some(5)], "the next page, by version");
+    assert_eq!(v["truncated"], false);
+    assert!(v.get("next_after_version").is_none());
     let (_, body) = call(
         &app,
         "GET",
@@ -331,4 +349,41 @@ async fn moves_past_the_topic_s_retention_are_not_guessed() {
     let (status, body) = call(&app, "GET", "/api/v1/accounts/a/at?time=4500", admin).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""version":4"#), "{body}");
+}
+
+#[tokio::test]
+async fn moves_sharing_one_time_are_paged_by_version() {
+    let view = Arc::new(View::new(2));
+    for v in 1..=5 {
+        view.write().apply_transition(moved("a", "t", v), 7_000);
+    }
+    let mut a = Account::new("a", "t", EventTime::from_micros(0));
+    a.version = 5;
+    view.write().apply_account("a", Some(a));
+    view.set_ready(true);
+    let app = router(Services {
+        metrics: Metrics::new(),
+        keys: Arc::new(Keys::of(vec![key("admin", &[Role::Admin], None)])),
+        events: None,
+        view: Some(view),
+        max_body_bytes: 1 << 20,
+    });
+    let mut seen = Vec::new();
+    let mut uri = "/api/v1/accounts/a/versions".to_owned();
+    for _ in 0..5 {
+        let (_, body) = call(&app, "GET", &uri, Some("key-admin")).await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        seen.extend(
+            v["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["version"].as_i64().unwrap()),
+        );
+        match v["next_after_version"].as_i64() {
+            Some(n) => uri = format!("/api/v1/accounts/a/versions?after_version={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, [1, 2, 3, 4, 5], "every version once, in three pages");
 }
