@@ -16,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use kusanagi_connectors::kafka::enqueue;
 use kusanagi_schemas::{GameEvent, GameEventCodec, InvalidEvent};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -259,16 +258,12 @@ async fn publish(
 async fn send_all(api: &EventsApi, records: &[OutRecord]) -> Result<(), String> {
     let mut deliveries = Vec::with_capacity(records.len());
     for r in records {
-        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-        for (k, v) in &r.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v),
-            });
-        }
         let mut record = FutureRecord::to(&r.topic)
             .payload(&r.payload)
-            .headers(headers);
+            .headers(r.kafka_headers());
+        if let Some(p) = r.partition {
+            record = record.partition(p);
+        }
         if let Some(k) = &r.key {
             record = record.key(k);
         }

@@ -42,6 +42,20 @@ pub struct OutRecord {
     pub trace: super::trace::TraceCause,
 }
 
+impl OutRecord {
+    /// Its headers as the Kafka client sends them.
+    pub fn kafka_headers(&self) -> rdkafka::message::OwnedHeaders {
+        let mut headers = rdkafka::message::OwnedHeaders::new_with_capacity(self.headers.len());
+        for (k, v) in &self.headers {
+            headers = headers.insert(rdkafka::message::Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        headers
+    }
+}
+
 /// The (topic, partition) pairs a stage lost in a rebalance.
 pub type Partitions = [(String, i32)];
 

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use kusanagi_connectors::kafka::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -482,16 +482,9 @@ impl<S: Stage> TransactionalLoop<S> {
     }
 
     fn send(&self, record: &OutRecord) -> Result<(), TxnFailure> {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for (k, v) in &record.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v),
-            });
-        }
         let mut base = BaseRecord::to(&record.topic)
             .payload(&record.payload)
-            .headers(headers);
+            .headers(record.kafka_headers());
         if let Some(p) = record.partition {
             base = base.partition(p);
         }
