@@ -204,6 +204,7 @@ fn serve(args: &ViewArgs) -> anyhow::Result<()> {
         keys: Arc::new(keys),
         events: None,
         view: Some(view),
+        erasures: None,
         max_body_bytes: 1 << 20,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -47,6 +47,7 @@ fn app() -> axum::Router {
         }])),
         events: None,
         view: Some(view),
+        erasures: None,
         max_body_bytes: 1 << 20,
     })
 }

@@ -117,6 +117,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask for the erasure of a data subject (an account id): publishes
+    /// the request to `erasures`; the view answers 410 for it at once.
+    Erase {
+        /// The account id.
+        subject: String,
+        /// Who asks (recorded with the request).
+        #[arg(long, default_value_t = default_requester())]
+        by: String,
+    },
     /// API keys for the HTTP API.
     Keys {
         #[command(subcommand)]
@@ -250,6 +259,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Stats { json } => commands::stats_cmd(&topology, json).await,
         Command::Keys { command } => keys_cmd(command),
+        Command::Erase { subject, by } => {
+            init_logs(&topology, true);
+            erase_cmd(&topology, &subject, &by).await
+        }
         Command::Broker { listen, data_dir } => {
             init_logs(&topology, false);
             let mut topology = topology;
@@ -307,6 +320,45 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             serve(&topology, brokers, &StageKind::enabled(&topology), demo).await
         }
     }
+}
+
+fn default_requester() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "operator".into())
+    )
+}
+
+/// Publishes an erasure request to the configured brokers, or to a local
+/// `kusanagi run`'s embedded broker.
+async fn erase_cmd(topology: &Topology, subject: &str, by: &str) -> anyhow::Result<()> {
+    if subject.trim().is_empty() {
+        bail!("expected an account id to erase, found \"\"");
+    }
+    let bootstrap = if topology.kafka.bootstrap.is_empty() {
+        topology.embedded_broker.listen.clone()
+    } else {
+        topology.kafka.bootstrap.clone()
+    };
+    let settings = topology.kafka_settings(&bootstrap);
+    run::prepare_topics(topology, &settings)
+        .await
+        .with_context(|| format!("reaching the brokers at {bootstrap}"))?;
+    let producer: rdkafka::producer::FutureProducer = settings
+        .producer_config()
+        .create()
+        .context("creating the producer")?;
+    let request = kusanagi_pipeline::api::erasures::request(subject, by);
+    kusanagi_pipeline::api::erasures::publish(&producer, &topology.topics.erasures, &request)
+        .await
+        .map_err(|e| anyhow::anyhow!("publishing the erasure request: {e}"))?;
+    println!(
+        "erasure requested: {} for subject {subject:?} at {} (topic `{}`)",
+        request.request_id,
+        request.requested_at.to_rfc3339(),
+        topology.topics.erasures
+    );
+    Ok(())
 }
 
 fn keys_cmd(command: KeysCommand) -> anyhow::Result<()> {

@@ -315,6 +315,7 @@ pub fn spawn_stage(
             let view_topics = ViewTopics {
                 accounts: topics.accounts.clone(),
                 transitions: topics.transitions.clone(),
+                erasures: topics.erasures.clone(),
             };
             let view = Arc::clone(view);
             thread.spawn(move || {
@@ -452,11 +453,24 @@ pub async fn serve_http(
         None
     };
     tokio::spawn(Arc::clone(&keys).watch(shutdown.clone()));
+    let erasure_producer: FutureProducer =
+        settings
+            .producer_config()
+            .create()
+            .map_err(|source| ConnectorError::KafkaConfig {
+                client: "producer",
+                source,
+            })?;
     let app = api::router(Services {
         metrics: metrics.clone(),
         keys,
         events,
         view,
+        erasures: Some(Arc::new(api::ErasuresApi {
+            producer: erasure_producer,
+            topic: topology.topics.erasures.clone(),
+            metrics: metrics.clone(),
+        })),
         max_body_bytes: topology.http.max_body_bytes,
     });
     let listener = tokio::net::TcpListener::bind(&listen)

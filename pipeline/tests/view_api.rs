@@ -433,7 +433,7 @@ fn view_serves_and_rebuilds(kind: BrokerKind) {
     );
     check_all(&addr_b, &admin, std::slice::from_ref(&banned));
 
-    // Lag is reported per partition of both topics, and reaches 0.
+    // Lag is reported per partition of the three topics, and reaches 0.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, text) = http(&addr_b, "GET", "/metrics", Some(&admin), b"");
@@ -441,15 +441,48 @@ fn view_serves_and_rebuilds(kind: BrokerKind) {
             .lines()
             .filter(|l| l.starts_with("kusanagi_consumer_lag{stage=\"view\""))
             .collect();
-        if lags.len() == 6 && lags.iter().all(|l| l.ends_with(" 0")) {
+        if lags.len() == 9 && lags.iter().all(|l| l.ends_with(" 0")) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "lag of 3 partitions of 2 topics: {lags:?}"
+            "lag of 3 partitions of 3 topics: {lags:?}"
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+
+    // An erasure asked for over HTTP: both copies answer 410 for the
+    // subject (and its history) within seconds.
+    let subject = scripts[4].id.clone();
+    let started = Instant::now();
+    let body = format!(r#"{{"subject":"{subject}"}}"#);
+    let (s, v) = json(&addr_a, "POST", "/api/v1/erasures", &admin, body.as_bytes());
+    assert_eq!(s, 202, "{v}");
+    for addr in [&addr_a, &addr_b] {
+        loop {
+            let path = format!("/api/v1/accounts/{subject}");
+            if http(addr, "GET", &path, Some(&admin), b"").0 == 410 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{addr} never answered 410"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (s, _) = http(
+            addr,
+            "GET",
+            &format!("/api/v1/accounts/{subject}/versions"),
+            Some(&admin),
+            b"",
+        );
+        assert_eq!(s, 410);
+    }
+    eprintln!(
+        "an erasure reached both copies {:?} after it was requested",
+        started.elapsed()
+    );
 
     // Keys rotate without a restart: a new key works, the old one is
     // refused once it is removed from the keys file.

@@ -96,6 +96,23 @@ fn visible_account<'a>(index: &'a AccountIndex, caller: &Caller, id: &str) -> Op
     index.latest(id).filter(|a| caller.sees(&a.tenant_id))
 }
 
+/// `410 Gone` if `id` was erased on request and `caller` may know it
+/// (a tenant key learns of its own tenant's erasures only).
+fn erased(index: &AccountIndex, caller: &Caller, id: &str) -> Option<Response> {
+    let g = index.gone(id)?;
+    if !g.tenant.as_deref().is_none_or(|t| caller.sees(t)) {
+        return None;
+    }
+    Some(problem(
+        StatusCode::GONE,
+        "erased",
+        format!(
+            "`{id}` was erased on request at {}; nothing about it is kept",
+            rfc3339_ms(g.requested_ms)
+        ),
+    ))
+}
+
 fn history_expired(id: &str, first: Option<i64>) -> Response {
     problem(
         StatusCode::NOT_FOUND,
@@ -151,7 +168,7 @@ pub async fn latest(
         None => not_ready(),
         Some(index) => match visible_account(&index, &caller, &id) {
             Some(a) => Json(account_body(a)).into_response(),
-            None => not_found(&id),
+            None => erased(&index, &caller, &id).unwrap_or_else(|| not_found(&id)),
         },
     };
     api.metrics
@@ -198,7 +215,7 @@ pub async fn at(
             return not_ready();
         };
         let Some(account) = visible_account(&index, &caller, &id) else {
-            return not_found(&id);
+            return erased(&index, &caller, &id).unwrap_or_else(|| not_found(&id));
         };
         let history = index.versions(&id, i64::MIN, i64::MAX);
         // Retention removes the oldest moves first: before the first one
@@ -309,7 +326,7 @@ pub async fn versions(
             return not_ready();
         };
         if visible_account(&index, &caller, &id).is_none() {
-            return not_found(&id);
+            return erased(&index, &caller, &id).unwrap_or_else(|| not_found(&id));
         }
         let all = index.versions(&id, from, to);
         // Versions are in order: a page starts after the last one listed,
@@ -360,6 +377,10 @@ pub async fn check_withdrawal(
         Ok(Json(req)) => match api.view.read_ready() {
             None => not_ready(),
             Some(index) => {
+                if let Some(gone) = erased(&index, &caller, &req.account_id) {
+                    api.metrics.http_request("/api/v1/withdrawals/check", 410);
+                    return gone;
+                }
                 let state = visible_account(&index, &caller, &req.account_id).map(|a| a.state);
                 let w = Withdrawal::for_state(state);
                 let status = match w {

@@ -8,13 +8,15 @@
 //! | `GET /api/v1/accounts/{id}` | latest state (view stage) |
 //! | `GET /api/v1/accounts/{id}/at?time=T` | state in effect at `T` |
 //! | `GET /api/v1/accounts/{id}/versions?from=A&to=B` | the moves in `[A, B)` |
-//! | `POST /api/v1/withdrawals/check` | 200 allowed, 423 restricted, 403 banned |
+//! | `POST /api/v1/withdrawals/check` | 200 allowed, 423 restricted, 403 banned (410 erased) |
+//! | `POST /api/v1/erasures` | admin: erase a data subject; 202 once the request is in `erasures` |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz` | 200 while the process serves (no key) |
 //! | `GET /healthz/ready` | 200 once this copy can answer (the view caught up), else 503 (no key) |
 
 pub mod accounts;
 pub mod auth;
+pub mod erasures;
 mod events;
 
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use axum::routing::{MethodRouter, get, post};
 
 pub use accounts::AccountsApi;
 pub use auth::{Caller, Keys};
+pub use erasures::ErasuresApi;
 pub use events::EventsApi;
 
 use crate::config::Role;
@@ -86,6 +89,12 @@ pub const ROUTES: &[RouteAccess] = &[
         all_tenants: false,
     },
     RouteAccess {
+        method: "POST",
+        path: "/api/v1/erasures",
+        roles: &[],
+        all_tenants: true,
+    },
+    RouteAccess {
         method: "GET",
         path: "/metrics",
         roles: &[Role::Viewer, Role::Operator],
@@ -104,6 +113,8 @@ pub struct Services {
     pub events: Option<Arc<EventsApi>>,
     /// The state API, when this process runs the view stage.
     pub view: Option<Arc<View>>,
+    /// Erasure requests (admin), when this process can publish them.
+    pub erasures: Option<Arc<ErasuresApi>>,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
 }
@@ -160,6 +171,17 @@ pub fn router(s: Services) -> Router {
                 )
                 .with_state(events)
                 .layer(DefaultBodyLimit::max(s.max_body_bytes)),
+        );
+    }
+    if let Some(erasures) = s.erasures.clone() {
+        app = app.merge(
+            Router::new()
+                .route(
+                    "/api/v1/erasures",
+                    guarded(&s, "POST", "/api/v1/erasures", post(erasures::post_erasure)),
+                )
+                .with_state(erasures)
+                .layer(DefaultBodyLimit::max(MAX_CHECK_BODY_BYTES)),
         );
     }
     if let Some(view) = s.view.clone() {

@@ -62,6 +62,9 @@ fn app() -> axum::Router {
     view.write().apply_account("acct-1", Some(a));
     view.write()
         .apply_transition(moved("acct-1", "game-a", 1), 1_000_000);
+    let gone = Account::new("acct-gone", "game-a", EventTime::from_micros(0));
+    view.write().apply_account("acct-gone", Some(gone));
+    view.write().erase("acct-gone", 1_795_000_000_000);
     view.set_ready(true);
     let metrics = Metrics::new();
     // Never reached: every events request below is refused or invalid.
@@ -82,6 +85,14 @@ fn app() -> axum::Router {
         keys: Arc::new(keys),
         events: Some(Arc::new(events)),
         view: Some(view),
+        erasures: Some(Arc::new(super::ErasuresApi {
+            producer: KafkaSettings::new("127.0.0.1:1")
+                .producer_config()
+                .create()
+                .unwrap(),
+            topic: "erasures".into(),
+            metrics: Metrics::new(),
+        })),
         max_body_bytes: 1 << 20,
     })
 }
@@ -90,6 +101,7 @@ async fn call(app: &axum::Router, method: &str, uri: &str, key: Option<&str>) ->
     let body = match uri {
         "/api/v1/events" => Body::from("not json"),
         "/api/v1/withdrawals/check" => Body::from(r#"{"account_id":"acct-1"}"#),
+        "/api/v1/erasures" => Body::from("not json"),
         _ => Body::empty(),
     };
     let mut req = Request::builder()
@@ -134,6 +146,12 @@ const EXPECTED: &[(&str, &str, [u16; 8])] = &[
         "/api/v1/withdrawals/check",
         "/api/v1/withdrawals/check",
         [401, 401, 423, 423, 403, 403, 423, 200],
+    ),
+    // Erasures are the admin's alone.
+    (
+        "/api/v1/erasures",
+        "/api/v1/erasures",
+        [401, 401, 400, 403, 403, 403, 403, 403],
     ),
     // A tenant-bound key sees no cross-tenant figures.
     (
@@ -248,6 +266,7 @@ async fn bad_times_and_ranges_are_named_and_a_rebuilding_copy_answers_503() {
         keys: Arc::new(keys),
         events: None,
         view: Some(Arc::new(View::new(10))),
+        erasures: None,
         max_body_bytes: 1 << 20,
     });
     for (method, uri) in [
@@ -276,6 +295,7 @@ async fn a_long_history_is_answered_in_pages() {
         keys: Arc::new(Keys::of(vec![key("admin", &[Role::Admin], None)])),
         events: None,
         view: Some(view),
+        erasures: None,
         max_body_bytes: 1 << 20,
     });
     let (_, body) = call(
@@ -340,6 +360,7 @@ async fn moves_past_the_topic_s_retention_are_not_guessed() {
         keys: Arc::new(Keys::of(vec![key("admin", &[Role::Admin], None)])),
         events: None,
         view: Some(view),
+        erasures: None,
         max_body_bytes: 1 << 20,
     });
     let admin = Some("key-admin");
@@ -366,6 +387,7 @@ async fn moves_sharing_one_time_are_paged_by_version() {
         keys: Arc::new(Keys::of(vec![key("admin", &[Role::Admin], None)])),
         events: None,
         view: Some(view),
+        erasures: None,
         max_body_bytes: 1 << 20,
     });
     let mut seen = Vec::new();
@@ -386,4 +408,49 @@ async fn moves_sharing_one_time_are_paged_by_version() {
         }
     }
     assert_eq!(seen, [1, 2, 3, 4, 5], "every version once, in three pages");
+}
+
+#[tokio::test]
+async fn an_erased_account_is_gone_for_its_tenant_and_unknown_to_others() {
+    let app = app();
+    for uri in [
+        "/api/v1/accounts/acct-gone",
+        "/api/v1/accounts/acct-gone/at?time=0",
+        "/api/v1/accounts/acct-gone/versions",
+    ] {
+        let (status, body) = call(&app, "GET", uri, Some("key-admin")).await;
+        assert_eq!(status, 410, "{uri}: {body}");
+        assert!(body.contains("erased"), "{body}");
+        assert_eq!(
+            call(&app, "GET", uri, Some("key-other-tenant")).await.0,
+            404
+        );
+    }
+    let req = |key: &'static str| {
+        Request::builder()
+            .method("POST")
+            .uri("/api/v1/withdrawals/check")
+            .header("x-api-key", key)
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"account_id":"acct-gone"}"#))
+            .unwrap()
+    };
+    assert_eq!(
+        app.clone()
+            .oneshot(req("key-service"))
+            .await
+            .unwrap()
+            .status(),
+        410
+    );
+    assert_eq!(
+        app.clone()
+            .oneshot(req("key-other-tenant"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (status, body) = call(&app, "POST", "/api/v1/erasures", Some("key-admin")).await;
+    assert_eq!(status, 400, "{body}");
 }

@@ -172,6 +172,7 @@ impl Topology {
             ("topics.l2_verdicts", &t.l2_verdicts),
             ("topics.accounts", &t.accounts),
             ("topics.transitions", &t.transitions),
+            ("topics.erasures", &t.erasures),
         ];
         for (key, name) in names {
             if let Err(why) = check_topic_name(name) {

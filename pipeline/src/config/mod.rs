@@ -96,6 +96,13 @@ impl Topology {
                 ],
             ),
             spec(
+                &t.erasures,
+                vec![
+                    ("cleanup.policy", "compact".into()),
+                    ("compression.type", "producer".into()),
+                ],
+            ),
+            spec(
                 &t.transitions,
                 vec![
                     ("retention.ms", t.transitions_retention_ms.to_string()),

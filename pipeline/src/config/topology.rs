@@ -181,6 +181,8 @@ pub struct TopicsConfig {
     pub accounts: String,
     /// Every move of every account, applied or refused.
     pub transitions: String,
+    /// Erasure requests, keyed by subject (compacted).
+    pub erasures: String,
     /// How long the raw and dead-letter topics keep data, in milliseconds.
     pub raw_retention_ms: i64,
     /// How long `accounts.transitions` keeps moves, in milliseconds: how
@@ -205,6 +207,7 @@ impl Default for TopicsConfig {
             l2_verdicts: "l2.verdicts".into(),
             accounts: "accounts".into(),
             transitions: "accounts.transitions".into(),
+            erasures: "erasures".into(),
             raw_retention_ms: 7 * 24 * 3_600_000,
             transitions_retention_ms: 30 * 24 * 3_600_000,
             raw_max_message_bytes: 8 * 1024 * 1024,

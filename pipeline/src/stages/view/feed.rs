@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kusanagi_connectors::kafka::KafkaSettings;
-use kusanagi_schemas::{Account, RecordCodec, Transition};
+use kusanagi_schemas::{Account, ErasureRequest, RecordCodec, Transition};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -35,12 +35,15 @@ pub struct ViewTopics {
     pub accounts: String,
     /// Every move of every account.
     pub transitions: String,
+    /// Erasure requests (compacted).
+    pub erasures: String,
 }
 
 /// One decoded record.
 enum Update {
     Account(String, Option<Account>),
     Transition(Transition, i64),
+    Erase(String, i64),
 }
 
 /// Where one partition's reading stands.
@@ -71,6 +74,7 @@ pub struct ViewFeed {
     partitions: HashMap<(String, i32), PartitionProgress>,
     accounts: RecordCodec<Account>,
     transitions: RecordCodec<Transition>,
+    erasures: RecordCodec<ErasureRequest>,
     last_behind_log: Instant,
 }
 
@@ -119,6 +123,7 @@ impl ViewFeed {
             partitions: HashMap::new(),
             accounts: RecordCodec::new(),
             transitions: RecordCodec::new(),
+            erasures: RecordCodec::new(),
             last_behind_log: Instant::now(),
         })
     }
@@ -199,6 +204,14 @@ impl ViewFeed {
                     Err(e) => skipped(e.to_string()),
                 },
             }
+        } else if topic == self.topics.erasures {
+            // A tombstone on `erasures` (compaction of an old request) is
+            // not a withdrawal of the erasure: nothing to apply.
+            let bytes = m.payload()?;
+            match self.erasures.decode(bytes) {
+                Ok(r) => Some(Update::Erase(r.subject, r.requested_at.as_micros() / 1_000)),
+                Err(e) => skipped(e.to_string()),
+            }
         } else {
             let Some(bytes) = m.payload() else {
                 return skipped("no value".into());
@@ -220,7 +233,7 @@ impl ViewFeed {
         if batch.is_empty() {
             return;
         }
-        let (mut accounts, mut transitions, mut unchanged) = (0u64, 0u64, 0u64);
+        let (mut accounts, mut transitions, mut unchanged, mut erased) = (0u64, 0u64, 0u64, 0u64);
         let held = {
             let mut index = self.view.write();
             for u in batch.drain(..) {
@@ -236,6 +249,10 @@ impl ViewFeed {
                             unchanged += 1;
                         }
                     }
+                    Update::Erase(subject, at) => {
+                        index.erase(&subject, at);
+                        erased += 1;
+                    }
                 }
             }
             index.len()
@@ -244,6 +261,7 @@ impl ViewFeed {
         m.records(&self.topics.accounts, "applied", accounts);
         m.records(&self.topics.transitions, "applied", transitions);
         m.records(&self.topics.transitions, "unchanged", unchanged);
+        m.records(&self.topics.erasures, "applied", erased);
         m.accounts(held);
     }
 
@@ -252,7 +270,11 @@ impl ViewFeed {
     fn assign_new_partitions(&mut self) -> Result<(), RuntimeError> {
         let mut added = TopicPartitionList::new();
         let mut progress = Vec::new();
-        for topic in [&self.topics.accounts, &self.topics.transitions] {
+        for topic in [
+            &self.topics.accounts,
+            &self.topics.transitions,
+            &self.topics.erasures,
+        ] {
             let md = self
                 .consumer
                 .fetch_metadata(Some(topic), REQUEST_TIMEOUT)

@@ -44,6 +44,18 @@ pub struct AccountIndex {
     /// Accounts whose latest record is a tombstone: their moves, read in
     /// any order around it, are not kept.
     erased: HashSet<String>,
+    /// Subjects erased on request (`erasures`): when it was asked for, and
+    /// the tenant the account had then (if the view held it).
+    gone: HashMap<String, Gone>,
+}
+
+/// An erased subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gone {
+    /// When the erasure was requested, milliseconds since the epoch.
+    pub requested_ms: i64,
+    /// The tenant of the account when it was erased, if known.
+    pub tenant: Option<String>,
 }
 
 impl AccountIndex {
@@ -58,6 +70,9 @@ impl AccountIndex {
     /// A state after a tombstone is an account made anew.
     pub fn apply_account(&mut self, account_id: &str, account: Option<Account>) {
         match account {
+            // An erased subject stays erased: its state, read before or
+            // after the request, is not kept.
+            Some(_) if self.gone.contains_key(account_id) => {}
             Some(a) => {
                 self.erased.remove(account_id);
                 let h = self.accounts.entry(account_id.to_owned()).or_default();
@@ -70,6 +85,30 @@ impl AccountIndex {
                 self.erased.insert(account_id.to_owned());
             }
         }
+    }
+
+    /// Applies an erasure request of `subject`: it and its history are
+    /// forgotten, now and when read again in any order, and it is answered
+    /// as gone (HTTP 410) from now on.
+    pub fn erase(&mut self, subject: &str, requested_ms: i64) {
+        let tenant = self
+            .accounts
+            .remove(subject)
+            .and_then(|h| h.latest.map(|a| a.tenant_id))
+            .or_else(|| self.gone.get(subject).and_then(|g| g.tenant.clone()));
+        self.erased.insert(subject.to_owned());
+        self.gone.insert(
+            subject.to_owned(),
+            Gone {
+                requested_ms,
+                tenant,
+            },
+        );
+    }
+
+    /// Whether `subject` was erased on request, and when.
+    pub fn gone(&self, subject: &str) -> Option<&Gone> {
+        self.gone.get(subject)
     }
 
     /// Applies a record of `accounts.transitions` committed at

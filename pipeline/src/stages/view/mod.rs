@@ -21,7 +21,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use config::ViewConfig;
 pub use feed::{ViewFeed, ViewTopics};
-pub use index::{AccountIndex, Version, Withdrawal};
+pub use index::{AccountIndex, Gone, Version, Withdrawal};
 
 /// The stage's name in metrics and logs.
 pub const STAGE: &str = "view";
