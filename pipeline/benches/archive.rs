@@ -51,7 +51,7 @@ fn bench(c: &mut Criterion) {
     let rows = rows();
     let key = PartitionKey::of(Table::Events, "default", 4_070_908_800_000_000);
     for level in [3, 6] {
-        let w = write_file(&key, "events", open_file(&rows), level, 0).expect("write");
+        let w = write_file(&key, "events", open_file(&rows), level, 0.01, 0).expect("write");
         eprintln!(
             "archive file, zstd {level}: {} rows, {} bytes Parquet for {} bytes of JSON: ratio {:.3}, saving {:.1}%",
             w.entry.rows,
@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("write_file_zstd{level}"), |b| {
             b.iter_batched(
                 || open_file(&rows),
-                |f| write_file(&key, "events", f, level, 0).expect("write"),
+                |f| write_file(&key, "events", f, level, 0.01, 0).expect("write"),
                 BatchSize::LargeInput,
             )
         });

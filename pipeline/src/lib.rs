@@ -19,6 +19,7 @@ pub mod api;
 pub mod catalog;
 pub mod config;
 pub mod demo;
+pub mod erasure;
 pub mod ops;
 pub mod run;
 pub mod runtime;

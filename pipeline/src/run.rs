@@ -226,7 +226,7 @@ pub fn spawn_stage(
         StageKind::Decide => {
             let cfg = topology.stages.decide.clone();
             let lc = loop_config(
-                &[&topics.screenings, &topics.l2_verdicts],
+                &[&topics.screenings, &topics.l2_verdicts, &topics.erasures],
                 &cfg.group_id,
                 cfg.batch_max_records,
                 cfg.batch_max_wait_ms,
@@ -238,6 +238,8 @@ pub fn spawn_stage(
                 transitions: topics.transitions.clone(),
                 requests: topics.l2_requests.clone(),
                 dead_letter: topics.dead_letter.clone(),
+                erasures: topics.erasures.clone(),
+                audit: topics.audit.clone(),
             };
             thread.spawn(move || {
                 supervise(&shutdown, || {

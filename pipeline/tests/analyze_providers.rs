@@ -293,7 +293,7 @@ fn analyse(stage: &mut AnalyzeStage, requests: &[L2Request]) -> Vec<Verdict> {
     );
     let verdicts = RecordCodec::<Verdict>::new();
     out.iter()
-        .map(|r| verdicts.decode(&r.payload).unwrap())
+        .map(|r| verdicts.decode(r.payload.as_deref().unwrap()).unwrap())
         .collect()
 }
 
@@ -486,7 +486,7 @@ fn an_undecodable_request_is_dead_lettered_and_the_rest_answered() {
         .unwrap();
     assert_eq!(reason.1, b"undecodable");
     let v = RecordCodec::<Verdict>::new()
-        .decode(&out[1].payload)
+        .decode(out[1].payload.as_deref().unwrap())
         .unwrap();
     assert_eq!(
         (v.target_id.as_str(), v.fallback_reason.as_deref()),

@@ -252,7 +252,7 @@ fn settle(mut expected: Expected) -> Settled {
         while !pending.is_empty() {
             let verdicts: Vec<Vec<u8>> = run_stage(&mut analyze, "l2.requests", *p, &pending)
                 .into_iter()
-                .map(|r| r.payload)
+                .filter_map(|r| r.payload)
                 .collect();
             for v in &verdicts {
                 let v = v_codec.decode(v).unwrap();
@@ -266,16 +266,16 @@ fn settle(mut expected: Expected) -> Settled {
             for r in run_stage(decide, "l2.verdicts", *p, &verdicts) {
                 match r.topic.as_str() {
                     "accounts.transitions" => {
-                        let t = t_codec.decode(&r.payload).unwrap();
+                        let t = t_codec.decode(r.payload.as_deref().unwrap()).unwrap();
                         settled
                             .transitions
                             .entry(t.account_id.clone())
                             .or_default()
                             .push(t);
                     }
-                    "l2.requests" => pending.push(r.payload),
+                    "l2.requests" => pending.extend(r.payload),
                     "accounts" => {
-                        let a = a_codec.decode(&r.payload).unwrap();
+                        let a = a_codec.decode(r.payload.as_deref().unwrap()).unwrap();
                         settled.accounts.insert(a.account_id.clone(), a);
                     }
                     other => panic!("unexpected output topic {other}"),
@@ -308,6 +308,8 @@ fn uninterrupted(events: &BTreeMap<i32, Vec<&OwnedMessage>>) -> Expected {
         transitions: "accounts.transitions".into(),
         requests: "l2.requests".into(),
         dead_letter: "events.dlq".into(),
+        erasures: "erasures".into(),
+        audit: "audit".into(),
     };
     let mut expected = Expected {
         screenings: BTreeMap::new(),
@@ -331,17 +333,17 @@ fn uninterrupted(events: &BTreeMap<i32, Vec<&OwnedMessage>>) -> Expected {
         );
         let screenings: Vec<Vec<u8>> = run_stage(&mut screen, "events", p, &values)
             .into_iter()
-            .map(|r| r.payload)
+            .filter_map(|r| r.payload)
             .collect();
         let mut decide = DecideStage::new(topics.clone(), Box::new(NoHistory));
         let mut transitions = vec![];
         let mut requests = vec![];
         for r in run_stage(&mut decide, "screenings", p, &screenings) {
             match r.topic.as_str() {
-                "accounts.transitions" => transitions.push(r.payload),
-                "l2.requests" => requests.push(r.payload),
+                "accounts.transitions" => transitions.extend(r.payload),
+                "l2.requests" => requests.extend(r.payload),
                 "accounts" => {
-                    let a = codec.decode(&r.payload).unwrap();
+                    let a = codec.decode(r.payload.as_deref().unwrap()).unwrap();
                     expected.accounts.insert(a.account_id.clone(), a);
                 }
                 other => panic!("unexpected output topic {other}"),

@@ -258,9 +258,10 @@ async fn publish(
 async fn send_all(api: &EventsApi, records: &[OutRecord]) -> Result<(), String> {
     let mut deliveries = Vec::with_capacity(records.len());
     for r in records {
-        let mut record = FutureRecord::to(&r.topic)
-            .payload(&r.payload)
-            .headers(r.kafka_headers());
+        let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&r.topic).headers(r.kafka_headers());
+        if let Some(payload) = &r.payload {
+            record = record.payload(payload);
+        }
         if let Some(p) = r.partition {
             record = record.partition(p);
         }

@@ -5,10 +5,12 @@
 
 pub mod log;
 pub mod model;
+pub mod subjects;
 pub mod tiers;
 
 pub use log::{Catalog, CatalogError};
 pub use model::{
-    Action, CatalogState, Commit, Conflict, FileEntry, FileKey, OffsetRange, Progress, Tier,
+    Action, CatalogState, Commit, Conflict, Erasure, ErasureState, FileEntry, FileKey, OffsetRange,
+    Progress, Purge, PurgedFile, Tier,
 };
 pub use tiers::{Reconciled, STAGING, Tiers, staged};

@@ -100,6 +100,10 @@ pub struct FileEntry {
     pub offsets: Vec<OffsetRange>,
     /// When this file was committed in its tier, milliseconds since the epoch.
     pub created_at_ms: i64,
+    /// The filter of the account ids it holds ([`super::subjects`]),
+    /// base64; `None`: unknown (it may hold any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subjects: Option<String>,
 }
 
 impl FileEntry {
@@ -141,6 +145,69 @@ pub struct Progress {
     pub to: i64,
 }
 
+/// An erasure request as the archive knows it: its subject is marked
+/// deleted from the commit that records it on (the logical delete every
+/// reader of the archive honours), and the files rewritten for it are
+/// recorded with the rewrites themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erasure {
+    /// The request (`ErasureRequest::request_id`).
+    pub request_id: String,
+    /// The salted hash of the subject; the catalog never holds the id.
+    pub subject_hash: String,
+    /// When it was asked for, milliseconds since the epoch.
+    pub requested_at_ms: i64,
+    /// Who asked.
+    pub requested_by: String,
+}
+
+/// One file rewritten without a subject's rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgedFile {
+    /// The tier.
+    pub tier: Tier,
+    /// The path within it (a rewrite keeps the path).
+    pub path: String,
+    /// SHA-256 of the file before.
+    pub sha256_before: String,
+    /// SHA-256 after (`None`: every row was the subject's; the file is gone).
+    pub sha256_after: Option<String>,
+    /// Rows before.
+    pub rows_before: u64,
+    /// Rows removed.
+    pub rows_removed: u64,
+}
+
+/// The files one purge of an erasure rewrote (in the same commit as the
+/// rewrites).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purge {
+    /// The erasure request.
+    pub request_id: String,
+    /// The files, each rewritten (or removed) in this commit.
+    pub files: Vec<PurgedFile>,
+    /// Catalog files whose filters did not rule the subject out, opened
+    /// and read by this purge.
+    pub files_opened: u64,
+    /// Files in the catalog when the purge planned.
+    pub files_listed: u64,
+}
+
+/// An erasure and what was done for it, as of a catalog version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasureState {
+    /// The request.
+    pub erasure: Erasure,
+    /// When the catalog marked it deleted, milliseconds since the epoch.
+    pub marked_at_ms: i64,
+    /// Every file rewritten for it, in commit order.
+    pub files: Vec<PurgedFile>,
+    /// When its last purge was committed (`None`: not purged yet).
+    pub purged_at_ms: Option<i64>,
+    /// The catalog version of its last purge.
+    pub purged_in_version: Option<u64>,
+}
+
 /// One change in a commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -151,6 +218,11 @@ pub enum Action {
     Remove(FileKey),
     /// A partition's archived offsets move forward.
     Progress(Progress),
+    /// A subject is marked deleted (an erasure request is recorded).
+    Erase(Erasure),
+    /// Files were rewritten without an erased subject's rows (with their
+    /// `Remove`/`Add` in the same commit).
+    Purge(Purge),
 }
 
 /// One atomic change to the catalog.
@@ -190,6 +262,12 @@ pub enum Conflict {
     /// The file to remove is not in the catalog.
     #[error("{0} is not in the catalog")]
     NotListed(FileKey),
+    /// The erasure request is already recorded.
+    #[error("erasure {0} is already recorded")]
+    AlreadyErased(String),
+    /// A purge names an erasure request the catalog does not hold.
+    #[error("erasure {0} is not recorded")]
+    NotErased(String),
     /// Another writer archived the partition's offsets first.
     #[error(
         "{topic}/{partition}: expected archived up to {expected:?}, the catalog says {found:?}"
@@ -212,6 +290,7 @@ pub struct CatalogState {
     version: u64,
     files: BTreeMap<FileKey, FileEntry>,
     progress: BTreeMap<(String, i32), i64>,
+    erasures: BTreeMap<String, ErasureState>,
 }
 
 /// The serialised form of a [`CatalogState`] (a checkpoint).
@@ -223,6 +302,9 @@ pub struct Snapshot {
     pub files: Vec<FileEntry>,
     /// Every partition's next offset to archive: (topic, partition, offset).
     pub progress: Vec<(String, i32, i64)>,
+    /// Every erasure recorded.
+    #[serde(default)]
+    pub erasures: Vec<ErasureState>,
 }
 
 impl CatalogState {
@@ -250,6 +332,24 @@ impl CatalogState {
     /// Every partition's next offset to archive: (topic, partition, offset).
     pub fn progress(&self) -> impl Iterator<Item = (&str, i32, i64)> {
         self.progress.iter().map(|((t, p), o)| (t.as_str(), *p, *o))
+    }
+
+    /// Every erasure recorded, by request id.
+    pub fn erasures(&self) -> impl Iterator<Item = &ErasureState> {
+        self.erasures.values()
+    }
+
+    /// The erasure `request_id`, if recorded.
+    pub fn erasure(&self, request_id: &str) -> Option<&ErasureState> {
+        self.erasures.get(request_id)
+    }
+
+    /// The subject hashes marked deleted.
+    pub fn erased_subjects(&self) -> std::collections::HashSet<&str> {
+        self.erasures
+            .values()
+            .map(|e| e.erasure.subject_hash.as_str())
+            .collect()
     }
 
     /// Whether `actions` can follow this state.
@@ -293,6 +393,24 @@ impl CatalogState {
                     }
                     progressed.push((&p.topic, p.partition));
                 }
+                Action::Erase(e) => {
+                    let twice = actions
+                        .iter()
+                        .filter(|a| matches!(a, Action::Erase(o) if o.request_id == e.request_id))
+                        .count()
+                        > 1;
+                    if self.erasures.contains_key(&e.request_id) || twice {
+                        return Err(Conflict::AlreadyErased(e.request_id.clone()));
+                    }
+                }
+                Action::Purge(p) => {
+                    let in_commit = actions
+                        .iter()
+                        .any(|a| matches!(a, Action::Erase(e) if e.request_id == p.request_id));
+                    if !self.erasures.contains_key(&p.request_id) && !in_commit {
+                        return Err(Conflict::NotErased(p.request_id.clone()));
+                    }
+                }
             }
         }
         Ok(())
@@ -319,6 +437,25 @@ impl CatalogState {
                 Action::Progress(p) => {
                     self.progress.insert((p.topic.clone(), p.partition), p.to);
                 }
+                Action::Erase(e) => {
+                    self.erasures.insert(
+                        e.request_id.clone(),
+                        ErasureState {
+                            erasure: e.clone(),
+                            marked_at_ms: commit.committed_at_ms,
+                            files: Vec::new(),
+                            purged_at_ms: None,
+                            purged_in_version: None,
+                        },
+                    );
+                }
+                Action::Purge(p) => {
+                    if let Some(state) = self.erasures.get_mut(&p.request_id) {
+                        state.files.extend(p.files.iter().cloned());
+                        state.purged_at_ms = Some(commit.committed_at_ms);
+                        state.purged_in_version = Some(commit.version);
+                    }
+                }
             }
         }
         self.version = commit.version;
@@ -335,6 +472,7 @@ impl CatalogState {
                 .iter()
                 .map(|((t, p), o)| (t.clone(), *p, *o))
                 .collect(),
+            erasures: self.erasures.values().cloned().collect(),
         }
     }
 
@@ -347,6 +485,11 @@ impl CatalogState {
                 .progress
                 .into_iter()
                 .map(|(t, p, o)| ((t, p), o))
+                .collect(),
+            erasures: s
+                .erasures
+                .into_iter()
+                .map(|e| (e.erasure.request_id.clone(), e))
                 .collect(),
         }
     }
@@ -370,6 +513,7 @@ pub(crate) fn test_entry(tier: Tier, path: &str) -> FileEntry {
         json_bytes: 10,
         offsets: vec![],
         created_at_ms: 0,
+        subjects: None,
     }
 }
 

@@ -33,6 +33,10 @@ pub struct ArchiveConfig {
     /// `region`, `access_key_id`, `secret_access_key`, `allow_http`);
     /// unset ones come from the `AWS_*` environment variables.
     pub s3: BTreeMap<String, String>,
+    /// The false-positive rate of each file's subject filter (kept in its
+    /// catalog entry): the share of files not holding a subject that an
+    /// erasure's purge still opens.
+    pub subject_filter_fpp: f64,
 }
 
 impl Default for ArchiveConfig {
@@ -45,6 +49,7 @@ impl Default for ArchiveConfig {
             warm_after_days: 7,
             cold_after_days: 30,
             s3: BTreeMap::new(),
+            subject_filter_fpp: 0.01,
         }
     }
 }
@@ -120,6 +125,15 @@ impl ArchiveConfig {
                     ),
                 ));
             }
+        }
+        if !(self.subject_filter_fpp > 0.0 && self.subject_filter_fpp < 0.5) {
+            p.push((
+                "subject_filter_fpp".into(),
+                format!(
+                    "expected a rate above 0 and below 0.5, found {}",
+                    self.subject_filter_fpp
+                ),
+            ));
         }
         if self.warm_after_days == 0 {
             p.push((

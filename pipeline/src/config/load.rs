@@ -109,6 +109,7 @@ impl Topology {
 
     /// Applies `KAFKA_BOOTSTRAP`, `KUSANAGI_INSTANCE_ID`, `KUSANAGI_HTTP_LISTEN`,
     /// `KUSANAGI_DATA_DIR`, `KUSANAGI_KEYS_FILE`, `KUSANAGI_TRACES`,
+    /// `KUSANAGI_GDPR_SALT_FILE`, `KUSANAGI_GDPR_SIGNING_KEY_FILE`,
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and `RUST_LOG`, read through `var`.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
         if let Some(v) = var("KAFKA_BOOTSTRAP") {
@@ -123,6 +124,7 @@ impl Topology {
         if let Some(v) = var("KUSANAGI_DATA_DIR") {
             self.embedded_broker.data_dir = PathBuf::from(&v).join("broker");
             self.archive.relocate_defaults(Path::new(&v));
+            self.gdpr.relocate_defaults(Path::new(&v));
         }
         if let Some(v) = var("KUSANAGI_KEYS_FILE") {
             self.http.auth.keys_file = Some(PathBuf::from(v));
@@ -132,6 +134,12 @@ impl Topology {
         }
         if let Some(v) = var("KUSANAGI_TRACES") {
             self.telemetry.traces = matches!(v.trim(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = var("KUSANAGI_GDPR_SALT_FILE") {
+            self.gdpr.salt_file = PathBuf::from(v);
+        }
+        if let Some(v) = var("KUSANAGI_GDPR_SIGNING_KEY_FILE") {
+            self.gdpr.signing_key_file = PathBuf::from(v);
         }
         if let Some(v) = var("RUST_LOG") {
             self.log.filter = v;
@@ -173,6 +181,7 @@ impl Topology {
             ("topics.accounts", &t.accounts),
             ("topics.transitions", &t.transitions),
             ("topics.erasures", &t.erasures),
+            ("topics.audit", &t.audit),
         ];
         for (key, name) in names {
             if let Err(why) = check_topic_name(name) {
@@ -254,6 +263,9 @@ impl Topology {
         }
         for (key, problem) in self.stages.view.validate() {
             bad(&format!("stages.view.{key}"), problem);
+        }
+        for (key, problem) in self.gdpr.validate() {
+            bad(&format!("gdpr.{key}"), problem);
         }
         for (key, problem) in self.telemetry.validate() {
             bad(&format!("telemetry.{key}"), problem);

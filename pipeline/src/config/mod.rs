@@ -2,11 +2,13 @@
 
 mod archive;
 pub mod auth;
+mod gdpr;
 mod load;
 mod topology;
 
 pub use archive::ArchiveConfig;
 pub use auth::{AuthConfig, KeyConfig, Role};
+pub use gdpr::GdprConfig;
 pub use load::{ConfigError, ConfigProblem};
 pub use topology::{
     EmbeddedBrokerConfig, HttpConfig, InstanceConfig, KafkaConfig, LogConfig, LogFormat,
@@ -99,6 +101,13 @@ impl Topology {
                 &t.erasures,
                 vec![
                     ("cleanup.policy", "compact".into()),
+                    ("compression.type", "producer".into()),
+                ],
+            ),
+            spec(
+                &t.audit,
+                vec![
+                    ("retention.ms", "-1".into()),
                     ("compression.type", "producer".into()),
                 ],
             ),

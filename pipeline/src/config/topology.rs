@@ -29,6 +29,8 @@ pub struct Topology {
     pub log: LogConfig,
     /// Traces (OpenTelemetry).
     pub telemetry: TelemetryConfig,
+    /// Erasure: the subject-hash salt, the certificate key, subject filters.
+    pub gdpr: super::GdprConfig,
 }
 
 /// `[telemetry]`: OpenTelemetry traces of events through the stages.
@@ -183,6 +185,9 @@ pub struct TopicsConfig {
     pub transitions: String,
     /// Erasure requests, keyed by subject (compacted).
     pub erasures: String,
+    /// The audit trail: erasure steps, state overrides, admin actions
+    /// (no personal data; kept forever, and archived).
+    pub audit: String,
     /// How long the raw and dead-letter topics keep data, in milliseconds.
     pub raw_retention_ms: i64,
     /// How long `accounts.transitions` keeps moves, in milliseconds: how
@@ -208,6 +213,7 @@ impl Default for TopicsConfig {
             accounts: "accounts".into(),
             transitions: "accounts.transitions".into(),
             erasures: "erasures".into(),
+            audit: "audit".into(),
             raw_retention_ms: 7 * 24 * 3_600_000,
             transitions_retention_ms: 30 * 24 * 3_600_000,
             raw_max_message_bytes: 8 * 1024 * 1024,

@@ -85,7 +85,7 @@ pub fn dead_letter(
         topic: topic.to_owned(),
         partition: None,
         key: source.key.map(<[u8]>::to_vec),
-        payload: value.to_vec(),
+        payload: Some(value.to_vec()),
         headers,
         timestamp_ms: None,
         trace: super::trace::TraceCause::None,
@@ -160,7 +160,7 @@ mod tests {
             },
             1024,
         );
-        assert_eq!(r.payload, b"{oops");
+        assert_eq!(r.payload.as_deref(), Some(&b"{oops"[..]));
         assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(header(&r, REASON_HEADER), Some(&b"invalid_json"[..]));
         assert_eq!(header(&r, "kusanagi.dlq.source.partition"), Some(&b"3"[..]));
@@ -182,7 +182,7 @@ mod tests {
             },
             10,
         );
-        assert_eq!(r.payload.len(), 10);
+        assert_eq!(r.payload.as_ref().map_or(0, Vec::len), 10);
         assert_eq!(header(&r, "kusanagi.dlq.truncated"), Some(&b"true"[..]));
         assert_eq!(header(&r, "kusanagi.dlq.original.bytes"), Some(&b"100"[..]));
     }

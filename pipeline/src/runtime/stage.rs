@@ -32,8 +32,8 @@ pub struct OutRecord {
     pub partition: Option<i32>,
     /// Key.
     pub key: Option<Vec<u8>>,
-    /// Value.
-    pub payload: Vec<u8>,
+    /// Value; `None` is a tombstone (on a compacted topic, it erases the key).
+    pub payload: Option<Vec<u8>>,
     /// Headers, in order.
     pub headers: Vec<(String, Vec<u8>)>,
     /// Timestamp in milliseconds; `None` lets the producer stamp it.

@@ -266,7 +266,7 @@ mod tests {
             topic: "t".into(),
             partition: None,
             key: None,
-            payload: Vec::new(),
+            payload: Some(Vec::new()),
             headers: Vec::new(),
             timestamp_ms: None,
             trace,

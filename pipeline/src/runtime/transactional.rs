@@ -482,9 +482,11 @@ impl<S: Stage> TransactionalLoop<S> {
     }
 
     fn send(&self, record: &OutRecord) -> Result<(), TxnFailure> {
-        let mut base = BaseRecord::to(&record.topic)
-            .payload(&record.payload)
-            .headers(record.kafka_headers());
+        let mut base =
+            BaseRecord::<Vec<u8>, Vec<u8>>::to(&record.topic).headers(record.kafka_headers());
+        if let Some(payload) = &record.payload {
+            base = base.payload(payload);
+        }
         if let Some(p) = record.partition {
             base = base.partition(p);
         }

@@ -265,7 +265,7 @@ impl Stage for AnalyzeStage {
                 topic: self.verdicts_topic.clone(),
                 partition: Some(batch[*i].partition),
                 key: Some(verdict.target_id.as_bytes().to_vec()),
-                payload: self.verdicts.encode(&verdict),
+                payload: Some(self.verdicts.encode(&verdict)),
                 headers: vec![],
                 timestamp_ms: None,
                 trace: TraceCause::of(batch[*i].trace),

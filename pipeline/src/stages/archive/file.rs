@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use super::layout::PartitionKey;
 use super::open_files::OpenFile;
 use super::table::{Row, to_batch};
+use crate::catalog::subjects::filter_of_batches;
 use crate::catalog::{FileEntry, OffsetRange, Tier};
 
 /// A file written in memory, ready to upload.
@@ -47,6 +48,7 @@ pub fn write_file(
     topic: &str,
     mut file: OpenFile,
     zstd_level: i32,
+    subject_filter_fpp: f64,
     now_ms: i64,
 ) -> Result<WrittenFile, ParquetError> {
     let rows: &mut Vec<Row> = &mut file.rows;
@@ -67,6 +69,11 @@ pub fn write_file(
         })
         .collect();
     let batch = to_batch(key.table, rows)?;
+    let subjects = filter_of_batches(
+        key.table.name(),
+        std::slice::from_ref(&batch),
+        subject_filter_fpp,
+    );
     let out = write_batches(key.table.schema(), &[batch], zstd_level)?;
     let times = rows.iter().map(|r| r.record.event_time_us());
     let entry = FileEntry {
@@ -84,6 +91,7 @@ pub fn write_file(
         json_bytes: file.json_bytes,
         offsets,
         created_at_ms: now_ms,
+        subjects,
     };
     Ok(WrittenFile {
         bytes: Bytes::from(out),
@@ -193,7 +201,7 @@ mod tests {
             json_bytes: json,
             opened_at: Instant::now(),
         };
-        let w = write_file(&key, "events", open, 6, 42).unwrap();
+        let w = write_file(&key, "events", open, 6, 0.01, 42).unwrap();
         assert_eq!(w.entry.rows, 100);
         assert_eq!(w.entry.min_event_time_us, 1_000_000);
         assert_eq!(w.entry.max_event_time_us, 100_000_000);

@@ -170,6 +170,7 @@ pub struct ArchiveStage {
     max_dead_letter_bytes: usize,
     catalog: Catalog,
     hot: TierStore,
+    subject_filter_fpp: f64,
     rt: tokio::runtime::Runtime,
     decoders: Decoders,
     open: OpenFiles,
@@ -257,6 +258,7 @@ impl ArchiveStage {
         );
         let mut stage = Self {
             config,
+            subject_filter_fpp: archive.subject_filter_fpp,
             topics,
             consumer,
             producer,
@@ -550,9 +552,10 @@ impl ArchiveStage {
                 value: Some(v),
             });
         }
-        let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(&out.topic)
-            .payload(&out.payload)
-            .headers(headers);
+        let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(&out.topic).headers(headers);
+        if let Some(payload) = &out.payload {
+            record = record.payload(payload);
+        }
         if let Some(k) = &out.key {
             record = record.key(k);
         }
@@ -607,7 +610,14 @@ impl ArchiveStage {
         let mut written: Vec<WrittenFile> = Vec::with_capacity(files.len());
         for (key, file) in files {
             let topic = self.topics.topic_of(key.table).to_owned();
-            match write_file(&key, &topic, file, self.config.zstd_level, now_ms) {
+            match write_file(
+                &key,
+                &topic,
+                file,
+                self.config.zstd_level,
+                self.subject_filter_fpp,
+                now_ms,
+            ) {
                 Ok(w) => written.push(w),
                 Err(e) => {
                     tracing::error!(stage = STAGE, partition = %key.dir(), error = %e, "cannot write a Parquet file; re-reading");

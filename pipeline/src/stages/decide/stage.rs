@@ -1,6 +1,6 @@
-//! The decide stage: `screenings` + `l2.verdicts` -> `accounts` (latest
-//! state, compacted), `accounts.transitions` (every move) and
-//! `l2.requests`, co-partitioned with its inputs.
+//! The decide stage: `screenings` + `l2.verdicts` + `erasures` ->
+//! `accounts` (latest state, compacted), `accounts.transitions` (every
+//! move), `l2.requests` and `audit`, co-partitioned with its inputs.
 //!
 //! Both inputs are keyed by target_id and written to the partition number
 //! of their source, so partition `p` of `screenings` and of `l2.verdicts`
@@ -11,10 +11,20 @@
 //! stage writes each changed account there in the same transaction as the
 //! input offsets, so what it reads is exactly the state at the committed
 //! offsets.
+//!
+//! An erasure request (topic `erasures`, keyed by the subject and written
+//! by Kusanagi's producers, so co-partitioned like the rest) drops the
+//! subject's account from memory and writes its tombstone to `accounts`,
+//! with a `DELETE_MARKER` audit record, in the same transaction: the state
+//! cannot come back from a later rebuild, and a later screening of the id
+//! starts a new account.
 
 use std::collections::HashMap;
 
-use kusanagi_schemas::{Account, L2Request, RecordCodec, Screening, Transition, Verdict};
+use kusanagi_schemas::{
+    Account, AuditKind, AuditRecord, ErasureRequest, EventTime, L2Request, RecordCodec, Screening,
+    Transition, Verdict,
+};
 
 use super::machine::{Effects, apply_screening, apply_verdict};
 use crate::runtime::dead_letter::reject_record;
@@ -42,6 +52,10 @@ pub struct DecideTopics {
     pub requests: String,
     /// Output: records that cannot be decoded.
     pub dead_letter: String,
+    /// Input: erasure requests.
+    pub erasures: String,
+    /// Output: the audit trail.
+    pub audit: String,
 }
 
 enum PartitionState {
@@ -62,6 +76,8 @@ pub struct DecideStats {
     pub verdicts: u64,
     /// Account records read back to rebuild state.
     pub rebuilt: u64,
+    /// Erasure requests carried out (an account dropped and tombstoned).
+    pub erased: u64,
 }
 
 /// `screenings` + `l2.verdicts` -> `accounts`, `accounts.transitions`, `l2.requests`.
@@ -72,6 +88,8 @@ pub struct DecideStage {
     accounts: RecordCodec<Account>,
     transitions: RecordCodec<Transition>,
     requests: RecordCodec<L2Request>,
+    erasures: RecordCodec<ErasureRequest>,
+    audit: RecordCodec<AuditRecord>,
     source: Box<dyn PartitionSource>,
     partitions: HashMap<i32, PartitionState>,
     stats: DecideStats,
@@ -89,6 +107,8 @@ impl DecideStage {
             accounts: RecordCodec::new(),
             transitions: RecordCodec::new(),
             requests: RecordCodec::new(),
+            erasures: RecordCodec::new(),
+            audit: RecordCodec::new(),
             source,
             partitions: HashMap::new(),
             stats: DecideStats::default(),
@@ -167,7 +187,7 @@ impl DecideStage {
         topic: &str,
         partition: i32,
         key: &str,
-        payload: Vec<u8>,
+        payload: Option<Vec<u8>>,
         trace: &TraceCause,
     ) -> OutRecord {
         OutRecord {
@@ -198,7 +218,7 @@ impl DecideStage {
                 self.stats.refused += 1;
                 tracing::info!(stage = STAGE, account = %t.account_id, from = %t.from_state, to = %t.to_state, refusal = ?t.refusal, "move refused");
             }
-            let payload = self.transitions.encode(t);
+            let payload = Some(self.transitions.encode(t));
             out.push(self.out(
                 &self.topics.transitions,
                 partition,
@@ -209,7 +229,7 @@ impl DecideStage {
         }
         if let Some(r) = &effects.request {
             self.stats.requests += 1;
-            let payload = self.requests.encode(r);
+            let payload = Some(self.requests.encode(r));
             out.push(self.out(
                 &self.topics.requests,
                 partition,
@@ -218,6 +238,61 @@ impl DecideStage {
                 trace,
             ));
         }
+    }
+
+    /// Carries out the erasure request `record` of partition `p`: the
+    /// subject's account leaves memory, its tombstone goes to `accounts`
+    /// and a `DELETE_MARKER` (naming the request, not the subject) to
+    /// `audit`.
+    fn erase(&mut self, record: &InRecord<'_>, out: &mut Vec<OutRecord>) {
+        // A withdrawn request (the topic's own tombstone) undoes nothing.
+        let Some(bytes) = record.payload else { return };
+        let r = match self.erasures.decode(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(self.reject(record, e.to_string()));
+                return;
+            }
+        };
+        let p = record.partition;
+        let Some(PartitionState::Ready(accounts)) = self.partitions.get_mut(&p) else {
+            unreachable!("ready() ran for every partition of the batch")
+        };
+        let held = accounts.remove(&r.subject).is_some();
+        self.stats.erased += 1;
+        tracing::info!(stage = STAGE, request_id = %r.request_id, partition = p, held, "erasure: account state dropped");
+        out.push(self.out(
+            &self.topics.accounts,
+            p,
+            &r.subject,
+            None,
+            &TraceCause::None,
+        ));
+        let audit = AuditRecord {
+            audit_id: format!("{}:decide:{}:{}", r.request_id, p, record.offset),
+            at: EventTime::from_micros(chrono::Utc::now().timestamp_micros()),
+            kind: AuditKind::DeleteMarker,
+            subject_hash: None,
+            actor: STAGE.into(),
+            request_id: Some(r.request_id.clone()),
+            detail: format!(
+                "accounts: {} and tombstoned (partition {p})",
+                if held {
+                    "state dropped"
+                } else {
+                    "no state held"
+                }
+            ),
+        };
+        out.push(OutRecord {
+            topic: self.topics.audit.clone(),
+            partition: None,
+            key: Some(r.request_id.into_bytes()),
+            payload: Some(self.audit.encode(&audit)),
+            headers: vec![],
+            timestamp_ms: None,
+            trace: TraceCause::None,
+        });
     }
 
     fn reject(&self, record: &InRecord<'_>, detail: String) -> OutRecord {
@@ -326,6 +401,9 @@ impl Stage for DecideStage {
                     }
                 };
                 (effects, v.target_id)
+            } else if record.topic == self.topics.erasures {
+                self.erase(record, out);
+                continue;
             } else {
                 continue;
             };
@@ -339,7 +417,7 @@ impl Stage for DecideStage {
             if let Some(PartitionState::Ready(accounts)) = self.partitions.get(&p)
                 && let Some(a) = accounts.get(&id)
             {
-                let payload = self.accounts.encode(a);
+                let payload = Some(self.accounts.encode(a));
                 out.push(self.out(&self.topics.accounts, p, &id, payload, &TraceCause::None));
             }
         }

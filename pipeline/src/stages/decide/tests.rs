@@ -1,6 +1,6 @@
 use kusanagi_schemas::{
-    Account, AccountState, EventTime, FraudType, L2Request, RecordCodec, Rule, RuleSet, Screening,
-    Transition, Verdict, WindowProfile, action_for_score,
+    Account, AccountState, AuditKind, AuditRecord, ErasureRequest, EventTime, FraudType, L2Request,
+    RecordCodec, Rule, RuleSet, Screening, Transition, Verdict, WindowProfile, action_for_score,
 };
 use proptest::prelude::*;
 
@@ -239,6 +239,8 @@ fn topics() -> DecideTopics {
         transitions: "accounts.transitions".into(),
         requests: "l2.requests".into(),
         dead_letter: "events.dlq".into(),
+        erasures: "erasures".into(),
+        audit: "audit".into(),
     }
 }
 
@@ -289,22 +291,22 @@ fn the_stage_writes_moves_requests_and_the_latest_state_and_rebuilds_from_it() {
         "one move, one request (e3 coalesced), the account once per batch"
     );
     let request = RecordCodec::<L2Request>::new()
-        .decode(&out[1].payload)
+        .decode(out[1].payload.as_deref().unwrap())
         .unwrap();
     assert_eq!(request.request_id, "e1");
     let account = RecordCodec::<Account>::new()
-        .decode(&out[2].payload)
+        .decode(out[2].payload.as_deref().unwrap())
         .unwrap();
     assert_eq!(account.state, RestrictedWithdrawal);
     assert_eq!(account.l2_queued.as_ref().unwrap().request_id, "e3");
     let moved = RecordCodec::<Transition>::new()
-        .decode(&out[0].payload)
+        .decode(out[0].payload.as_deref().unwrap())
         .unwrap();
     assert_eq!(
         (moved.source_id.as_str(), moved.rule.as_str()),
         ("e1", "R4")
     );
-    changelog.push(Some(b"bob".to_vec()), Some(out[2].payload.clone()));
+    changelog.push(Some(b"bob".to_vec()), out[2].payload.clone());
 
     // A new copy rebuilds bob from the changelog and carries on.
     let mut next = DecideStage::new(topics(), Box::new(changelog.clone()));
@@ -378,4 +380,80 @@ fn another_tenant_cannot_move_an_account_it_does_not_hold() {
         .find(|(k, _)| k == "kusanagi.dlq.reason")
         .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
     assert_eq!(reason.as_deref(), Some("tenant_mismatch"));
+}
+
+#[test]
+fn an_erasure_drops_the_account_tombstones_it_and_leaves_a_delete_marker() {
+    let s = RecordCodec::<Screening>::new();
+    let e = RecordCodec::<ErasureRequest>::new();
+    let erase = ErasureRequest {
+        request_id: "er-1".into(),
+        subject: "bob".into(),
+        requested_at: EventTime::from_micros(9),
+        requested_by: "cli:test".into(),
+    };
+    let mut stage = DecideStage::new(topics(), Box::new(MemoryLog::default()));
+    // Screened, then erased in the same batch: no state is written after
+    // the tombstone.
+    let out = run(
+        &mut stage,
+        &[
+            ("screenings", s.encode(&screening("e1", 1, &[Rule::R2]))),
+            ("erasures", e.encode(&erase)),
+        ],
+    );
+    let shape: Vec<&str> = out.iter().map(|r| r.topic.as_str()).collect();
+    assert_eq!(shape, ["accounts.transitions", "accounts", "audit"]);
+    assert_eq!(out[1].key.as_deref(), Some(&b"bob"[..]));
+    assert_eq!(out[1].payload, None, "a tombstone");
+    let audit = RecordCodec::<AuditRecord>::new()
+        .decode(out[2].payload.as_deref().unwrap())
+        .unwrap();
+    assert_eq!(audit.kind, AuditKind::DeleteMarker);
+    assert_eq!(audit.request_id.as_deref(), Some("er-1"));
+    assert!(
+        !format!("{audit:?}").contains("bob"),
+        "no personal data in the audit trail: {audit:?}"
+    );
+    assert!(stage.account(2, "bob").is_none());
+    assert_eq!(stage.stats().erased, 1);
+
+    // A later screening of the id starts a new account.
+    let out = run(
+        &mut stage,
+        &[("screenings", s.encode(&screening("e2", 2, &[Rule::R2])))],
+    );
+    assert!(
+        out.iter()
+            .any(|r| r.topic == "accounts" && r.payload.is_some())
+    );
+    assert_eq!(stage.account(2, "bob").unwrap().version, 1);
+
+    // A withdrawn request (a tombstone on `erasures`) undoes nothing, and
+    // junk is dead-lettered.
+    let batch = [
+        InRecord {
+            topic: "erasures",
+            partition: 2,
+            offset: 7,
+            key: Some(b"bob"),
+            payload: None,
+            timestamp_ms: None,
+            trace: None,
+        },
+        InRecord {
+            topic: "erasures",
+            partition: 2,
+            offset: 8,
+            key: Some(b"bob"),
+            payload: Some(b"junk"),
+            timestamp_ms: None,
+            trace: None,
+        },
+    ];
+    let mut out = Vec::new();
+    stage.process(&batch, &mut out).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].topic, "events.dlq");
+    assert!(stage.account(2, "bob").is_some());
 }

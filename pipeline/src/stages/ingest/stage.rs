@@ -44,7 +44,7 @@ pub fn event_record(
         topic: topic.to_owned(),
         partition: None,
         key: Some(event.kafka_key().to_vec()),
-        payload: codec.encode(event),
+        payload: Some(codec.encode(event)),
         headers: vec![("content-type".into(), CONTENT_TYPE.as_bytes().to_vec())],
         timestamp_ms: None,
         trace: match producer_trace {

@@ -211,7 +211,7 @@ impl ScreenStage {
                     topic: self.screenings_topic.clone(),
                     partition: Some(record.partition),
                     key: Some(s.target_id.as_bytes().to_vec()),
-                    payload: self.screenings.encode(&s),
+                    payload: Some(self.screenings.encode(&s)),
                     headers: vec![("content-type".into(), CONTENT_TYPE.as_bytes().to_vec())],
                     timestamp_ms: None,
                     trace: TraceCause::of(record.trace),

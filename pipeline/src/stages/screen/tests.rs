@@ -355,7 +355,7 @@ fn an_event_far_ahead_of_its_ingest_time_is_dead_lettered_not_screened() {
         .unwrap();
     assert_eq!(reason.1, b"future_event");
     let c = RecordCodec::<Screening>::new()
-        .decode(&out[2].payload)
+        .decode(out[2].payload.as_deref().unwrap())
         .unwrap();
     assert!(!c.late, "the future event did not move the watermark");
     assert_eq!(c.window.transaction_count, 2, "a and c; not b");
@@ -383,7 +383,7 @@ fn undecodable_records_are_dead_lettered_with_the_reason() {
         .find(|(k, _)| k == "kusanagi.dlq.reason")
         .unwrap();
     assert_eq!(reason.1, b"undecodable");
-    let decoded = RecordCodec::<Screening>::new().decode(&out[0].payload);
+    let decoded = RecordCodec::<Screening>::new().decode(out[0].payload.as_deref().unwrap());
     assert!(decoded.is_err());
 }
 

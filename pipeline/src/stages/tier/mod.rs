@@ -16,6 +16,7 @@ pub use config::TierStageConfig;
 pub use mover::{PassReport, TierError};
 pub use plan::{Move, plan, tier_for};
 
+use self::mover::Rewrite;
 use crate::catalog::{Catalog, Tiers};
 use crate::config::ArchiveConfig;
 use crate::stages::archive::Table;
@@ -111,7 +112,17 @@ pub async fn pass(
             report: None,
         });
     }
-    let report = mover::run_pass(&mut catalog, &tiers, &moves, zstd_level, on_done).await?;
+    let report = mover::run_pass(
+        &mut catalog,
+        &tiers,
+        &moves,
+        Rewrite {
+            zstd_level,
+            subject_filter_fpp: archive.subject_filter_fpp,
+        },
+        on_done,
+    )
+    .await?;
     Ok(Pass {
         moves,
         report: Some(report),

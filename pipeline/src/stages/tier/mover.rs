@@ -15,6 +15,7 @@
 use bytes::Bytes;
 
 use super::plan::Move;
+use crate::catalog::subjects::filter_of_batches;
 use crate::catalog::tiers::promote;
 use crate::catalog::{
     Action, Catalog, CatalogError, FileEntry, FileKey, OffsetRange, Tiers, staged,
@@ -68,6 +69,15 @@ pub struct PassReport {
     pub damaged: Vec<String>,
 }
 
+/// How rewritten files are written.
+#[derive(Debug, Clone, Copy)]
+pub struct Rewrite {
+    /// zstd level of the Parquet pages.
+    pub zstd_level: i32,
+    /// False-positive rate of the new files' subject filters.
+    pub subject_filter_fpp: f64,
+}
+
 /// Reads `f` from its tier (from `_staging/` if its writer committed it
 /// but has not moved it into place yet) and checks it against its catalog
 /// entry.
@@ -105,14 +115,18 @@ pub async fn read_checked(tiers: &Tiers, f: &FileEntry) -> Result<Bytes, TierErr
 async fn prepare(
     tiers: &Tiers,
     m: &Move,
-    zstd_level: i32,
+    rewrite: Rewrite,
     now_ms: i64,
 ) -> Result<FileEntry, TierError> {
     let first = &m.sources[0];
     let mut offsets: Vec<OffsetRange> = m.sources.iter().flat_map(|f| f.offsets.clone()).collect();
     offsets.sort_by(|a, b| (&a.topic, a.partition, a.first).cmp(&(&b.topic, b.partition, b.first)));
-    let (bytes, path) = if m.sources.len() == 1 {
-        (read_checked(tiers, first).await?, first.path.clone())
+    let (bytes, path, subjects) = if m.sources.len() == 1 {
+        (
+            read_checked(tiers, first).await?,
+            first.path.clone(),
+            first.subjects.clone(),
+        )
     } else {
         let Some(table) = Table::from_name(&first.table) else {
             return Err(TierError::Damaged {
@@ -128,7 +142,8 @@ async fn prepare(
                 detail: format!("not readable Parquet: {e}"),
             })?);
         }
-        let merged = write_batches(table.schema(), &batches, zstd_level).map_err(|e| {
+        let subjects = filter_of_batches(&first.table, &batches, rewrite.subject_filter_fpp);
+        let merged = write_batches(table.schema(), &batches, rewrite.zstd_level).map_err(|e| {
             TierError::Damaged {
                 key: first.key(),
                 detail: format!("cannot merge: {e}"),
@@ -140,7 +155,7 @@ async fn prepare(
             dt: first.dt.clone(),
             hour: first.hour,
         };
-        (Bytes::from(merged), key.file_path(&offsets))
+        (Bytes::from(merged), key.file_path(&offsets), subjects)
     };
     let entry = FileEntry {
         tier: m.to,
@@ -167,6 +182,7 @@ async fn prepare(
         json_bytes: m.sources.iter().map(|f| f.json_bytes).sum(),
         offsets,
         created_at_ms: now_ms,
+        subjects,
     };
     tiers
         .store(m.to)
@@ -180,7 +196,7 @@ pub async fn run_pass(
     catalog: &mut Catalog,
     tiers: &Tiers,
     moves: &[Move],
-    zstd_level: i32,
+    rewrite: Rewrite,
     mut done: impl FnMut(u64),
 ) -> Result<PassReport, TierError> {
     let mut report = PassReport::default();
@@ -189,7 +205,7 @@ pub async fn run_pass(
         let mut actions = Vec::new();
         let mut prepared: Vec<(&Move, FileEntry)> = Vec::new();
         for m in chunk {
-            match prepare(tiers, m, zstd_level, now_ms).await {
+            match prepare(tiers, m, rewrite, now_ms).await {
                 Ok(entry) => {
                     actions.push(Action::Add(entry.clone()));
                     actions.extend(m.sources.iter().map(|f| Action::Remove(f.key())));
