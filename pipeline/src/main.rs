@@ -12,6 +12,7 @@ use kusanagi_pipeline::catalog::Tier;
 use kusanagi_pipeline::config::{KeyConfig, LogFormat, Role, Topology};
 use kusanagi_pipeline::demo::{self, DemoOptions};
 use kusanagi_pipeline::ops::commands::{self, RestoreTarget};
+use kusanagi_pipeline::ops::erasures;
 use kusanagi_pipeline::run::{self, Brokers, StageKind};
 use kusanagi_pipeline::runtime::trace::Telemetry;
 use kusanagi_pipeline::runtime::{Metrics, Shutdown};
@@ -126,6 +127,16 @@ enum Command {
         #[arg(long, default_value_t = default_requester())]
         by: String,
     },
+    /// The erasures the archive recorded.
+    Erasures {
+        #[command(subcommand)]
+        command: ErasuresCommand,
+    },
+    /// Deletion certificates: the signing key, fetching and checking them.
+    Certificate {
+        #[command(subcommand)]
+        command: CertificateCommand,
+    },
     /// API keys for the HTTP API.
     Keys {
         #[command(subcommand)]
@@ -155,6 +166,38 @@ enum KeysCommand {
     /// Print the SHA-256 of a key read from standard input (to list an
     /// existing key).
     Hash,
+}
+
+#[derive(Subcommand)]
+enum ErasuresCommand {
+    /// One line per erasure: request, subject hash, status, files, rows,
+    /// certificate.
+    Ls {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertificateCommand {
+    /// Print the public key that verifies this deployment's certificates.
+    Pubkey,
+    /// Print the certificate of an erasure request, as stored.
+    Get {
+        /// The request id (`kusanagi erasures ls`).
+        request_id: String,
+    },
+    /// Check a certificate file; exits non-zero if any byte was changed or
+    /// another key signed it.
+    Verify {
+        /// The certificate file.
+        file: PathBuf,
+        /// The public key expected (64 hex digits); by default this
+        /// deployment's (`gdpr.signing_key_file`).
+        #[arg(long)]
+        public_key: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -258,6 +301,31 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             commands::restore_cmd(&topology, Some(&bootstrap), table, &from, &to, target).await
         }
         Command::Stats { json } => commands::stats_cmd(&topology, json).await,
+        Command::Erasures {
+            command: ErasuresCommand::Ls { json },
+        } => erasures::erasures_ls(&topology, json).await,
+        Command::Certificate { command } => match command {
+            CertificateCommand::Pubkey => {
+                println!("{}", erasures::public_key(&topology)?);
+                Ok(())
+            }
+            CertificateCommand::Get { request_id } => {
+                let bytes = erasures::certificate_bytes(&topology, &request_id).await?;
+                use std::io::Write;
+                std::io::stdout().write_all(&bytes)?;
+                Ok(())
+            }
+            CertificateCommand::Verify { file, public_key } => {
+                let bytes =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                erasures::verify_cmd(
+                    &topology,
+                    &file.display().to_string(),
+                    &bytes,
+                    public_key.as_deref(),
+                )
+            }
+        },
         Command::Keys { command } => keys_cmd(command),
         Command::Erase { subject, by } => {
             init_logs(&topology, true);

@@ -15,9 +15,11 @@ use rdkafka::producer::FutureProducer;
 
 use crate::api::{self, EventsApi, Keys, Services};
 use crate::config::Topology;
+use crate::erasure::Secrets;
 use crate::runtime::{LoopConfig, Metrics, RuntimeError, Shutdown, TransactionalLoop};
 use crate::stages::analyze::{self, AnalyzeStage, Analyzer};
 use crate::stages::archive::{self, ArchiveStage, ArchiveTopics};
+use crate::stages::compact::{self, CompactStage};
 use crate::stages::decide::{self, DecideStage, DecideTopics};
 use crate::stages::ingest::{self, IngestStage};
 use crate::stages::screen::{self, ScreenStage};
@@ -121,6 +123,8 @@ pub enum StageKind {
     /// `accounts`, `accounts.transitions` -> the state API (every copy
     /// reads every partition and serves it all).
     View,
+    /// `erasures` -> the archive's purge, deletion certificates, `audit`.
+    Compact,
 }
 
 impl StageKind {
@@ -134,6 +138,7 @@ impl StageKind {
             StageKind::Archive => archive::STAGE,
             StageKind::Tier => tier::STAGE,
             StageKind::View => view::STAGE,
+            StageKind::Compact => compact::STAGE,
         }
     }
 
@@ -148,6 +153,7 @@ impl StageKind {
             (StageKind::Archive, s.archive.enabled),
             (StageKind::Tier, s.tier.enabled),
             (StageKind::View, s.view.enabled),
+            (StageKind::Compact, s.compact.enabled),
         ]
         .into_iter()
         .filter_map(|(k, on)| on.then_some(k))
@@ -245,6 +251,28 @@ pub fn spawn_stage(
                 supervise(&shutdown, || {
                     let reader = replay_reader(decide::STAGE, &settings)?;
                     let stage = DecideStage::new(decide_topics.clone(), Box::new(reader));
+                    TransactionalLoop::new(stage, &settings, lc.clone(), metrics.clone())
+                })
+            })
+        }
+        StageKind::Compact => {
+            let cfg = topology.stages.compact.clone();
+            let lc = loop_config(&[&topics.erasures], &cfg.group_id, 16, 200);
+            let topology = topology.clone();
+            thread.spawn(move || {
+                let secrets = Secrets::load(&topology.gdpr, topology.kafka.bootstrap.is_empty())
+                    .map_err(|detail| RuntimeError::Setup {
+                        stage: compact::STAGE,
+                        detail,
+                    })?;
+                supervise(&shutdown, || {
+                    let stage =
+                        CompactStage::new(&topology, secrets.clone(), &instance).map_err(|e| {
+                            RuntimeError::Storage {
+                                stage: compact::STAGE,
+                                detail: e.message,
+                            }
+                        })?;
                     TransactionalLoop::new(stage, &settings, lc.clone(), metrics.clone())
                 })
             })

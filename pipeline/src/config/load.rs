@@ -264,6 +264,9 @@ impl Topology {
         for (key, problem) in self.stages.view.validate() {
             bad(&format!("stages.view.{key}"), problem);
         }
+        for (key, problem) in self.stages.compact.validate() {
+            bad(&format!("stages.compact.{key}"), problem);
+        }
         for (key, problem) in self.gdpr.validate() {
             bad(&format!("gdpr.{key}"), problem);
         }

@@ -241,6 +241,9 @@ pub struct StagesConfig {
     pub tier: crate::stages::tier::TierStageConfig,
     /// The view stage (`accounts`, `accounts.transitions` to the state API).
     pub view: crate::stages::view::ViewConfig,
+    /// The compact stage (`erasures` to the archive's purge, certificates
+    /// and `audit`).
+    pub compact: crate::stages::compact::CompactStageConfig,
 }
 
 /// The HTTP server.

@@ -16,6 +16,9 @@
 //! Subjects are named outside Kafka only by their salted hash
 //! ([`secrets::Secrets::subject_hash`]).
 
+pub mod certificate;
+pub mod erased;
 pub mod secrets;
 
+pub use erased::Erased;
 pub use secrets::Secrets;

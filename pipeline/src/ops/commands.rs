@@ -19,6 +19,7 @@ use super::stats::stats;
 use super::verify::{selected, verify};
 use crate::catalog::{Catalog, Tier, Tiers};
 use crate::config::Topology;
+use crate::erasure::{Erased, Secrets};
 use crate::stages::archive::Table;
 
 /// Counts the records the broker did not take.
@@ -216,9 +217,25 @@ pub async fn restore_cmd(
         );
     }
     let (tiers, catalog) = open(topology, "restore").await?;
+    // Erased subjects are skipped (`is_deleted`), even before their purge.
+    let secrets = if catalog.state().erasures().next().is_some() {
+        Some(
+            Secrets::load(&topology.gdpr, topology.kafka.bootstrap.is_empty())
+                .map_err(anyhow::Error::msg)?,
+        )
+    } else {
+        None
+    };
+    let erased = Erased::of(catalog.state(), secrets).map_err(anyhow::Error::msg)?;
     let files = super::restore::files_for(&catalog, table, range);
     let pb = bar(files.iter().map(|f| f.size_bytes).sum(), "reading", true);
-    let restored = restore(&tiers, &catalog, table, range, |b| pb.inc(b)).await?;
+    let restored = restore(&tiers, &catalog, table, range, &erased, |b| pb.inc(b)).await?;
+    if !erased.is_empty() {
+        eprintln!(
+            "{} erased subjects skipped (kusanagi erasures ls)",
+            erased.len()
+        );
+    }
     pb.finish_and_clear();
     match target {
         RestoreTarget::Dir(dir) => {

@@ -9,8 +9,10 @@
 //! | [`restore`] | a time range of a table, in event-time order, from any tier |
 //! | [`stats`] | files, rows, bytes stored against JSON, per table and tier |
 //! | [`rows`] | Parquet rows back to events or JSON objects |
+//! | [`erasures`] | erasures recorded in the catalog; certificates |
 
 pub mod commands;
+pub mod erasures;
 pub mod restore;
 pub mod rows;
 pub mod stats;

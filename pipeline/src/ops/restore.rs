@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::rows::{RowOrder, events_from_batch, json_rows};
 use crate::catalog::{Catalog, CatalogError, Tiers};
+use crate::erasure::Erased;
 use crate::stages::archive::Table;
 use crate::stages::archive::file::read_batches;
 use crate::stages::tier::TierError;
@@ -140,12 +141,23 @@ pub fn files_for(
         .collect()
 }
 
-/// Reads the rows of `table` in `range`; `done(bytes)` after each file.
+/// Whether a JSON row names an erased subject.
+fn names_erased(row: &Map<String, Value>, erased: &Erased) -> bool {
+    ["actor_id", "target_id", "account_id"]
+        .iter()
+        .filter_map(|c| row.get(*c).and_then(Value::as_str))
+        .any(|id| erased.is_deleted(id))
+}
+
+/// Reads the rows of `table` in `range`, without the rows of `erased`
+/// subjects (a purge may not have removed them yet); `done(bytes)` after
+/// each file.
 pub async fn restore(
     tiers: &Tiers,
     catalog: &Catalog,
     table: Table,
     range: TimeRange,
+    erased: &Erased,
     mut done: impl FnMut(u64),
 ) -> Result<Restored, RestoreError> {
     let mut events: Vec<(RowOrder, GameEvent)> = Vec::new();
@@ -162,13 +174,17 @@ pub async fn restore(
                     events_from_batch(&batch)
                         .map_err(|e| unreadable(e.to_string()))?
                         .into_iter()
-                        .filter(|(o, _)| range.contains(o.0)),
+                        .filter(|(o, _)| range.contains(o.0))
+                        .filter(|(_, e)| {
+                            !erased.is_deleted(&e.actor_id) && !erased.is_deleted(&e.target_id)
+                        }),
                 ),
                 Table::Screenings | Table::Transitions => rows.extend(
                     json_rows(&batch, "event_time")
                         .map_err(|e| unreadable(e.to_string()))?
                         .into_iter()
-                        .filter(|(o, _)| range.contains(o.0)),
+                        .filter(|(o, _)| range.contains(o.0))
+                        .filter(|(_, r)| !names_erased(r, erased)),
                 ),
             }
         }

@@ -1,8 +1,10 @@
 //! The stages, one folder each: ingest -> screen -> decide <-> analyze,
-//! and archive (every table to Parquet) -> tier (hot -> warm -> cold).
+//! and archive (every table to Parquet) -> tier (hot -> warm -> cold);
+//! compact purges erased subjects from the archive; view serves state.
 
 pub mod analyze;
 pub mod archive;
+pub mod compact;
 pub mod decide;
 pub mod ingest;
 pub mod screen;

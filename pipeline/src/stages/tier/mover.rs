@@ -78,18 +78,35 @@ pub struct Rewrite {
     pub subject_filter_fpp: f64,
 }
 
-/// Reads `f` from its tier (from `_staging/` if its writer committed it
-/// but has not moved it into place yet) and checks it against its catalog
-/// entry.
+/// Reads `f` from its tier and checks it against its catalog entry. A
+/// file its writer committed but has not moved into place yet is read from
+/// `_staging/`: the path is then empty (a new file) or still holds the
+/// bytes it replaces (a rewrite in place, such as a purge's).
 pub async fn read_checked(tiers: &Tiers, f: &FileEntry) -> Result<Bytes, TierError> {
     let store = tiers.store(f.tier);
-    let bytes = match store.get(&f.path).await {
-        Err(e) if e.is_not_found() => match store.get(&staged(&f.path, &f.sha256)).await {
-            Err(s) if s.is_not_found() => return Err(e.into()),
-            other => other?,
-        },
-        other => other?,
+    let in_place = match store.get(&f.path).await {
+        Err(e) if e.is_not_found() => None,
+        other => Some(other?),
     };
+    let in_place = match in_place {
+        Some(bytes) => match check(f, bytes) {
+            Ok(bytes) => return Ok(bytes),
+            Err(damage) => Err(damage),
+        },
+        None => Ok(()),
+    };
+    match store.get(&staged(&f.path, &f.sha256)).await {
+        Ok(bytes) => check(f, bytes),
+        Err(e) if e.is_not_found() => match in_place {
+            Err(damage) => Err(damage),
+            Ok(()) => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `bytes` if they are what the catalog lists for `f`.
+fn check(f: &FileEntry, bytes: Bytes) -> Result<Bytes, TierError> {
     let damaged = |detail: String| TierError::Damaged {
         key: f.key(),
         detail,

@@ -1,0 +1,342 @@
+//! The compact stage as a [`Stage`] of the transactional loop: each
+//! erasure request of a batch is purged, certified and audited; the audit
+//! records commit with the batch's offsets.
+
+use kusanagi_connectors::storage::TierStore;
+use kusanagi_schemas::{AuditKind, AuditRecord, ErasureRequest, EventTime, RecordCodec};
+
+use super::purge::{PurgeReport, Step, purge};
+use crate::catalog::{Catalog, Erasure, Tiers};
+use crate::config::Topology;
+use crate::erasure::Secrets;
+use crate::erasure::certificate::{TopicRetention, certify};
+use crate::runtime::dead_letter::reject_record;
+use crate::runtime::trace::TraceCause;
+use crate::runtime::{InRecord, OutRecord, Stage, StageError};
+use crate::stages::tier::mover::Rewrite;
+
+/// The stage's name in metrics and logs.
+pub const STAGE: &str = "compact";
+
+/// Where the certificate of `request_id` is kept in the catalog's store.
+pub fn certificate_path(request_id: &str) -> String {
+    format!("certificates/{request_id}.json")
+}
+
+/// The topics the stage reads and writes, and what a certificate says of
+/// them.
+#[derive(Debug, Clone)]
+pub struct CompactTopics {
+    /// Input: erasure requests.
+    pub erasures: String,
+    /// Output: the audit trail.
+    pub audit: String,
+    /// Output: requests that cannot be decoded.
+    pub dead_letter: String,
+    /// Compacted topics where decide writes the subject's tombstone.
+    pub tombstoned: Vec<String>,
+    /// Topics that keep the subject's records until retention.
+    pub retained: Vec<TopicRetention>,
+}
+
+impl CompactTopics {
+    /// The topics of `topology`.
+    pub fn of(topology: &Topology) -> Self {
+        let t = &topology.topics;
+        let raw = Some(t.raw_retention_ms);
+        let keep = |topic: &str, retention_ms: Option<i64>, note: &str| TopicRetention {
+            topic: topic.to_owned(),
+            retention_ms,
+            note: note.to_owned(),
+        };
+        let broker_default =
+            "the brokers' default retention (log.retention.hours; 168 in Apache Kafka)";
+        Self {
+            erasures: t.erasures.clone(),
+            audit: t.audit.clone(),
+            dead_letter: t.dead_letter.clone(),
+            tombstoned: vec![t.accounts.clone()],
+            retained: vec![
+                keep(&t.raw, raw, "events as producers sent them"),
+                keep(&t.dead_letter, raw, "rejected records, as sent"),
+                keep(
+                    &t.events,
+                    None,
+                    &format!("validated events; {broker_default}"),
+                ),
+                keep(
+                    &t.screenings,
+                    None,
+                    &format!("L1 screenings; {broker_default}"),
+                ),
+                keep(
+                    &t.l2_requests,
+                    None,
+                    &format!("L2 requests; {broker_default}"),
+                ),
+                keep(
+                    &t.l2_verdicts,
+                    None,
+                    &format!("L2 verdicts; {broker_default}"),
+                ),
+                keep(
+                    &t.transitions,
+                    Some(t.transitions_retention_ms),
+                    "account moves (the state API forgets the subject at once)",
+                ),
+                keep(
+                    &t.erasures,
+                    None,
+                    "the erasure request itself, keyed by the subject (compacted): kept so \
+                     that every copy of the state API answers 410 for it",
+                ),
+            ],
+        }
+    }
+}
+
+/// What the stage did, for metrics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Erasure requests carried out.
+    pub requests: u64,
+    /// Files opened by their purges.
+    pub files_opened: u64,
+    /// Files rewritten or removed.
+    pub files_rewritten: u64,
+    /// Rows removed.
+    pub rows_removed: u64,
+}
+
+/// `erasures` -> purge, certificates, `audit`.
+pub struct CompactStage {
+    topics: CompactTopics,
+    catalog: Catalog,
+    catalog_store: TierStore,
+    tiers: Tiers,
+    secrets: Secrets,
+    rewrite: Rewrite,
+    rt: tokio::runtime::Runtime,
+    requests: RecordCodec<ErasureRequest>,
+    audit: RecordCodec<AuditRecord>,
+    /// A test's crash point: the process aborts right after this step.
+    abort_at: Option<String>,
+    stats: CompactStats,
+}
+
+fn failed(message: impl std::fmt::Display) -> StageError {
+    StageError {
+        stage: STAGE,
+        message: message.to_string(),
+    }
+}
+
+/// The test-only crash hook: `KUSANAGI_FAULT_COMPACT_ABORT_AT=<step>`
+/// (`marked`, `staged`, `committed`, `swapped`, `certified`) makes the
+/// process abort, as a `kill -9` would stop it, right after that step.
+pub const ABORT_AT_ENV: &str = "KUSANAGI_FAULT_COMPACT_ABORT_AT";
+
+impl CompactStage {
+    /// Opens the catalog and the tiers of `topology`.
+    pub fn new(topology: &Topology, secrets: Secrets, instance: &str) -> Result<Self, StageError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| failed(format!("cannot start its async runtime: {e}")))?;
+        let archive = &topology.archive;
+        let tiers = Tiers::open(archive).map_err(failed)?;
+        let catalog_store = archive.open_catalog_store().map_err(failed)?;
+        let catalog = rt
+            .block_on(Catalog::open(
+                catalog_store.clone(),
+                format!("compact@{instance}"),
+            ))
+            .map_err(failed)?;
+        Ok(Self {
+            topics: CompactTopics::of(topology),
+            catalog,
+            catalog_store,
+            tiers,
+            secrets,
+            rewrite: Rewrite {
+                zstd_level: topology.stages.compact.zstd_level,
+                subject_filter_fpp: archive.subject_filter_fpp,
+            },
+            rt,
+            requests: RecordCodec::new(),
+            audit: RecordCodec::new(),
+            abort_at: std::env::var(ABORT_AT_ENV).ok().filter(|s| !s.is_empty()),
+            stats: CompactStats::default(),
+        })
+    }
+
+    /// What the stage did so far.
+    pub fn stats(&self) -> CompactStats {
+        self.stats
+    }
+
+    fn crash_point(abort_at: Option<&str>, step: &str) {
+        if abort_at == Some(step) {
+            eprintln!("{ABORT_AT_ENV}={step}: aborting");
+            std::process::abort();
+        }
+    }
+
+    /// Purges, certifies and audits one request.
+    fn carry_out(
+        &mut self,
+        r: &ErasureRequest,
+        out: &mut Vec<OutRecord>,
+    ) -> Result<PurgeReport, StageError> {
+        let erasure = Erasure {
+            request_id: r.request_id.clone(),
+            subject_hash: self.secrets.subject_hash(&r.subject),
+            requested_at_ms: r.requested_at.as_millis(),
+            requested_by: r.requested_by.clone(),
+        };
+        let abort_at = self.abort_at.clone();
+        let report = self
+            .rt
+            .block_on(purge(
+                &mut self.catalog,
+                &self.tiers,
+                &erasure,
+                &r.subject,
+                self.rewrite,
+                |step: Step| Self::crash_point(abort_at.as_deref(), step.as_str()),
+            ))
+            .map_err(|e| failed(format!("purging for {}: {e}", r.request_id)))?;
+        let state = self
+            .catalog
+            .state()
+            .erasure(&r.request_id)
+            .cloned()
+            .ok_or_else(|| failed(format!("{} is not in the catalog", r.request_id)))?;
+        let certificate = certify(
+            &state,
+            self.topics.tombstoned.clone(),
+            self.topics.retained.clone(),
+            &self.secrets,
+        )
+        .ok_or_else(|| failed(format!("{} has no purge in the catalog", r.request_id)))?;
+        let path = certificate_path(&r.request_id);
+        let bytes = certificate.to_bytes();
+        let sha = crate::stages::archive::file::sha256_hex(&bytes);
+        self.rt
+            .block_on(self.catalog_store.put(&path, bytes.into()))
+            .map_err(|e| failed(format!("writing {path}: {e}")))?;
+        Self::crash_point(self.abort_at.as_deref(), "certified");
+
+        let hash = Some(erasure.subject_hash.clone());
+        let mut audit = |suffix: String, kind: AuditKind, detail: String| {
+            let record = AuditRecord {
+                audit_id: format!("{}:{suffix}", r.request_id),
+                at: EventTime::from_micros(chrono::Utc::now().timestamp_micros()),
+                kind,
+                subject_hash: hash.clone(),
+                actor: STAGE.into(),
+                request_id: Some(r.request_id.clone()),
+                detail,
+            };
+            out.push(OutRecord {
+                topic: self.topics.audit.clone(),
+                partition: None,
+                key: Some(r.request_id.clone().into_bytes()),
+                payload: Some(self.audit.encode(&record)),
+                headers: vec![],
+                timestamp_ms: None,
+                trace: TraceCause::None,
+            });
+        };
+        audit(
+            "requested".into(),
+            AuditKind::ErasureRequested,
+            format!(
+                "requested by {} at {}",
+                r.requested_by,
+                r.requested_at.to_rfc3339()
+            ),
+        );
+        audit(
+            "marked".into(),
+            AuditKind::DeleteMarker,
+            "archive: marked deleted in the catalog (restore and exports skip it)".into(),
+        );
+        for f in &state.files {
+            audit(
+                format!("file:{}:{}", f.tier, f.path),
+                AuditKind::FileRewritten,
+                format!(
+                    "{}:{}: {} of {} rows removed; sha256 {} -> {}",
+                    f.tier,
+                    f.path,
+                    f.rows_removed,
+                    f.rows_before,
+                    f.sha256_before,
+                    f.sha256_after.as_deref().unwrap_or("(file removed)")
+                ),
+            );
+        }
+        audit(
+            "certificate".into(),
+            AuditKind::CertificateIssued,
+            format!(
+                "{path} (sha256 {sha}): {} files, {} rows, completed {}",
+                certificate.body.files.len(),
+                certificate.body.rows_removed,
+                certificate.body.completed_at
+            ),
+        );
+        tracing::info!(
+            stage = STAGE,
+            request_id = %r.request_id,
+            files_listed = report.files_listed,
+            files_opened = report.files_opened,
+            files_rewritten = report.files_rewritten,
+            files_removed = report.files_removed,
+            rows_removed = report.rows_removed,
+            certificate = %path,
+            "erasure purged and certified"
+        );
+        Ok(report)
+    }
+}
+
+impl Stage for CompactStage {
+    fn process(
+        &mut self,
+        batch: &[InRecord<'_>],
+        out: &mut Vec<OutRecord>,
+    ) -> Result<(), StageError> {
+        let mut done = CompactStats::default();
+        for record in batch {
+            // A withdrawn request (the topic's tombstone) undoes nothing.
+            let Some(bytes) = record.payload else {
+                continue;
+            };
+            let r = match self.requests.decode(bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    out.push(reject_record(
+                        STAGE,
+                        &self.topics.dead_letter,
+                        record,
+                        "undecodable",
+                        e.to_string(),
+                    ));
+                    continue;
+                }
+            };
+            let report = self.carry_out(&r, out)?;
+            done.requests += 1;
+            done.files_opened += report.files_opened;
+            done.files_rewritten += report.files_rewritten + report.files_removed;
+            done.rows_removed += report.rows_removed;
+        }
+        self.stats.requests += done.requests;
+        self.stats.files_opened += done.files_opened;
+        self.stats.files_rewritten += done.files_rewritten;
+        self.stats.rows_removed += done.rows_removed;
+        Ok(())
+    }
+}

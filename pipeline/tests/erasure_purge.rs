@@ -1,0 +1,299 @@
+//! The purge of an erasure over a real archive (folders as tiers, the
+//! archive's own writer): every row of the subject leaves every tier,
+//! every other row stays, a crash after any step leaves a consistent
+//! archive that a second run completes, a third run changes nothing and
+//! certifies the same bytes, and the subject filters keep most files
+//! closed.
+//!
+//! The crash is a panic of the purge's thread at the chosen step: the
+//! catalog and stores see exactly what a `kill -9` there would leave. The
+//! suite `erasure_e2e` kills real processes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use kusanagi_pipeline::catalog::{Action, Catalog, Erasure, Tier, Tiers};
+use kusanagi_pipeline::config::ArchiveConfig;
+use kusanagi_pipeline::demo::Traffic;
+use kusanagi_pipeline::erasure::Secrets;
+use kusanagi_pipeline::erasure::certificate::{certify, verify};
+use kusanagi_pipeline::ops::verify::verify as verify_archive;
+use kusanagi_pipeline::stages::archive::Table;
+use kusanagi_pipeline::stages::archive::file::{read_batches, write_file};
+use kusanagi_pipeline::stages::archive::layout::PartitionKey;
+use kusanagi_pipeline::stages::archive::open_files::OpenFile;
+use kusanagi_pipeline::stages::archive::table::{Record, Row};
+use kusanagi_pipeline::stages::compact::purge::{PurgeReport, Step, purge};
+use kusanagi_pipeline::stages::tier::mover::Rewrite;
+use kusanagi_schemas::{EventTime, parse_event};
+
+const HOURS: i64 = 48;
+const EVENTS_PER_HOUR: usize = 400;
+
+fn config(dir: &Path) -> ArchiveConfig {
+    let at = |name: &str| dir.join(name).display().to_string();
+    ArchiveConfig {
+        catalog: at("catalog"),
+        hot: at("hot"),
+        warm: at("warm"),
+        cold: at("cold"),
+        ..ArchiveConfig::default()
+    }
+}
+
+const REWRITE: Rewrite = Rewrite {
+    zstd_level: 3,
+    subject_filter_fpp: 0.01,
+};
+
+/// 48 hours of demo traffic, two files per hour, the first 16 hours in
+/// cold, the next 16 in warm, the last 16 in hot.
+async fn build_archive(config: &ArchiveConfig) -> Vec<kusanagi_schemas::GameEvent> {
+    let tiers = Tiers::open(config).unwrap();
+    let mut catalog = Catalog::open(config.open_catalog_store().unwrap(), "test")
+        .await
+        .unwrap();
+    let mut traffic = Traffic::new("purge", 7);
+    let start = 4_070_908_800_000_000i64; // 2099-01-01T00:00:00Z
+    let mut all = Vec::new();
+    let mut offset = 0i64;
+    let mut actions = Vec::new();
+    for h in 0..HOURS {
+        let tier = match h {
+            0..16 => Tier::Cold,
+            16..32 => Tier::Warm,
+            _ => Tier::Hot,
+        };
+        let mut rows = Vec::new();
+        for i in 0..EVENTS_PER_HOUR as i64 {
+            let at = EventTime::from_micros(start + h * 3_600_000_000 + i * 8_000_000);
+            let g = traffic.next_record(&at.to_rfc3339());
+            let Ok(e) = parse_event(&g.json) else {
+                continue;
+            };
+            offset += 1;
+            all.push(e.clone());
+            rows.push(Row {
+                record: Record::Event(e),
+                partition: 0,
+                offset,
+            });
+        }
+        let half = rows.len() / 2;
+        for part in [rows[..half].to_vec(), rows[half..].to_vec()] {
+            let first = &part[0];
+            let key = PartitionKey::of(
+                Table::Events,
+                first.record.tenant(),
+                first.record.event_time_us(),
+            );
+            let open = OpenFile {
+                json_bytes: part.iter().map(|r| r.record.json_len() as u64).sum(),
+                bytes: 0,
+                rows: part,
+                opened_at: Instant::now(),
+            };
+            let mut w = write_file(&key, "events", open, 3, 0.01, 0).unwrap();
+            w.entry.tier = tier;
+            tiers.store(tier).put(&w.entry.path, w.bytes).await.unwrap();
+            actions.push(Action::Add(w.entry));
+        }
+    }
+    catalog.commit("test", actions).await.unwrap();
+    all
+}
+
+/// Every event row the catalog lists, read from its tier: (actor, target) per row.
+async fn rows(config: &ArchiveConfig) -> Vec<(String, String)> {
+    let tiers = Tiers::open(config).unwrap();
+    let catalog = Catalog::open(config.open_catalog_store().unwrap(), "read")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for f in catalog.state().files() {
+        let bytes = tiers.store(f.tier).get(&f.path).await.unwrap();
+        for b in read_batches(bytes).unwrap() {
+            let col = |name: &str| {
+                b.column_by_name(name)
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<arrow_array::StringArray>()
+                    .unwrap()
+                    .clone()
+            };
+            let (a, t) = (col("actor_id"), col("target_id"));
+            for i in 0..b.num_rows() {
+                out.push((a.value(i).to_owned(), t.value(i).to_owned()));
+            }
+        }
+    }
+    out
+}
+
+async fn check_consistent(config: &ArchiveConfig) {
+    let tiers = Tiers::open(config).unwrap();
+    let mut catalog = Catalog::open(config.open_catalog_store().unwrap(), "verify")
+        .await
+        .unwrap();
+    let files: Vec<_> = catalog.state().files().cloned().collect();
+    let report = verify_archive(&tiers, &mut catalog, files, &["events"], |_| {})
+        .await
+        .unwrap();
+    assert!(report.ok(), "verify: {:?}", report.problems);
+}
+
+fn erasure(subject_hash: String, n: usize) -> Erasure {
+    Erasure {
+        request_id: format!("er-test-{n}"),
+        subject_hash,
+        requested_at_ms: 1_000,
+        requested_by: "test".into(),
+    }
+}
+
+/// Runs a purge on its own thread; `crash_at` panics there after that step.
+fn run_purge(
+    config: &ArchiveConfig,
+    e: &Erasure,
+    subject: &str,
+    crash_at: Option<Step>,
+) -> Option<PurgeReport> {
+    let (config, e, subject) = (config.clone(), e.clone(), subject.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tiers = Tiers::open(&config).unwrap();
+            let mut catalog = Catalog::open(config.open_catalog_store().unwrap(), "compact")
+                .await
+                .unwrap();
+            purge(&mut catalog, &tiers, &e, &subject, REWRITE, |step| {
+                if Some(step) == crash_at {
+                    panic!("crash after {step:?}");
+                }
+            })
+            .await
+            .unwrap()
+        })
+    })
+    .join()
+    .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erased_subjects_leave_every_tier_across_crashes_and_nothing_else_does() {
+    let dir = tempdir();
+    let config = config(&dir);
+    let events = build_archive(&config).await;
+    let secrets = Secrets::from_parts(b"test-salt-0123456789", [3; 32]);
+    // Subjects: the busiest targets and actors of the traffic.
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &events {
+        *count.entry(&e.target_id).or_default() += 1;
+        *count.entry(&e.actor_id).or_default() += 1;
+    }
+    let mut by_count: Vec<(&str, usize)> = count.into_iter().collect();
+    by_count.sort_by_key(|(id, n)| (std::cmp::Reverse(*n), *id));
+    let subjects: Vec<String> = by_count
+        .iter()
+        .step_by(7)
+        .take(5)
+        .map(|(id, _)| (*id).to_owned())
+        .collect();
+    let before = rows(&config).await;
+    assert_eq!(before.len(), events.len());
+
+    let steps = [Step::Marked, Step::Staged, Step::Committed, Step::Swapped];
+    let mut removed_total = 0u64;
+    for (n, subject) in subjects.iter().enumerate() {
+        let holds = |r: &(String, String)| &r.0 == subject || &r.1 == subject;
+        let expected = before.iter().filter(|r| holds(r)).count() as u64;
+        assert!(expected > 0, "{subject} is in the archive");
+        let e = erasure(secrets.subject_hash(subject), n);
+        // A crash after one step (a different one per subject), then a rerun.
+        let crash = steps[n % steps.len()];
+        assert!(run_purge(&config, &e, subject, Some(crash)).is_none());
+        check_consistent(&config).await;
+        let report = run_purge(&config, &e, subject, None).expect("purge");
+        check_consistent(&config).await;
+        let now = rows(&config).await;
+        assert_eq!(now.iter().filter(|r| holds(r)).count(), 0, "{subject} gone");
+        removed_total += expected;
+        assert_eq!(
+            now.len() as u64,
+            before.len() as u64 - removed_total,
+            "only {subject}'s rows left (crash after {crash:?})"
+        );
+        println!(
+            "subject {n}: crash after {crash:?}; rerun opened {} of {} files, rewrote {}, removed {} rows",
+            report.files_opened, report.files_listed, report.files_rewritten, report.rows_removed
+        );
+        // The filters keep most files closed.
+        assert!(
+            report.files_opened * 2 < report.files_listed,
+            "opened {} of {} files",
+            report.files_opened,
+            report.files_listed
+        );
+
+        // The certificate lists every row removed, across the crashed run
+        // and the rerun, and a third run changes nothing.
+        let catalog = Catalog::open(config.open_catalog_store().unwrap(), "cert")
+            .await
+            .unwrap();
+        let state = catalog.state().erasure(&e.request_id).unwrap().clone();
+        let cert = certify(&state, vec!["accounts".into()], vec![], &secrets).unwrap();
+        assert_eq!(cert.body.rows_removed, expected);
+        assert!(
+            !cert
+                .to_bytes()
+                .windows(subject.len())
+                .any(|w| w == subject.as_bytes())
+        );
+        verify(&cert.to_bytes(), Some(&secrets.public_key_hex())).unwrap();
+        let again = run_purge(&config, &e, subject, None).expect("third run");
+        assert_eq!((again.version, again.rows_removed), (None, 0));
+        let catalog = Catalog::open(config.open_catalog_store().unwrap(), "cert")
+            .await
+            .unwrap();
+        let state = catalog.state().erasure(&e.request_id).unwrap().clone();
+        let same = certify(&state, vec!["accounts".into()], vec![], &secrets).unwrap();
+        assert_eq!(same.to_bytes(), cert.to_bytes(), "the same certificate");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_subject_absent_from_the_archive_is_certified_with_no_files() {
+    let dir = tempdir();
+    let config = config(&dir);
+    build_archive(&config).await;
+    let secrets = Secrets::from_parts(b"test-salt-0123456789", [3; 32]);
+    let e = erasure(secrets.subject_hash("nobody-at-all"), 99);
+    let report = run_purge(&config, &e, "nobody-at-all", None).unwrap();
+    assert_eq!(report.rows_removed, 0);
+    assert!(report.version.is_some(), "the purge is recorded even so");
+    assert!(report.files_opened < report.files_listed / 10, "{report:?}");
+    let catalog = Catalog::open(config.open_catalog_store().unwrap(), "cert")
+        .await
+        .unwrap();
+    let state = catalog.state().erasure(&e.request_id).unwrap();
+    let cert = certify(state, vec![], vec![], &secrets).unwrap();
+    assert!(cert.body.files.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempdir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "kusanagi-purge-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
