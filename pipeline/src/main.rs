@@ -86,7 +86,7 @@ enum Command {
     /// Re-read every archive file and check its size, SHA-256 and rows
     /// against the catalog; exits non-zero on any mismatch.
     Verify {
-        /// Only this table (events, screenings, transitions).
+        /// Only this table (events, screenings, transitions, audit).
         #[arg(long, value_parser = parse_table)]
         table: Option<Table>,
         /// Only this tier.
@@ -204,7 +204,7 @@ enum CertificateCommand {
 enum CatalogCommand {
     /// List the files.
     Ls {
-        /// Only this table (events, screenings, transitions).
+        /// Only this table (events, screenings, transitions, audit).
         #[arg(long, value_parser = parse_table)]
         table: Option<Table>,
         /// Only this tier.
@@ -225,7 +225,7 @@ fn parse_tier(s: &str) -> Result<Tier, String> {
 
 fn parse_table(s: &str) -> Result<Table, String> {
     Table::from_name(s)
-        .ok_or_else(|| format!("expected events, screenings or transitions, found {s:?}"))
+        .ok_or_else(|| format!("expected events, screenings, transitions or audit, found {s:?}"))
 }
 
 fn load_topology(path: Option<&PathBuf>) -> anyhow::Result<Topology> {

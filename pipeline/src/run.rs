@@ -318,6 +318,7 @@ pub fn spawn_stage(
                 events: topics.events.clone(),
                 screenings: topics.screenings.clone(),
                 transitions: topics.transitions.clone(),
+                audit: topics.audit.clone(),
                 dead_letter: topics.dead_letter.clone(),
             };
             thread.spawn(move || {

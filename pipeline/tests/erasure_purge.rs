@@ -24,7 +24,7 @@ use kusanagi_pipeline::stages::archive::file::{read_batches, write_file};
 use kusanagi_pipeline::stages::archive::layout::PartitionKey;
 use kusanagi_pipeline::stages::archive::open_files::OpenFile;
 use kusanagi_pipeline::stages::archive::table::{Record, Row};
-use kusanagi_pipeline::stages::compact::purge::{PurgeReport, Step, purge};
+use kusanagi_pipeline::stages::compact::purge::{PurgeReport, Step, Target, purge};
 use kusanagi_pipeline::stages::tier::mover::Rewrite;
 use kusanagi_schemas::{EventTime, parse_event};
 
@@ -159,7 +159,21 @@ fn run_purge(
     subject: &str,
     crash_at: Option<Step>,
 ) -> Option<PurgeReport> {
-    let (config, e, subject) = (config.clone(), e.clone(), subject.to_owned());
+    let target = Target {
+        erasure: e.clone(),
+        subject: subject.to_owned(),
+    };
+    run_batch(config, vec![target], crash_at)
+}
+
+/// Runs one purge of `targets` on its own thread; `crash_at` panics there
+/// after that step.
+fn run_batch(
+    config: &ArchiveConfig,
+    targets: Vec<Target>,
+    crash_at: Option<Step>,
+) -> Option<PurgeReport> {
+    let config = config.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -170,7 +184,7 @@ fn run_purge(
             let mut catalog = Catalog::open(config.open_catalog_store().unwrap(), "compact")
                 .await
                 .unwrap();
-            purge(&mut catalog, &tiers, &e, &subject, REWRITE, |step| {
+            purge(&mut catalog, &tiers, &targets, REWRITE, |step| {
                 if Some(step) == crash_at {
                     panic!("crash after {step:?}");
                 }
@@ -296,4 +310,54 @@ fn tempdir() -> std::path::PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+#[tokio::test]
+async fn one_pass_purges_many_subjects_and_certifies_each() {
+    let dir = tempdir();
+    let config = config(&dir);
+    let events = build_archive(&config).await;
+    let secrets = Secrets::from_parts(b"test-salt-0123456789", [3; 32]);
+    let subjects: Vec<String> = events
+        .iter()
+        .step_by(997)
+        .take(12)
+        .map(|e| e.target_id.clone())
+        .collect();
+    let targets: Vec<Target> = subjects
+        .iter()
+        .enumerate()
+        .map(|(n, s)| Target {
+            erasure: erasure(secrets.subject_hash(s), 100 + n),
+            subject: s.clone(),
+        })
+        .collect();
+    let before = rows(&config).await;
+    let named = |r: &(String, String)| subjects.contains(&r.0) || subjects.contains(&r.1);
+    let expected = before.iter().filter(|r| named(r)).count() as u64;
+    assert!(run_batch(&config, targets.clone(), Some(Step::Staged)).is_none());
+    check_consistent(&config).await;
+    let report = run_batch(&config, targets.clone(), None).unwrap();
+    check_consistent(&config).await;
+    let after = rows(&config).await;
+    assert_eq!(after.iter().filter(|r| named(r)).count(), 0);
+    assert_eq!(after.len() as u64, before.len() as u64 - expected);
+    assert_eq!(report.rows_removed, expected);
+    println!(
+        "12 subjects in one pass: opened {} of {} files, rewrote {}, removed {} rows",
+        report.files_opened, report.files_listed, report.files_rewritten, report.rows_removed
+    );
+    let catalog = Catalog::open(config.open_catalog_store().unwrap(), "cert")
+        .await
+        .unwrap();
+    for (t, subject) in targets.iter().zip(&subjects) {
+        let state = catalog.state().erasure(&t.erasure.request_id).unwrap();
+        let cert = certify(state, vec![], vec![], &secrets).unwrap();
+        let own = before
+            .iter()
+            .filter(|r| &r.0 == subject || &r.1 == subject)
+            .count() as u64;
+        assert_eq!(cert.body.rows_removed, own, "{subject}'s certificate");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

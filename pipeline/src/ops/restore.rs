@@ -179,8 +179,8 @@ pub async fn restore(
                             !erased.is_deleted(&e.actor_id) && !erased.is_deleted(&e.target_id)
                         }),
                 ),
-                Table::Screenings | Table::Transitions => rows.extend(
-                    json_rows(&batch, "event_time")
+                Table::Screenings | Table::Transitions | Table::Audit => rows.extend(
+                    json_rows(&batch, table.time_column())
                         .map_err(|e| unreadable(e.to_string()))?
                         .into_iter()
                         .filter(|(o, _)| range.contains(o.0))

@@ -67,6 +67,8 @@ pub struct ArchiveTopics {
     pub screenings: String,
     /// Topic of the `transitions` table.
     pub transitions: String,
+    /// Topic of the `audit` table.
+    pub audit: String,
     /// The dead-letter topic.
     pub dead_letter: String,
 }
@@ -77,6 +79,7 @@ impl ArchiveTopics {
             (&self.events, Table::Events),
             (&self.screenings, Table::Screenings),
             (&self.transitions, Table::Transitions),
+            (&self.audit, Table::Audit),
         ]
         .into_iter()
         .find_map(|(t, table)| (t == topic).then_some(table))
@@ -87,6 +90,7 @@ impl ArchiveTopics {
             Table::Events => &self.events,
             Table::Screenings => &self.screenings,
             Table::Transitions => &self.transitions,
+            Table::Audit => &self.audit,
         }
     }
 }
@@ -239,7 +243,12 @@ impl ArchiveStage {
                 client: "producer",
                 source,
             })?;
-        let subscribed = [&topics.events, &topics.screenings, &topics.transitions];
+        let subscribed = [
+            &topics.events,
+            &topics.screenings,
+            &topics.transitions,
+            &topics.audit,
+        ];
         let names: Vec<&str> = subscribed.iter().map(|t| t.as_str()).collect();
         consumer
             .subscribe(&names)

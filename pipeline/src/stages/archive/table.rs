@@ -14,7 +14,9 @@ use arrow_array::builder::{
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
-use kusanagi_schemas::{CodecError, GameEvent, GameEventCodec, RecordCodec, Screening, Transition};
+use kusanagi_schemas::{
+    AuditRecord, CodecError, GameEvent, GameEventCodec, RecordCodec, Screening, Transition,
+};
 
 /// One archived table, fed by one topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -25,11 +27,23 @@ pub enum Table {
     Screenings,
     /// `transitions`: every account move, applied or refused.
     Transitions,
+    /// `audit`: the audit trail (erasure steps, admin actions); no
+    /// personal data. Its rows are filed under the tenant
+    /// [`AUDIT_TENANT`].
+    Audit,
 }
+
+/// The `tenant=` folder of the audit table (the trail is the deployment's).
+pub const AUDIT_TENANT: &str = "_system";
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 3] = [Table::Events, Table::Screenings, Table::Transitions];
+    pub const ALL: [Table; 4] = [
+        Table::Events,
+        Table::Screenings,
+        Table::Transitions,
+        Table::Audit,
+    ];
 
     /// The table's name: the first folder of its paths.
     pub fn name(self) -> &'static str {
@@ -37,6 +51,16 @@ impl Table {
             Table::Events => "events",
             Table::Screenings => "screenings",
             Table::Transitions => "transitions",
+            Table::Audit => "audit",
+        }
+    }
+
+    /// The column of a row's time (the `dt=`/`hour=` partitions).
+    pub fn time_column(self) -> &'static str {
+        match self {
+            Table::Events => "timestamp",
+            Table::Screenings | Table::Transitions => "event_time",
+            Table::Audit => "at",
         }
     }
 
@@ -47,9 +71,15 @@ impl Table {
 
     /// The Parquet (Arrow) schema of the table.
     pub fn schema(self) -> SchemaRef {
-        static SCHEMAS: OnceLock<[SchemaRef; 3]> = OnceLock::new();
-        let all =
-            SCHEMAS.get_or_init(|| [events_schema(), screenings_schema(), transitions_schema()]);
+        static SCHEMAS: OnceLock<[SchemaRef; 4]> = OnceLock::new();
+        let all = SCHEMAS.get_or_init(|| {
+            [
+                events_schema(),
+                screenings_schema(),
+                transitions_schema(),
+                audit_schema(),
+            ]
+        });
         all[self as usize].clone()
     }
 }
@@ -125,6 +155,20 @@ fn transitions_schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+fn audit_schema() -> SchemaRef {
+    let mut fields = vec![
+        Field::new("audit_id", DataType::Utf8, false),
+        Field::new("at", ts(), false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("subject_hash", DataType::Utf8, true),
+        Field::new("actor", DataType::Utf8, false),
+        Field::new("request_id", DataType::Utf8, true),
+        Field::new("detail", DataType::Utf8, false),
+    ];
+    fields.extend(lineage());
+    Arc::new(Schema::new(fields))
+}
+
 /// A decoded record of one of the tables.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -134,6 +178,8 @@ pub enum Record {
     Screening(Screening),
     /// A row of `transitions`.
     Transition(Transition),
+    /// A row of `audit`.
+    Audit(AuditRecord),
 }
 
 impl Record {
@@ -143,6 +189,7 @@ impl Record {
             Record::Event(e) => &e.tenant_id,
             Record::Screening(s) => &s.tenant_id,
             Record::Transition(t) => &t.tenant_id,
+            Record::Audit(_) => AUDIT_TENANT,
         }
     }
 
@@ -152,15 +199,7 @@ impl Record {
             Record::Event(e) => e.timestamp.as_micros(),
             Record::Screening(s) => s.event_time.as_micros(),
             Record::Transition(t) => t.event_time.as_micros(),
-        }
-    }
-
-    /// The account ids the row names (the subjects of an erasure).
-    pub fn subjects(&self) -> [&str; 2] {
-        match self {
-            Record::Event(e) => [&e.actor_id, &e.target_id],
-            Record::Screening(s) => [&s.actor_id, &s.target_id],
-            Record::Transition(t) => [&t.account_id, &t.account_id],
+            Record::Audit(a) => a.at.as_micros(),
         }
     }
 
@@ -171,6 +210,7 @@ impl Record {
             Record::Event(e) => return e.to_json().len(),
             Record::Screening(s) => serde_json::to_vec(s).map(|v| v.len()),
             Record::Transition(t) => serde_json::to_vec(t).map(|v| v.len()),
+            Record::Audit(a) => serde_json::to_vec(a).map(|v| v.len()),
         };
         len.unwrap_or(0)
     }
@@ -182,6 +222,7 @@ pub struct Decoders {
     events: GameEventCodec,
     screenings: RecordCodec<Screening>,
     transitions: RecordCodec<Transition>,
+    audit: RecordCodec<AuditRecord>,
 }
 
 impl Decoders {
@@ -196,6 +237,7 @@ impl Decoders {
             Table::Events => Record::Event(self.events.decode(bytes)?),
             Table::Screenings => Record::Screening(self.screenings.decode(bytes)?),
             Table::Transitions => Record::Transition(self.transitions.decode(bytes)?),
+            Table::Audit => Record::Audit(self.audit.decode(bytes)?),
         })
     }
 }
@@ -218,6 +260,7 @@ pub fn to_batch(table: Table, rows: &[Row]) -> Result<RecordBatch, ArrowError> {
         Table::Events => event_columns(rows, n),
         Table::Screenings => screening_columns(rows, n),
         Table::Transitions => transition_columns(rows, n),
+        Table::Audit => audit_columns(rows, n),
     };
     let mut partition = Int32Builder::with_capacity(n);
     let mut offset = Int64Builder::with_capacity(n);
@@ -354,5 +397,34 @@ fn transition_columns(rows: &[Row], n: usize) -> Vec<ArrayRef> {
         s(|e| Some(&e.evidence)),
         bools(n, x.iter().map(|e| e.applied)),
         s(|e| e.refusal.as_deref()),
+    ]
+}
+
+fn audit_columns(rows: &[Row], n: usize) -> Vec<ArrayRef> {
+    let x: Vec<&AuditRecord> = rows
+        .iter()
+        .filter_map(|r| match &r.record {
+            Record::Audit(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    let s = |f: fn(&AuditRecord) -> Option<&str>| strings(n, x.iter().map(|e| f(e)));
+    let kinds: Vec<String> = x
+        .iter()
+        .map(|a| {
+            serde_json::to_value(a.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        })
+        .collect();
+    vec![
+        s(|a| Some(&a.audit_id)),
+        times(n, x.iter().map(|a| a.at.as_micros())),
+        strings(n, kinds.iter().map(|k| Some(k.as_str()))),
+        s(|a| a.subject_hash.as_deref()),
+        s(|a| Some(&a.actor)),
+        s(|a| a.request_id.as_deref()),
+        s(|a| Some(&a.detail)),
     ]
 }

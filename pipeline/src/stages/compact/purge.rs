@@ -63,77 +63,118 @@ impl Step {
     }
 }
 
+/// One erasure of a purge: the request and its subject (the account id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The request, as the catalog records it.
+    pub erasure: Erasure,
+    /// The account id.
+    pub subject: String,
+}
+
+/// What one purge did for one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestReport {
+    /// The request.
+    pub request_id: String,
+    /// Files whose filters did not rule its subject out (opened).
+    pub files_opened: u64,
+    /// Files rewritten or removed because they held its subject.
+    pub files_rewritten: u64,
+    /// Rows removed that named its subject.
+    pub rows_removed: u64,
+}
+
 /// What one purge did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PurgeReport {
     /// Files the catalog listed in tables that hold subjects.
     pub files_listed: u64,
-    /// Files whose filters did not rule the subject out: opened and read.
+    /// Files opened and read: those whose filters did not rule out every
+    /// subject of the purge.
     pub files_opened: u64,
-    /// Files rewritten without the subject's rows.
+    /// Files rewritten without the subjects' rows.
     pub files_rewritten: u64,
-    /// Files removed because every row was the subject's.
+    /// Files removed because every row was a subject's.
     pub files_removed: u64,
     /// Rows removed.
     pub rows_removed: u64,
     /// The version of the purge's commit (`None`: nothing to commit).
     pub version: Option<u64>,
+    /// Per request, in the order given.
+    pub requests: Vec<RequestReport>,
 }
 
 /// A file rewritten and staged, not yet committed.
 struct Rewritten {
     old: FileEntry,
     new: Option<FileEntry>,
-    record: PurgedFile,
+    /// Rows removed in all.
+    removed: u64,
+    /// Rows removed that named each subject (a row may name two).
+    per_subject: Vec<u64>,
 }
 
-/// Purges `subject` for `erasure` from every tier; `at(step)` is called
-/// after each step (a test's crash point).
+/// Purges the subjects of `targets` from every tier, each file read and
+/// rewritten once for all of them; `at(step)` is called after each step
+/// (a test's crash point).
 pub async fn purge(
     catalog: &mut Catalog,
     tiers: &Tiers,
-    erasure: &Erasure,
-    subject: &str,
+    targets: &[Target],
     rewrite: Rewrite,
     mut at: impl FnMut(Step),
 ) -> Result<PurgeReport, TierError> {
     let tables: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
     tiers.reconcile(catalog, &tables).await?;
-    if catalog.state().erasure(&erasure.request_id).is_none() {
-        match catalog
-            .commit("erase", vec![Action::Erase(erasure.clone())])
-            .await
-        {
-            Ok(_) | Err(CatalogError::Conflict(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    mark(catalog, targets).await?;
     at(Step::Marked);
+    let subjects: Vec<&str> = targets.iter().map(|t| t.subject.as_str()).collect();
     let mut last_conflict = None;
     for _ in 0..ATTEMPTS {
         catalog.refresh().await?;
-        let mut report = PurgeReport::default();
-        let candidates: Vec<FileEntry> = catalog
-            .state()
-            .files()
-            .filter(|f| !subject_columns(&f.table).is_empty())
-            .inspect(|_| report.files_listed += 1)
-            .filter(|f| may_hold(f.subjects.as_deref(), subject))
-            .cloned()
-            .collect();
+        let mut report = PurgeReport {
+            requests: targets
+                .iter()
+                .map(|t| RequestReport {
+                    request_id: t.erasure.request_id.clone(),
+                    ..RequestReport::default()
+                })
+                .collect(),
+            ..PurgeReport::default()
+        };
+        let mut candidates = Vec::new();
+        for f in catalog.state().files() {
+            if subject_columns(&f.table).is_empty() {
+                continue;
+            }
+            report.files_listed += 1;
+            let mut any = false;
+            for (i, subject) in subjects.iter().enumerate() {
+                if may_hold(f.subjects.as_deref(), subject) {
+                    report.requests[i].files_opened += 1;
+                    any = true;
+                }
+            }
+            if any {
+                candidates.push(f.clone());
+            }
+        }
         let mut rewritten = Vec::new();
         for f in candidates {
             report.files_opened += 1;
-            if let Some(r) = rewrite_file(tiers, &f, subject, rewrite).await? {
+            if let Some(r) = rewrite_file(tiers, &f, &subjects, rewrite).await? {
                 rewritten.push(r);
             }
         }
         at(Step::Staged);
-        let purged_before = catalog
-            .state()
-            .erasure(&erasure.request_id)
-            .is_some_and(|e| e.purged_at_ms.is_some());
-        if rewritten.is_empty() && purged_before {
+        let unpurged = targets.iter().any(|t| {
+            catalog
+                .state()
+                .erasure(&t.erasure.request_id)
+                .is_none_or(|e| e.purged_at_ms.is_none())
+        });
+        if rewritten.is_empty() && !unpurged {
             return Ok(report);
         }
         let mut actions = Vec::new();
@@ -143,12 +184,41 @@ pub async fn purge(
                 actions.push(Action::Add(new.clone()));
             }
         }
-        actions.push(Action::Purge(Purge {
-            request_id: erasure.request_id.clone(),
-            files: rewritten.iter().map(|r| r.record.clone()).collect(),
-            files_opened: report.files_opened,
-            files_listed: report.files_listed,
-        }));
+        let mut purged: Vec<&str> = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            // A request given twice in one batch is purged once.
+            if purged.contains(&t.erasure.request_id.as_str()) {
+                continue;
+            }
+            purged.push(&t.erasure.request_id);
+            let files: Vec<PurgedFile> = rewritten
+                .iter()
+                .filter(|r| r.per_subject[i] > 0)
+                .map(|r| PurgedFile {
+                    tier: r.old.tier,
+                    path: r.old.path.clone(),
+                    sha256_before: r.old.sha256.clone(),
+                    sha256_after: r.new.as_ref().map(|n| n.sha256.clone()),
+                    rows_before: r.old.rows,
+                    rows_removed: r.per_subject[i],
+                })
+                .collect();
+            let done_before = catalog
+                .state()
+                .erasure(&t.erasure.request_id)
+                .is_some_and(|e| e.purged_at_ms.is_some());
+            report.requests[i].files_rewritten = files.len() as u64;
+            report.requests[i].rows_removed = files.iter().map(|f| f.rows_removed).sum();
+            if files.is_empty() && done_before {
+                continue;
+            }
+            actions.push(Action::Purge(Purge {
+                request_id: t.erasure.request_id.clone(),
+                files,
+                files_opened: report.requests[i].files_opened,
+                files_listed: report.files_listed,
+            }));
+        }
         match catalog.commit("purge", actions).await {
             Ok(version) => report.version = Some(version),
             Err(CatalogError::Conflict(c)) => {
@@ -181,7 +251,7 @@ pub async fn purge(
                     report.files_removed += 1;
                 }
             }
-            report.rows_removed += r.record.rows_removed;
+            report.rows_removed += r.removed;
         }
         at(Step::Swapped);
         return Ok(report);
@@ -191,11 +261,39 @@ pub async fn purge(
     )))
 }
 
-/// `f` without `subject`'s rows, staged; `None` if it holds none.
+/// Records the erasures of `targets` the catalog does not hold yet, in
+/// one commit: from then on their subjects are deleted for every reader.
+async fn mark(catalog: &mut Catalog, targets: &[Target]) -> Result<(), TierError> {
+    for _ in 0..ATTEMPTS {
+        catalog.refresh().await?;
+        let mut actions: Vec<Action> = Vec::new();
+        for t in targets {
+            let listed = catalog.state().erasure(&t.erasure.request_id).is_some();
+            let queued = actions
+                .iter()
+                .any(|a| matches!(a, Action::Erase(e) if e.request_id == t.erasure.request_id));
+            if !listed && !queued {
+                actions.push(Action::Erase(t.erasure.clone()));
+            }
+        }
+        if actions.is_empty() {
+            return Ok(());
+        }
+        match catalog.commit("erase", actions).await {
+            Ok(_) => return Ok(()),
+            // Another copy marked some of them meanwhile.
+            Err(CatalogError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// `f` without the rows of `subjects`, staged; `None` if it holds none.
 async fn rewrite_file(
     tiers: &Tiers,
     f: &FileEntry,
-    subject: &str,
+    subjects: &[&str],
     rewrite: Rewrite,
 ) -> Result<Option<Rewritten>, TierError> {
     let damaged = |detail: String| TierError::Damaged {
@@ -209,8 +307,9 @@ async fn rewrite_file(
     let batches = read_batches(bytes).map_err(|e| damaged(format!("not readable Parquet: {e}")))?;
     let mut kept = Vec::with_capacity(batches.len());
     let mut removed = 0u64;
+    let mut per_subject = vec![0u64; subjects.len()];
     for batch in &batches {
-        let (batch, gone) = without(&f.table, batch, subject)
+        let (batch, gone) = without(&f.table, batch, subjects, &mut per_subject)
             .map_err(|e| damaged(format!("cannot filter: {e}")))?;
         removed += gone;
         if batch.num_rows() > 0 {
@@ -221,19 +320,12 @@ async fn rewrite_file(
         return Ok(None);
     }
     let rows: u64 = kept.iter().map(|b| b.num_rows() as u64).sum();
-    let mut record = PurgedFile {
-        tier: f.tier,
-        path: f.path.clone(),
-        sha256_before: f.sha256.clone(),
-        sha256_after: None,
-        rows_before: f.rows,
-        rows_removed: removed,
-    };
     if rows == 0 {
         return Ok(Some(Rewritten {
             old: f.clone(),
             new: None,
-            record,
+            removed,
+            per_subject,
         }));
     }
     let out = write_batches(table.schema(), &kept, rewrite.zstd_level)
@@ -250,7 +342,7 @@ async fn rewrite_file(
             "the rewrite reads back {back} rows, expected {rows}"
         )));
     }
-    let (min, max) = time_bounds(&kept, time_column(table));
+    let (min, max) = time_bounds(&kept, table.time_column());
     let new = FileEntry {
         rows,
         min_event_time_us: min.unwrap_or(f.min_event_time_us),
@@ -262,7 +354,6 @@ async fn rewrite_file(
         created_at_ms: chrono::Utc::now().timestamp_millis(),
         ..f.clone()
     };
-    record.sha256_after = Some(new.sha256.clone());
     tiers
         .store(new.tier)
         .put(&staged(&new.path, &new.sha256), out)
@@ -270,16 +361,19 @@ async fn rewrite_file(
     Ok(Some(Rewritten {
         old: f.clone(),
         new: Some(new),
-        record,
+        removed,
+        per_subject,
     }))
 }
 
-/// `batch` without the rows whose subject columns hold `subject`, and how
-/// many were removed.
+/// `batch` without the rows whose subject columns hold one of
+/// `subjects`, and how many were removed; `per_subject[i]` counts the
+/// removed rows that name `subjects[i]`.
 pub fn without(
     table: &str,
     batch: &RecordBatch,
-    subject: &str,
+    subjects: &[&str],
+    per_subject: &mut [u64],
 ) -> Result<(RecordBatch, u64), arrow_schema::ArrowError> {
     let columns: Vec<&StringArray> = subject_columns(table)
         .iter()
@@ -288,11 +382,17 @@ pub fn without(
         .collect();
     let keep: BooleanArray = (0..batch.num_rows())
         .map(|i| {
-            Some(
-                !columns
+            let mut hit = false;
+            for (s, subject) in subjects.iter().enumerate() {
+                if columns
                     .iter()
-                    .any(|c| c.is_valid(i) && c.value(i) == subject),
-            )
+                    .any(|c| c.is_valid(i) && c.value(i) == *subject)
+                {
+                    per_subject[s] += 1;
+                    hit = true;
+                }
+            }
+            Some(!hit)
         })
         .collect();
     let removed = keep.false_count() as u64;
@@ -303,13 +403,6 @@ pub fn without(
         arrow_select::filter::filter_record_batch(batch, &keep)?,
         removed,
     ))
-}
-
-fn time_column(table: Table) -> &'static str {
-    match table {
-        Table::Events => "timestamp",
-        _ => "event_time",
-    }
 }
 
 fn time_bounds(batches: &[RecordBatch], column: &str) -> (Option<i64>, Option<i64>) {

@@ -5,7 +5,7 @@
 use kusanagi_connectors::storage::TierStore;
 use kusanagi_schemas::{AuditKind, AuditRecord, ErasureRequest, EventTime, RecordCodec};
 
-use super::purge::{PurgeReport, Step, purge};
+use super::purge::{PurgeReport, Step, Target, purge};
 use crate::catalog::{Catalog, Erasure, Tiers};
 use crate::config::Topology;
 use crate::erasure::Secrets;
@@ -182,30 +182,68 @@ impl CompactStage {
         }
     }
 
-    /// Purges, certifies and audits one request.
+    /// Purges the subjects of `requests` (one pass over the archive for
+    /// all of them), then certifies and audits each.
     fn carry_out(
         &mut self,
-        r: &ErasureRequest,
+        requests: &[ErasureRequest],
         out: &mut Vec<OutRecord>,
     ) -> Result<PurgeReport, StageError> {
-        let erasure = Erasure {
-            request_id: r.request_id.clone(),
-            subject_hash: self.secrets.subject_hash(&r.subject),
-            requested_at_ms: r.requested_at.as_millis(),
-            requested_by: r.requested_by.clone(),
-        };
+        let targets: Vec<Target> = requests
+            .iter()
+            .map(|r| Target {
+                erasure: Erasure {
+                    request_id: r.request_id.clone(),
+                    subject_hash: self.secrets.subject_hash(&r.subject),
+                    requested_at_ms: r.requested_at.as_millis(),
+                    requested_by: r.requested_by.clone(),
+                },
+                subject: r.subject.clone(),
+            })
+            .collect();
         let abort_at = self.abort_at.clone();
         let report = self
             .rt
             .block_on(purge(
                 &mut self.catalog,
                 &self.tiers,
-                &erasure,
-                &r.subject,
+                &targets,
                 self.rewrite,
                 |step: Step| Self::crash_point(abort_at.as_deref(), step.as_str()),
             ))
-            .map_err(|e| failed(format!("purging for {}: {e}", r.request_id)))?;
+            .map_err(|e| failed(format!("purging {} requests: {e}", requests.len())))?;
+        tracing::info!(
+            stage = STAGE,
+            requests = requests.len(),
+            files_listed = report.files_listed,
+            files_opened = report.files_opened,
+            files_rewritten = report.files_rewritten,
+            files_removed = report.files_removed,
+            rows_removed = report.rows_removed,
+            "erasures purged"
+        );
+        for (r, t) in requests.iter().zip(&targets) {
+            let opened = report
+                .requests
+                .iter()
+                .find(|q| q.request_id == r.request_id)
+                .map_or(0, |q| q.files_opened);
+            self.certify_and_audit(r, &t.erasure.subject_hash, opened, report.files_listed, out)?;
+        }
+        Self::crash_point(self.abort_at.as_deref(), "certified");
+        Ok(report)
+    }
+
+    /// Writes the certificate of `r` (from the catalog) and queues its
+    /// audit records.
+    fn certify_and_audit(
+        &mut self,
+        r: &ErasureRequest,
+        subject_hash: &str,
+        files_opened: u64,
+        files_listed: u64,
+        out: &mut Vec<OutRecord>,
+    ) -> Result<(), StageError> {
         let state = self
             .catalog
             .state()
@@ -225,9 +263,8 @@ impl CompactStage {
         self.rt
             .block_on(self.catalog_store.put(&path, bytes.into()))
             .map_err(|e| failed(format!("writing {path}: {e}")))?;
-        Self::crash_point(self.abort_at.as_deref(), "certified");
 
-        let hash = Some(erasure.subject_hash.clone());
+        let hash = Some(subject_hash.to_owned());
         let mut audit = |suffix: String, kind: AuditKind, detail: String| {
             let record = AuditRecord {
                 audit_id: format!("{}:{suffix}", r.request_id),
@@ -281,24 +318,17 @@ impl CompactStage {
             "certificate".into(),
             AuditKind::CertificateIssued,
             format!(
-                "{path} (sha256 {sha}): {} files, {} rows, completed {}",
+                "{path} (sha256 {sha}): {} files, {} rows, completed {}; {files_opened} of {files_listed} files opened",
                 certificate.body.files.len(),
                 certificate.body.rows_removed,
                 certificate.body.completed_at
             ),
         );
-        tracing::info!(
-            stage = STAGE,
-            request_id = %r.request_id,
-            files_listed = report.files_listed,
-            files_opened = report.files_opened,
-            files_rewritten = report.files_rewritten,
-            files_removed = report.files_removed,
-            rows_removed = report.rows_removed,
-            certificate = %path,
-            "erasure purged and certified"
-        );
-        Ok(report)
+        self.stats.requests += 1;
+        self.stats.files_opened += files_opened;
+        self.stats.files_rewritten += certificate.body.files.len() as u64;
+        self.stats.rows_removed += certificate.body.rows_removed;
+        Ok(())
     }
 }
 
@@ -308,35 +338,26 @@ impl Stage for CompactStage {
         batch: &[InRecord<'_>],
         out: &mut Vec<OutRecord>,
     ) -> Result<(), StageError> {
-        let mut done = CompactStats::default();
+        let mut requests = Vec::new();
         for record in batch {
             // A withdrawn request (the topic's tombstone) undoes nothing.
             let Some(bytes) = record.payload else {
                 continue;
             };
-            let r = match self.requests.decode(bytes) {
-                Ok(r) => r,
-                Err(e) => {
-                    out.push(reject_record(
-                        STAGE,
-                        &self.topics.dead_letter,
-                        record,
-                        "undecodable",
-                        e.to_string(),
-                    ));
-                    continue;
-                }
-            };
-            let report = self.carry_out(&r, out)?;
-            done.requests += 1;
-            done.files_opened += report.files_opened;
-            done.files_rewritten += report.files_rewritten + report.files_removed;
-            done.rows_removed += report.rows_removed;
+            match self.requests.decode(bytes) {
+                Ok(r) => requests.push(r),
+                Err(e) => out.push(reject_record(
+                    STAGE,
+                    &self.topics.dead_letter,
+                    record,
+                    "undecodable",
+                    e.to_string(),
+                )),
+            }
         }
-        self.stats.requests += done.requests;
-        self.stats.files_opened += done.files_opened;
-        self.stats.files_rewritten += done.files_rewritten;
-        self.stats.rows_removed += done.rows_removed;
+        if !requests.is_empty() {
+            self.carry_out(&requests, out)?;
+        }
         Ok(())
     }
 }
