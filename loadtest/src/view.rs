@@ -205,6 +205,7 @@ fn serve(args: &ViewArgs) -> anyhow::Result<()> {
         events: None,
         view: Some(view),
         erasures: None,
+        overrides: None,
         max_body_bytes: 1 << 20,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -48,6 +48,7 @@ fn app() -> axum::Router {
         events: None,
         view: Some(view),
         erasures: None,
+        overrides: None,
         max_body_bytes: 1 << 20,
     })
 }

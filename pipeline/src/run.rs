@@ -492,6 +492,15 @@ pub async fn serve_http(
                 client: "producer",
                 source,
             })?;
+    let overrides = view.as_ref().map(|view| {
+        Arc::new(api::OverridesApi {
+            producer: erasure_producer.clone(),
+            verdicts: topology.topics.l2_verdicts.clone(),
+            audit: topology.topics.audit.clone(),
+            view: Arc::clone(view),
+            metrics: metrics.clone(),
+        })
+    });
     let app = api::router(Services {
         metrics: metrics.clone(),
         keys,
@@ -502,6 +511,7 @@ pub async fn serve_http(
             topic: topology.topics.erasures.clone(),
             metrics: metrics.clone(),
         })),
+        overrides,
         max_body_bytes: topology.http.max_body_bytes,
     });
     let listener = tokio::net::TcpListener::bind(&listen)

@@ -11,22 +11,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
 
-use kusanagi_pipeline::catalog::{Action, Catalog, Erasure, Tier, Tiers};
+use kusanagi_pipeline::catalog::{Catalog, Erasure, Tiers};
 use kusanagi_pipeline::config::ArchiveConfig;
-use kusanagi_pipeline::demo::Traffic;
 use kusanagi_pipeline::erasure::Secrets;
 use kusanagi_pipeline::erasure::certificate::{certify, verify};
 use kusanagi_pipeline::ops::verify::verify as verify_archive;
-use kusanagi_pipeline::stages::archive::Table;
-use kusanagi_pipeline::stages::archive::file::{read_batches, write_file};
-use kusanagi_pipeline::stages::archive::layout::PartitionKey;
-use kusanagi_pipeline::stages::archive::open_files::OpenFile;
-use kusanagi_pipeline::stages::archive::table::{Record, Row};
+use kusanagi_pipeline::stages::archive::file::read_batches;
 use kusanagi_pipeline::stages::compact::purge::{PurgeReport, Step, Target, purge};
 use kusanagi_pipeline::stages::tier::mover::Rewrite;
-use kusanagi_schemas::{EventTime, parse_event};
 
 const HOURS: i64 = 48;
 const EVENTS_PER_HOUR: usize = 400;
@@ -47,61 +40,10 @@ const REWRITE: Rewrite = Rewrite {
     subject_filter_fpp: 0.01,
 };
 
-/// 48 hours of demo traffic, two files per hour, the first 16 hours in
-/// cold, the next 16 in warm, the last 16 in hot.
 async fn build_archive(config: &ArchiveConfig) -> Vec<kusanagi_schemas::GameEvent> {
-    let tiers = Tiers::open(config).unwrap();
-    let mut catalog = Catalog::open(config.open_catalog_store().unwrap(), "test")
+    kusanagi_pipeline::demo::archive::write_demo_archive(config, HOURS, EVENTS_PER_HOUR, 2)
         .await
-        .unwrap();
-    let mut traffic = Traffic::new("purge", 7);
-    let start = 4_070_908_800_000_000i64; // 2099-01-01T00:00:00Z
-    let mut all = Vec::new();
-    let mut offset = 0i64;
-    let mut actions = Vec::new();
-    for h in 0..HOURS {
-        let tier = match h {
-            0..16 => Tier::Cold,
-            16..32 => Tier::Warm,
-            _ => Tier::Hot,
-        };
-        let mut rows = Vec::new();
-        for i in 0..EVENTS_PER_HOUR as i64 {
-            let at = EventTime::from_micros(start + h * 3_600_000_000 + i * 8_000_000);
-            let g = traffic.next_record(&at.to_rfc3339());
-            let Ok(e) = parse_event(&g.json) else {
-                continue;
-            };
-            offset += 1;
-            all.push(e.clone());
-            rows.push(Row {
-                record: Record::Event(e),
-                partition: 0,
-                offset,
-            });
-        }
-        let half = rows.len() / 2;
-        for part in [rows[..half].to_vec(), rows[half..].to_vec()] {
-            let first = &part[0];
-            let key = PartitionKey::of(
-                Table::Events,
-                first.record.tenant(),
-                first.record.event_time_us(),
-            );
-            let open = OpenFile {
-                json_bytes: part.iter().map(|r| r.record.json_len() as u64).sum(),
-                bytes: 0,
-                rows: part,
-                opened_at: Instant::now(),
-            };
-            let mut w = write_file(&key, "events", open, 3, 0.01, 0).unwrap();
-            w.entry.tier = tier;
-            tiers.store(tier).put(&w.entry.path, w.bytes).await.unwrap();
-            actions.push(Action::Add(w.entry));
-        }
-    }
-    catalog.commit("test", actions).await.unwrap();
-    all
+        .unwrap()
 }
 
 /// Every event row the catalog lists, read from its tier: (actor, target) per row.

@@ -42,11 +42,11 @@ struct Problem {
     message: String,
 }
 
-fn problem(status: StatusCode, error: &'static str, message: String) -> Response {
+pub(super) fn problem(status: StatusCode, error: &'static str, message: String) -> Response {
     (status, Json(Problem { error, message })).into_response()
 }
 
-fn not_ready() -> Response {
+pub(super) fn not_ready() -> Response {
     let mut r = problem(
         StatusCode::SERVICE_UNAVAILABLE,
         "not_ready",
@@ -57,7 +57,7 @@ fn not_ready() -> Response {
     r
 }
 
-fn not_found(id: &str) -> Response {
+pub(super) fn not_found(id: &str) -> Response {
     problem(
         StatusCode::NOT_FOUND,
         "not_found",
@@ -92,13 +92,17 @@ fn invalid_time(message: String) -> Response {
 /// The latest state of account `id` if `caller` may see it. Only accounts
 /// with a state are answered: an erased one (a tombstone) is gone even if
 /// moves of it are still retained.
-fn visible_account<'a>(index: &'a AccountIndex, caller: &Caller, id: &str) -> Option<&'a Account> {
+pub(super) fn visible_account<'a>(
+    index: &'a AccountIndex,
+    caller: &Caller,
+    id: &str,
+) -> Option<&'a Account> {
     index.latest(id).filter(|a| caller.sees(&a.tenant_id))
 }
 
 /// `410 Gone` if `id` was erased on request and `caller` may know it
 /// (a tenant key learns of its own tenant's erasures only).
-fn erased(index: &AccountIndex, caller: &Caller, id: &str) -> Option<Response> {
+pub(super) fn erased(index: &AccountIndex, caller: &Caller, id: &str) -> Option<Response> {
     let g = index.gone(id)?;
     if !g.tenant.as_deref().is_none_or(|t| caller.sees(t)) {
         return None;

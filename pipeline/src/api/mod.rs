@@ -18,6 +18,7 @@ pub mod accounts;
 pub mod auth;
 pub mod erasures;
 mod events;
+pub mod overrides;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ pub use accounts::AccountsApi;
 pub use auth::{Caller, Keys};
 pub use erasures::ErasuresApi;
 pub use events::EventsApi;
+pub use overrides::OverridesApi;
 
 use crate::config::Role;
 use crate::runtime::Metrics;
@@ -90,6 +92,12 @@ pub const ROUTES: &[RouteAccess] = &[
     },
     RouteAccess {
         method: "POST",
+        path: "/api/v1/accounts/{id}/verdict",
+        roles: &[Role::Operator],
+        all_tenants: false,
+    },
+    RouteAccess {
+        method: "POST",
         path: "/api/v1/erasures",
         roles: &[],
         all_tenants: true,
@@ -115,6 +123,8 @@ pub struct Services {
     pub view: Option<Arc<View>>,
     /// Erasure requests (admin), when this process can publish them.
     pub erasures: Option<Arc<ErasuresApi>>,
+    /// Operators' verdicts, when this process runs the view stage.
+    pub overrides: Option<Arc<OverridesApi>>,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
 }
@@ -181,6 +191,22 @@ pub fn router(s: Services) -> Router {
                     guarded(&s, "POST", "/api/v1/erasures", post(erasures::post_erasure)),
                 )
                 .with_state(erasures)
+                .layer(DefaultBodyLimit::max(MAX_CHECK_BODY_BYTES)),
+        );
+    }
+    if let Some(overrides) = s.overrides.clone() {
+        app = app.merge(
+            Router::new()
+                .route(
+                    "/api/v1/accounts/{id}/verdict",
+                    guarded(
+                        &s,
+                        "POST",
+                        "/api/v1/accounts/{id}/verdict",
+                        post(overrides::post_verdict),
+                    ),
+                )
+                .with_state(overrides)
                 .layer(DefaultBodyLimit::max(MAX_CHECK_BODY_BYTES)),
         );
     }

@@ -84,13 +84,23 @@ fn app() -> axum::Router {
         metrics,
         keys: Arc::new(keys),
         events: Some(Arc::new(events)),
-        view: Some(view),
+        view: Some(Arc::clone(&view)),
         erasures: Some(Arc::new(super::ErasuresApi {
             producer: KafkaSettings::new("127.0.0.1:1")
                 .producer_config()
                 .create()
                 .unwrap(),
             topic: "erasures".into(),
+            metrics: Metrics::new(),
+        })),
+        overrides: Some(Arc::new(super::OverridesApi {
+            producer: KafkaSettings::new("127.0.0.1:1")
+                .producer_config()
+                .create()
+                .unwrap(),
+            verdicts: "l2.verdicts".into(),
+            audit: "audit".into(),
+            view: Arc::clone(&view),
             metrics: Metrics::new(),
         })),
         max_body_bytes: 1 << 20,
@@ -146,6 +156,12 @@ const EXPECTED: &[(&str, &str, [u16; 8])] = &[
         "/api/v1/withdrawals/check",
         "/api/v1/withdrawals/check",
         [401, 401, 423, 423, 403, 403, 423, 200],
+    ),
+    // Operators' verdicts: a role of its own; a body is needed.
+    (
+        "/api/v1/accounts/{id}/verdict",
+        "/api/v1/accounts/acct-1/verdict",
+        [401, 401, 400, 400, 403, 403, 403, 403],
     ),
     // Erasures are the admin's alone.
     (
@@ -267,6 +283,7 @@ async fn bad_times_and_ranges_are_named_and_a_rebuilding_copy_answers_503() {
         events: None,
         view: Some(Arc::new(View::new(10))),
         erasures: None,
+        overrides: None,
         max_body_bytes: 1 << 20,
     });
     for (method, uri) in [
@@ -296,6 +313,7 @@ async fn a_long_history_is_answered_in_pages() {
         events: None,
         view: Some(view),
         erasures: None,
+        overrides: None,
         max_body_bytes: 1 << 20,
     });
     let (_, body) = call(
@@ -361,6 +379,7 @@ async fn moves_past_the_topic_s_retention_are_not_guessed() {
         events: None,
         view: Some(view),
         erasures: None,
+        overrides: None,
         max_body_bytes: 1 << 20,
     });
     let admin = Some("key-admin");
@@ -388,6 +407,7 @@ async fn moves_sharing_one_time_are_paged_by_version() {
         events: None,
         view: Some(view),
         erasures: None,
+        overrides: None,
         max_body_bytes: 1 << 20,
     });
     let mut seen = Vec::new();
@@ -453,4 +473,44 @@ async fn an_erased_account_is_gone_for_its_tenant_and_unknown_to_others() {
     );
     let (status, body) = call(&app, "POST", "/api/v1/erasures", Some("key-admin")).await;
     assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn an_operator_verdict_needs_a_known_account_and_a_valid_body() {
+    let app = app();
+    let post = |uri: &str, body: &'static str| {
+        Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("x-api-key", "key-operator")
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let answer = |r: axum::response::Response| async move {
+        let status = r.status().as_u16();
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let ban = r#"{"action":"BANNED","reason":"sold gold for cash","fraud_type":"RMT_DIRECT"}"#;
+    for (uri, body, status, error) in [
+        ("/api/v1/accounts/nobody/verdict", ban, 404, "not_found"),
+        ("/api/v1/accounts/acct-gone/verdict", ban, 410, "erased"),
+        (
+            "/api/v1/accounts/acct-1/verdict",
+            r#"{"action":"BANNED","reason":"x"}"#,
+            422,
+            "invalid_verdict",
+        ),
+        (
+            "/api/v1/accounts/acct-1/verdict",
+            r#"{"action":"FROZEN","reason":"x"}"#,
+            400,
+            "invalid_request",
+        ),
+    ] {
+        let (got, text) = answer(app.clone().oneshot(post(uri, body)).await.unwrap()).await;
+        assert_eq!(got, status, "{uri} {body}: {text}");
+        assert!(text.contains(error), "{text}");
+    }
 }

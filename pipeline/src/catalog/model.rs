@@ -206,6 +206,12 @@ pub struct ErasureState {
     pub purged_at_ms: Option<i64>,
     /// The catalog version of its last purge.
     pub purged_in_version: Option<u64>,
+    /// Files its purges opened (their filters did not rule its subject out).
+    #[serde(default)]
+    pub files_opened: u64,
+    /// Files the catalog listed when its first purge planned.
+    #[serde(default)]
+    pub files_listed: u64,
 }
 
 /// One change in a commit.
@@ -446,6 +452,8 @@ impl CatalogState {
                             files: Vec::new(),
                             purged_at_ms: None,
                             purged_in_version: None,
+                            files_opened: 0,
+                            files_listed: 0,
                         },
                     );
                 }
@@ -454,6 +462,10 @@ impl CatalogState {
                         state.files.extend(p.files.iter().cloned());
                         state.purged_at_ms = Some(commit.committed_at_ms);
                         state.purged_in_version = Some(commit.version);
+                        state.files_opened += p.files_opened;
+                        if state.files_listed == 0 {
+                            state.files_listed = p.files_listed;
+                        }
                     }
                 }
             }

@@ -9,6 +9,7 @@
 //! screened, accounts restricted, analysed, put under surveillance, banned
 //! or recovered, with the latency from event time to visibility.
 
+pub mod archive;
 mod traffic;
 
 use std::collections::BTreeMap;

@@ -242,6 +242,8 @@ mod tests {
             }],
             purged_at_ms: Some(3_000),
             purged_in_version: Some(7),
+            files_opened: 3,
+            files_listed: 40,
         }
     }
 

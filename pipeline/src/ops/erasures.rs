@@ -27,6 +27,11 @@ pub struct ErasureLine {
     pub files: usize,
     /// Rows removed.
     pub rows_removed: u64,
+    /// Files its purges opened, of `files_listed` (the rest were ruled out
+    /// by their subject filters).
+    pub files_opened: u64,
+    /// Files the catalog listed when it was purged.
+    pub files_listed: u64,
     /// The certificate's place in the catalog store (if purged).
     pub certificate: Option<String>,
 }
@@ -61,6 +66,8 @@ pub async fn erasures(topology: &Topology) -> anyhow::Result<Vec<ErasureLine>> {
             },
             files: e.files.len(),
             rows_removed: e.files.iter().map(|f| f.rows_removed).sum(),
+            files_opened: e.files_opened,
+            files_listed: e.files_listed,
             certificate: e
                 .purged_at_ms
                 .map(|_| certificate_path(&e.erasure.request_id)),
@@ -78,17 +85,18 @@ pub async fn erasures_ls(topology: &Topology, json: bool) -> anyhow::Result<()> 
         return Ok(());
     }
     println!(
-        "{:<40} {:<16} {:<8} {:>6} {:>8}  {:<24}  certificate",
-        "request", "subject hash", "status", "files", "rows", "requested at"
+        "{:<40} {:<16} {:<8} {:>6} {:>8} {:>13}  {:<24}  certificate",
+        "request", "subject hash", "status", "files", "rows", "opened/listed", "requested at"
     );
     for l in &lines {
         println!(
-            "{:<40} {:<16} {:<8} {:>6} {:>8}  {:<24}  {}",
+            "{:<40} {:<16} {:<8} {:>6} {:>8} {:>13}  {:<24}  {}",
             l.request_id,
             &l.subject_hash[..16.min(l.subject_hash.len())],
             l.status,
             l.files,
             l.rows_removed,
+            format!("{}/{}", l.files_opened, l.files_listed),
             l.requested_at,
             l.certificate.as_deref().unwrap_or("-")
         );

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub archive: super::ArchiveMetrics,
     /// The view stage's metrics.
     pub view: super::ViewMetrics,
+    /// The compact stage's (erasure purges).
+    pub erasure: super::ErasureMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -152,10 +154,12 @@ impl Metrics {
         let screening = super::ScreeningMetrics::register(&mut registry);
         let archive = super::ArchiveMetrics::register(&mut registry);
         let view = super::ViewMetrics::register(&mut registry);
+        let erasure = super::ErasureMetrics::register(&mut registry);
         Self {
             screening,
             archive,
             view,
+            erasure,
             registry: Arc::new(registry),
             records_in,
             records_out,

@@ -3,6 +3,7 @@
 
 mod archive_metrics;
 pub mod dead_letter;
+mod erasure_metrics;
 pub mod lag;
 mod metrics;
 pub mod replay;
@@ -14,6 +15,7 @@ mod transactional;
 mod view_metrics;
 
 pub use archive_metrics::ArchiveMetrics;
+pub use erasure_metrics::ErasureMetrics;
 pub use metrics::Metrics;
 pub use replay::{NoHistory, PartitionSource};
 pub use screening_metrics::{ScreeningMetrics, ScreeningTally};

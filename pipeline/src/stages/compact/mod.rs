@@ -16,4 +16,4 @@ pub mod purge;
 mod stage;
 
 pub use config::CompactStageConfig;
-pub use stage::{CompactStage, CompactTopics, STAGE, certificate_path};
+pub use stage::{ABORT_AT_ENV, CompactStage, CompactTopics, STAGE, certificate_path};

@@ -122,6 +122,15 @@ pub struct CompactStage {
     /// A test's crash point: the process aborts right after this step.
     abort_at: Option<String>,
     stats: CompactStats,
+    /// What the current batch did, recorded when it commits.
+    pending: Pending,
+}
+
+/// A batch's purge and requests, for the metrics once it commits.
+#[derive(Debug, Default)]
+struct Pending {
+    purges: Vec<PurgeReport>,
+    opened_per_request: Vec<u64>,
 }
 
 fn failed(message: impl std::fmt::Display) -> StageError {
@@ -167,6 +176,7 @@ impl CompactStage {
             audit: RecordCodec::new(),
             abort_at: std::env::var(ABORT_AT_ENV).ok().filter(|s| !s.is_empty()),
             stats: CompactStats::default(),
+            pending: Pending::default(),
         })
     }
 
@@ -229,7 +239,9 @@ impl CompactStage {
                 .find(|q| q.request_id == r.request_id)
                 .map_or(0, |q| q.files_opened);
             self.certify_and_audit(r, &t.erasure.subject_hash, opened, report.files_listed, out)?;
+            self.pending.opened_per_request.push(opened);
         }
+        self.pending.purges.push(report.clone());
         Self::crash_point(self.abort_at.as_deref(), "certified");
         Ok(report)
     }
@@ -359,5 +371,24 @@ impl Stage for CompactStage {
             self.carry_out(&requests, out)?;
         }
         Ok(())
+    }
+
+    fn on_rewind(&mut self, _assigned: &[crate::runtime::AssignedPartition]) {
+        self.pending = Pending::default();
+    }
+
+    fn on_commit(&mut self, metrics: &crate::runtime::Metrics) {
+        let pending = std::mem::take(&mut self.pending);
+        for p in &pending.purges {
+            metrics.erasure.purged(
+                p.files_opened,
+                p.files_listed,
+                p.files_rewritten + p.files_removed,
+                p.rows_removed,
+            );
+        }
+        for opened in pending.opened_per_request {
+            metrics.erasure.certified(opened);
+        }
     }
 }

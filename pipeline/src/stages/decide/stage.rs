@@ -295,6 +295,54 @@ impl DecideStage {
         });
     }
 
+    /// The `STATE_OVERRIDE` audit record of an operator's verdict: what
+    /// the state machine did with it (naming the verdict, not the account).
+    fn override_audit(&self, v: &Verdict, effects: &Effects) -> OutRecord {
+        let moves: Vec<String> = effects
+            .transitions
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} -> {} {}",
+                    t.from_state.as_str(),
+                    t.to_state.as_str(),
+                    if t.applied {
+                        "applied".to_owned()
+                    } else {
+                        format!("refused ({})", t.refusal.as_deref().unwrap_or("illegal"))
+                    }
+                )
+            })
+            .collect();
+        let detail = if moves.is_empty() {
+            format!(
+                "{}: no move (the account is already {})",
+                v.recommended_action.as_str(),
+                v.recommended_action.as_str()
+            )
+        } else {
+            format!("{}: {}", v.recommended_action.as_str(), moves.join("; "))
+        };
+        let audit = AuditRecord {
+            audit_id: format!("{}:decide", v.request_id),
+            at: EventTime::from_micros(chrono::Utc::now().timestamp_micros()),
+            kind: AuditKind::StateOverride,
+            subject_hash: None,
+            actor: v.analyzer.clone(),
+            request_id: Some(v.request_id.clone()),
+            detail,
+        };
+        OutRecord {
+            topic: self.topics.audit.clone(),
+            partition: None,
+            key: Some(v.request_id.clone().into_bytes()),
+            payload: Some(self.audit.encode(&audit)),
+            headers: vec![],
+            timestamp_ms: None,
+            trace: TraceCause::None,
+        }
+    }
+
     fn reject(&self, record: &InRecord<'_>, detail: String) -> OutRecord {
         reject_record(
             STAGE,
@@ -400,6 +448,9 @@ impl Stage for DecideStage {
                         effects
                     }
                 };
+                if v.analyzer.starts_with("operator:") {
+                    out.push(self.override_audit(&v, &effects));
+                }
                 (effects, v.target_id)
             } else if record.topic == self.topics.erasures {
                 self.erase(record, out);

@@ -457,3 +457,58 @@ fn an_erasure_drops_the_account_tombstones_it_and_leaves_a_delete_marker() {
     assert_eq!(out[0].topic, "events.dlq");
     assert!(stage.account(2, "bob").is_some());
 }
+
+#[test]
+fn an_operator_verdict_is_applied_by_the_rules_and_audited() {
+    let s = RecordCodec::<Screening>::new();
+    let v = RecordCodec::<Verdict>::new();
+    let mut stage = DecideStage::new(topics(), Box::new(MemoryLog::default()));
+    run(
+        &mut stage,
+        &[("screenings", s.encode(&screening("e1", 1, &[Rule::R2])))],
+    );
+    let ban = Verdict {
+        analyzer: "operator:alice".into(),
+        request_id: "op-1".into(),
+        ..verdict("e1", 95)
+    };
+    let out = run(&mut stage, &[("l2.verdicts", v.encode(&ban))]);
+    assert_eq!(stage.account(2, "bob").unwrap().state, Banned);
+    let audit: Vec<AuditRecord> = out
+        .iter()
+        .filter(|r| r.topic == "audit")
+        .map(|r| {
+            RecordCodec::<AuditRecord>::new()
+                .decode(r.payload.as_deref().unwrap())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].kind, AuditKind::StateOverride);
+    assert_eq!(audit[0].actor, "operator:alice");
+    assert!(
+        audit[0]
+            .detail
+            .contains("UNDER_SURVEILLANCE -> BANNED applied"),
+        "{}",
+        audit[0].detail
+    );
+    assert!(!audit[0].detail.contains("bob"));
+    // BANNED is final, for an operator too: the move is refused and audited.
+    let unban = Verdict {
+        request_id: "op-2".into(),
+        recommended_action: Normal,
+        ..ban
+    };
+    let out = run(&mut stage, &[("l2.verdicts", v.encode(&unban))]);
+    assert_eq!(stage.account(2, "bob").unwrap().state, Banned);
+    let text = format!("{out:?}");
+    assert!(out.iter().any(|r| r.topic == "audit"), "{text}");
+    // A model's verdict is not an override.
+    let model = Verdict {
+        request_id: "e9".into(),
+        ..verdict("e9", 10)
+    };
+    let out = run(&mut stage, &[("l2.verdicts", v.encode(&model))]);
+    assert!(out.iter().all(|r| r.topic != "audit"));
+}

@@ -1,0 +1,295 @@
+//! `POST /api/v1/accounts/{id}/verdict` (operator): an analyst's verdict
+//! on an account, applied by the state machine like a model's.
+//!
+//! The verdict goes to `l2.verdicts`, keyed by the account (so it reaches
+//! the decide copy that owns the account), with `analyzer =
+//! "operator:<key name>"`; decide applies it with the same rules as any
+//! verdict (legal moves only, `BANNED` is final: a refused move is
+//! recorded, not applied) and writes a `STATE_OVERRIDE` audit record of
+//! what it did. The request itself is audited here as an `ADMIN_ACTION`.
+//! Audit records name the verdict, never the account.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use kusanagi_connectors::kafka::enqueue;
+use kusanagi_schemas::{
+    AccountState, AuditKind, AuditRecord, EventTime, FraudType, RecordCodec, Verdict,
+};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+
+use super::accounts::{erased, not_found, not_ready, problem, visible_account};
+use super::auth::Caller;
+use crate::runtime::Metrics;
+use crate::stages::view::View;
+
+/// Longest reason accepted, in bytes.
+const MAX_REASON_BYTES: usize = 2_000;
+
+/// What the verdict route needs.
+pub struct OverridesApi {
+    /// Publishes verdicts and audit records.
+    pub producer: FutureProducer,
+    /// `l2.verdicts`.
+    pub verdicts: String,
+    /// `audit`.
+    pub audit: String,
+    /// The accounts (to check the account and learn its tenant).
+    pub view: Arc<View>,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for OverridesApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OverridesApi")
+            .field("verdicts", &self.verdicts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The body of an operator's verdict.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerdictBody {
+    action: AccountState,
+    reason: String,
+    fraud_type: Option<FraudType>,
+}
+
+#[derive(Serialize)]
+struct Accepted<'a> {
+    request_id: &'a str,
+    account_id: &'a str,
+    action: AccountState,
+    from_state: AccountState,
+}
+
+/// The verdict an operator's body makes, or why it cannot be one.
+fn verdict(
+    id: &str,
+    tenant: &str,
+    body: &VerdictBody,
+    by: &str,
+    now: EventTime,
+) -> Result<Verdict, String> {
+    if body.reason.trim().is_empty() || body.reason.len() > MAX_REASON_BYTES {
+        return Err(format!(
+            "expected a reason of 1 to {MAX_REASON_BYTES} bytes (it is kept with the move)"
+        ));
+    }
+    let (risk_score, fraud_type) = match (body.action, body.fraud_type) {
+        (AccountState::Normal, None | Some(FraudType::Legitimate)) => (0, FraudType::Legitimate),
+        (AccountState::Normal, Some(_)) => {
+            return Err("a NORMAL verdict has fraud_type LEGITIMATE (or none)".into());
+        }
+        (AccountState::UnderSurveillance, Some(f)) if f != FraudType::Legitimate => (50, f),
+        (AccountState::Banned, Some(f)) if f != FraudType::Legitimate => (100, f),
+        (AccountState::UnderSurveillance | AccountState::Banned, _) => {
+            return Err(
+                "expected fraud_type RMT_SMURFING, RMT_DIRECT or MONEY_LAUNDERING for this action"
+                    .into(),
+            );
+        }
+        (AccountState::RestrictedWithdrawal, _) => {
+            return Err(
+                "expected action NORMAL, UNDER_SURVEILLANCE or BANNED (RESTRICTED_WITHDRAWAL comes from L1 rules only)"
+                    .into(),
+            );
+        }
+    };
+    Ok(Verdict {
+        request_id: format!(
+            "op-{}-{:08x}",
+            now.to_datetime()
+                .unwrap_or_default()
+                .format("%Y%m%dT%H%M%S%.6fZ"),
+            rand::random::<u32>()
+        ),
+        event_time: now,
+        tenant_id: tenant.to_owned(),
+        target_id: id.to_owned(),
+        is_fraud: body.action != AccountState::Normal,
+        risk_score,
+        fraud_type,
+        recommended_action: body.action,
+        reasoning: body.reason.trim().to_owned(),
+        evidence_event_ids: Vec::new(),
+        confidence: 1.0,
+        analyzer: format!("operator:{by}"),
+        fallback_reason: None,
+    })
+}
+
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+) -> Result<(), String> {
+    let record = FutureRecord::to(topic).key(key).payload(payload);
+    let delivery = enqueue(producer, record).await.map_err(|e| e.to_string())?;
+    match delivery.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e.to_string()),
+        Err(_) => Err("the producer shut down".into()),
+    }
+}
+
+/// The handler.
+pub async fn post_verdict(
+    State(api): State<Arc<OverridesApi>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(id): Path<String>,
+    body: Result<Json<VerdictBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let r = handle(&api, &caller, &id, body).await;
+    api.metrics
+        .http_request("/api/v1/accounts/{id}/verdict", r.status().as_u16());
+    r
+}
+
+async fn handle(
+    api: &OverridesApi,
+    caller: &Caller,
+    id: &str,
+    body: Result<Json<VerdictBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!(
+                    "expected {{\"action\": \"NORMAL|UNDER_SURVEILLANCE|BANNED\", \"reason\": \"...\", \"fraud_type\": \"...\"}}: {}",
+                    e.body_text()
+                ),
+            );
+        }
+    };
+    let (tenant, from_state) = {
+        let Some(index) = api.view.read_ready() else {
+            return not_ready();
+        };
+        match visible_account(&index, caller, id) {
+            Some(a) => (a.tenant_id.clone(), a.state),
+            None => return erased(&index, caller, id).unwrap_or_else(|| not_found(id)),
+        }
+    };
+    let now = EventTime::from_micros(chrono::Utc::now().timestamp_micros());
+    let v = match verdict(id, &tenant, &body, &caller.name, now) {
+        Ok(v) => v,
+        Err(why) => return problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_verdict", why),
+    };
+    let audit = AuditRecord {
+        audit_id: format!("{}:asked", v.request_id),
+        at: now,
+        kind: AuditKind::AdminAction,
+        subject_hash: None,
+        actor: caller.name.clone(),
+        request_id: Some(v.request_id.clone()),
+        detail: format!(
+            "operator verdict {} asked (tenant {tenant}, account then {})",
+            body.action.as_str(),
+            from_state.as_str()
+        ),
+    };
+    let payload = RecordCodec::<Verdict>::new().encode(&v);
+    let sent = match send(&api.producer, &api.verdicts, id.as_bytes(), &payload).await {
+        Ok(()) => {
+            let audit_payload = RecordCodec::<AuditRecord>::new().encode(&audit);
+            send(
+                &api.producer,
+                &api.audit,
+                v.request_id.as_bytes(),
+                &audit_payload,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(why) = sent {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the verdict could not be published ({why}); retry"),
+        );
+    }
+    tracing::info!(request_id = %v.request_id, by = %caller.name, action = body.action.as_str(), "operator verdict");
+    (
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            request_id: &v.request_id,
+            account_id: id,
+            action: body.action,
+            from_state,
+        }),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(action: AccountState, fraud: Option<FraudType>, reason: &str) -> VerdictBody {
+        VerdictBody {
+            action,
+            reason: reason.into(),
+            fraud_type: fraud,
+        }
+    }
+
+    #[test]
+    fn an_operator_body_makes_a_verdict_or_a_clear_refusal() {
+        let now = EventTime::from_micros(1_700_000_000_000_000);
+        let v = verdict(
+            "bob",
+            "t",
+            &body(
+                AccountState::Banned,
+                Some(FraudType::RmtDirect),
+                " sold gold ",
+            ),
+            "alice",
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            (v.risk_score, v.analyzer.as_str(), v.reasoning.as_str()),
+            (100, "operator:alice", "sold gold")
+        );
+        assert!(v.request_id.starts_with("op-20231114T"));
+        let ok = verdict(
+            "bob",
+            "t",
+            &body(AccountState::Normal, None, "false alarm"),
+            "a",
+            now,
+        );
+        assert_eq!(ok.unwrap().fraud_type, FraudType::Legitimate);
+        for (b, word) in [
+            (body(AccountState::Banned, None, "x"), "fraud_type"),
+            (
+                body(AccountState::Normal, Some(FraudType::RmtDirect), "x"),
+                "LEGITIMATE",
+            ),
+            (
+                body(AccountState::RestrictedWithdrawal, None, "x"),
+                "L1 rules",
+            ),
+            (
+                body(AccountState::Banned, Some(FraudType::RmtDirect), " "),
+                "reason",
+            ),
+        ] {
+            let err = verdict("bob", "t", &b, "a", now).unwrap_err();
+            assert!(err.contains(word), "{err}");
+        }
+    }
+}
