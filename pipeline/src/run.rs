@@ -321,6 +321,8 @@ pub fn spawn_stage(
                 audit: topics.audit.clone(),
                 dead_letter: topics.dead_letter.clone(),
             };
+            // Needed only once the archive records an erasure.
+            let secrets = Secrets::load(&topology.gdpr, topology.kafka.bootstrap.is_empty());
             thread.spawn(move || {
                 supervise_with(&shutdown, || {
                     ArchiveStage::new(
@@ -330,6 +332,7 @@ pub fn spawn_stage(
                         &settings,
                         &instance,
                         metrics.clone(),
+                        secrets.clone(),
                     )?
                     .run(&shutdown)
                 })

@@ -303,3 +303,72 @@ async fn one_pass_purges_many_subjects_and_certifies_each() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn two_purges_of_one_file_at_once_lose_neither_erasure() {
+    let dir = tempdir();
+    let config = config(&dir);
+    let events = build_archive(&config).await;
+    let secrets = Secrets::from_parts(b"test-salt-0123456789", [3; 32]);
+    // Two subjects with rows of their own in one file (the first of the
+    // first hour): each purge rewrites it, and a rewrite made from the
+    // original bytes still holds the other subject's rows.
+    let names = |e: &kusanagi_schemas::GameEvent, id: &str| e.actor_id == id || e.target_id == id;
+    let a = events[0].actor_id.clone();
+    let b = events[1..20]
+        .iter()
+        .map(|e| e.actor_id.clone())
+        .find(|b| *b != a && !names(&events[0], b))
+        .unwrap();
+    let target = |subject: &str, n: usize| Target {
+        erasure: erasure(secrets.subject_hash(subject), 200 + n),
+        subject: subject.to_owned(),
+    };
+    let (ta, tb) = (target(&a, 0), target(&b, 1));
+    // A's purge stages its rewrite; B's purge (another compact copy)
+    // rewrites the same file and commits first; A must not commit a file
+    // made from the old bytes, which still hold B's rows.
+    let config_b = config.clone();
+    let mut raced = false;
+    let report = {
+        let config = config.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let tiers = Tiers::open(&config).unwrap();
+                let mut catalog = Catalog::open(config.open_catalog_store().unwrap(), "compact-a")
+                    .await
+                    .unwrap();
+                purge(&mut catalog, &tiers, &[ta], REWRITE, |step| {
+                    if step == Step::Staged && !raced {
+                        raced = true;
+                        run_batch(&config_b, vec![tb.clone()], None).expect("purge b");
+                    }
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .join()
+        .unwrap()
+    };
+    assert!(report.version.is_some());
+    check_consistent(&config).await;
+    let left = rows(&config).await;
+    assert_eq!(
+        left.iter()
+            .filter(|r| r.0 == a || r.1 == a || r.0 == b || r.1 == b)
+            .count(),
+        0,
+        "both subjects gone"
+    );
+    let named = events
+        .iter()
+        .filter(|e| e.actor_id == a || e.target_id == a || e.actor_id == b || e.target_id == b)
+        .count();
+    assert_eq!(left.len(), events.len() - named);
+    let _ = std::fs::remove_dir_all(&dir);
+}

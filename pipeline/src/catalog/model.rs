@@ -229,6 +229,38 @@ pub enum Action {
     /// Files were rewritten without an erased subject's rows (with their
     /// `Remove`/`Add` in the same commit).
     Purge(Purge),
+    /// A precondition: the file is listed with these bytes. A writer that
+    /// rewrites or moves a file it read says so, so that a file another
+    /// writer rewrote meanwhile (a purge, at the same path) is never
+    /// replaced by one made from its old bytes.
+    Unchanged(Unchanged),
+    /// A precondition: the catalog records exactly this many erasures. The
+    /// archive stage drops the rows of erased subjects before it writes;
+    /// this makes its commit fail (and the stage read again) if a subject
+    /// was erased after it filtered.
+    ErasuresKnown(u64),
+}
+
+/// The file at `tier`/`path` as a writer read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unchanged {
+    /// The tier.
+    pub tier: Tier,
+    /// The path.
+    pub path: String,
+    /// Its SHA-256 when read.
+    pub sha256: String,
+}
+
+impl Unchanged {
+    /// The precondition that `f` is still what it is.
+    pub fn of(f: &FileEntry) -> Self {
+        Self {
+            tier: f.tier,
+            path: f.path.clone(),
+            sha256: f.sha256.clone(),
+        }
+    }
 }
 
 /// One atomic change to the catalog.
@@ -274,6 +306,17 @@ pub enum Conflict {
     /// A purge names an erasure request the catalog does not hold.
     #[error("erasure {0} is not recorded")]
     NotErased(String),
+    /// The file was changed (rewritten, moved or removed) since it was read.
+    #[error("{0} changed since it was read")]
+    Changed(FileKey),
+    /// Subjects were erased since the writer filtered its rows.
+    #[error("{found} erasures are recorded, the writer filtered with {expected}")]
+    Erasures {
+        /// What the writer saw.
+        expected: u64,
+        /// What the catalog holds.
+        found: u64,
+    },
     /// Another writer archived the partition's offsets first.
     #[error(
         "{topic}/{partition}: expected archived up to {expected:?}, the catalog says {found:?}"
@@ -409,6 +452,25 @@ impl CatalogState {
                         return Err(Conflict::AlreadyErased(e.request_id.clone()));
                     }
                 }
+                Action::Unchanged(u) => {
+                    let key = FileKey {
+                        tier: u.tier,
+                        path: u.path.clone(),
+                    };
+                    let same = self.files.get(&key).is_some_and(|f| f.sha256 == u.sha256);
+                    if !same || removed.contains(&key) || added.contains(&key) {
+                        return Err(Conflict::Changed(key));
+                    }
+                }
+                Action::ErasuresKnown(n) => {
+                    let found = self.erasures.len() as u64;
+                    if found != *n {
+                        return Err(Conflict::Erasures {
+                            expected: *n,
+                            found,
+                        });
+                    }
+                }
                 Action::Purge(p) => {
                     let in_commit = actions
                         .iter()
@@ -457,6 +519,7 @@ impl CatalogState {
                         },
                     );
                 }
+                Action::Unchanged(_) | Action::ErasuresKnown(_) => {}
                 Action::Purge(p) => {
                     if let Some(state) = self.erasures.get_mut(&p.request_id) {
                         state.files.extend(p.files.iter().cloned());
@@ -668,5 +731,103 @@ mod tests {
         let json = serde_json::to_string(&s.to_snapshot()).unwrap();
         let back = CatalogState::from_snapshot(serde_json::from_str(&json).unwrap());
         assert_eq!(back, s);
+    }
+
+    fn erasure(id: &str) -> Erasure {
+        Erasure {
+            request_id: id.into(),
+            subject_hash: format!("hash-{id}"),
+            requested_at_ms: 1,
+            requested_by: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_file_rewritten_meanwhile_is_not_replaced_from_its_old_bytes() {
+        let mut s = CatalogState::default();
+        let old = file(Tier::Warm, "a");
+        s.apply(&commit(1, vec![Action::Add(old.clone())])).unwrap();
+        // A purge rewrites it in place (new bytes, same path).
+        let mut purged = old.clone();
+        purged.sha256 = "11".into();
+        s.apply(&commit(
+            2,
+            vec![
+                Action::Unchanged(Unchanged::of(&old)),
+                Action::Remove(old.key()),
+                Action::Add(purged.clone()),
+            ],
+        ))
+        .unwrap();
+        // A tier pass that read the old bytes cannot commit its move.
+        let mut moved = old.clone();
+        moved.tier = Tier::Cold;
+        assert!(matches!(
+            s.check(&[
+                Action::Unchanged(Unchanged::of(&old)),
+                Action::Add(moved.clone()),
+                Action::Remove(old.key()),
+            ]),
+            Err(Conflict::Changed(_))
+        ));
+        // One that read the new bytes can.
+        assert!(
+            s.check(&[
+                Action::Unchanged(Unchanged::of(&purged)),
+                Action::Add(moved),
+                Action::Remove(purged.key()),
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn erasures_are_recorded_once_purged_after_and_fence_stale_writers() {
+        let mut s = CatalogState::default();
+        assert!(matches!(
+            s.check(&[Action::Purge(Purge {
+                request_id: "er-1".into(),
+                files: vec![],
+                files_opened: 0,
+                files_listed: 0,
+            })]),
+            Err(Conflict::NotErased(_))
+        ));
+        s.apply(&commit(1, vec![Action::Erase(erasure("er-1"))]))
+            .unwrap();
+        assert!(matches!(
+            s.check(&[Action::Erase(erasure("er-1"))]),
+            Err(Conflict::AlreadyErased(_))
+        ));
+        assert_eq!(s.erased_subjects().len(), 1);
+        // A writer that filtered with no erasure known is fenced off.
+        assert!(matches!(
+            s.check(&[Action::ErasuresKnown(0), Action::Add(file(Tier::Hot, "n"))]),
+            Err(Conflict::Erasures {
+                expected: 0,
+                found: 1
+            })
+        ));
+        assert!(s.check(&[Action::ErasuresKnown(1)]).is_ok());
+        s.apply(&commit(
+            2,
+            vec![Action::Purge(Purge {
+                request_id: "er-1".into(),
+                files: vec![],
+                files_opened: 3,
+                files_listed: 9,
+            })],
+        ))
+        .unwrap();
+        let e = s.erasure("er-1").unwrap();
+        assert_eq!(
+            (e.purged_in_version, e.files_opened, e.files_listed),
+            (Some(2), 3, 9)
+        );
+        let json = serde_json::to_string(&s.to_snapshot()).unwrap();
+        assert_eq!(
+            CatalogState::from_snapshot(serde_json::from_str(&json).unwrap()),
+            s
+        );
     }
 }

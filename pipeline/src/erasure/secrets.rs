@@ -142,15 +142,26 @@ fn read_or_create(
                     .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             }
             let value = make();
+            // Written whole under a temporary name, then linked into place:
+            // another process of the same local run never reads it half
+            // written, and the first one to link wins.
+            let tmp = path.with_extension(format!(
+                "tmp-{}-{}",
+                std::process::id(),
+                hex(&random_bytes::<8>())
+            ));
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            match options.open(path) {
-                Ok(mut f) => f
-                    .write_all(format!("{value}\n").as_bytes())
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
-                // Another process of the same local run made it first.
+            options
+                .open(&tmp)
+                .and_then(|mut f| f.write_all(format!("{value}\n").as_bytes()))
+                .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+            let linked = std::fs::hard_link(&tmp, path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     return read_or_create(path, false, key, make);
                 }

@@ -38,6 +38,7 @@ pub struct ArchiveMetrics {
     bytes: Family<TableLabel, Counter>,
     json_bytes: Family<TableLabel, Counter>,
     rotations: Family<ReasonLabel, Counter>,
+    erased_rows: Counter,
     commits: Family<OutcomeLabel, Counter>,
     open_rows: Gauge,
     stored_bytes: Family<TableTier, Gauge>,
@@ -53,6 +54,7 @@ impl ArchiveMetrics {
             bytes: Family::default(),
             json_bytes: Family::default(),
             rotations: Family::default(),
+            erased_rows: Counter::default(),
             commits: Family::default(),
             open_rows: Gauge::default(),
             stored_bytes: Family::default(),
@@ -83,6 +85,11 @@ impl ArchiveMetrics {
             "archive_rotations",
             "Times the archive stage wrote its open files, by reason (size, age, memory, rebalance, shutdown)",
             m.rotations.clone(),
+        );
+        registry.register(
+            "archive_erased_rows",
+            "Rows of erased subjects the archive stage dropped instead of archiving",
+            m.erased_rows.clone(),
         );
         registry.register(
             "archive_catalog_commits",
@@ -141,6 +148,11 @@ impl ArchiveMetrics {
     /// The open files were written, for `reason`.
     pub fn rotation(&self, reason: &'static str) {
         self.rotations.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// `n` rows of erased subjects were dropped instead of archived.
+    pub fn erased_rows(&self, n: u64) {
+        self.erased_rows.inc_by(n);
     }
 
     /// A catalog commit ended with `outcome`.

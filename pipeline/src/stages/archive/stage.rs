@@ -44,10 +44,11 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::config::ArchiveStageConfig;
 use super::file::{WrittenFile, write_file};
 use super::layout::PartitionKey;
-use super::open_files::OpenFiles;
+use super::open_files::{OpenFile, OpenFiles};
 use super::table::{Decoders, Row, Table};
 use crate::catalog::tiers::{promote, promote_staged};
 use crate::catalog::{Action, Catalog, CatalogError, Progress, Tier, staged};
+use crate::erasure::{Erased, Secrets};
 use crate::runtime::dead_letter::{Rejection, dead_letter};
 use crate::runtime::lag::{LagReporter, enable_stats};
 use crate::runtime::{InRecord, Metrics, RuntimeError, Shutdown};
@@ -175,6 +176,8 @@ pub struct ArchiveStage {
     catalog: Catalog,
     hot: TierStore,
     subject_filter_fpp: f64,
+    /// The salt that names erased subjects (an error: why it is missing).
+    secrets: Result<Secrets, String>,
     rt: tokio::runtime::Runtime,
     decoders: Decoders,
     open: OpenFiles,
@@ -211,6 +214,7 @@ impl ArchiveStage {
         settings: &KafkaSettings,
         instance: &str,
         metrics: Metrics,
+        secrets: Result<Secrets, String>,
     ) -> Result<Self, RuntimeError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -268,6 +272,7 @@ impl ArchiveStage {
         let mut stage = Self {
             config,
             subject_filter_fpp: archive.subject_filter_fpp,
+            secrets,
             topics,
             consumer,
             producer,
@@ -589,7 +594,7 @@ impl ArchiveStage {
     /// Writes every open file and commits them with the partitions'
     /// progress; false if that failed (what was read is read again).
     fn write(&mut self, reason: &'static str) -> bool {
-        let files = self.open.take();
+        let mut files = self.open.take();
         let progress: Vec<Action> = self
             .positions
             .iter()
@@ -615,6 +620,11 @@ impl ArchiveStage {
             tracing::warn!(stage = STAGE, "dead letters not delivered; re-reading");
             return self.retry_later();
         }
+        // Rows of erased subjects are never archived again. The commit
+        // below holds only if no subject was erased since this read.
+        let Some(erasures_known) = self.drop_erased(&mut files) else {
+            return self.retry_later();
+        };
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut written: Vec<WrittenFile> = Vec::with_capacity(files.len());
         for (key, file) in files {
@@ -654,6 +664,7 @@ impl ArchiveStage {
             .map(|w| Action::Add(w.entry.clone()))
             .collect();
         actions.extend(progress);
+        actions.push(Action::ErasuresKnown(erasures_known));
         match self.rt.block_on(self.catalog.commit("archive", actions)) {
             Ok(version) => {
                 self.metrics.archive.commit("committed");
@@ -682,6 +693,57 @@ impl ArchiveStage {
             self.unpromoted = true;
         }
         true
+    }
+
+    /// Drops the rows of subjects erased as of the catalog now (read
+    /// again first) from `files`; returns how many erasures it knows, or
+    /// `None` if it could not filter (logged; the stage reads again later).
+    fn drop_erased(&mut self, files: &mut BTreeMap<PartitionKey, OpenFile>) -> Option<u64> {
+        if let Err(e) = self.rt.block_on(self.catalog.refresh()) {
+            tracing::warn!(stage = STAGE, error = %e, "cannot read the catalog; re-reading");
+            return None;
+        }
+        let known = self.catalog.state().erasures().count() as u64;
+        if known == 0 {
+            return Some(0);
+        }
+        let secrets = match &self.secrets {
+            Ok(s) => s.clone(),
+            Err(why) => {
+                tracing::error!(stage = STAGE, erasures = known, error = %why, "the archive records erasures and this copy cannot name their subjects without the salt; nothing is archived until it can");
+                return None;
+            }
+        };
+        let erased = Erased::of(self.catalog.state(), Some(secrets)).ok()?;
+        let mut dropped = 0usize;
+        for file in files.values_mut() {
+            let before = file.rows.len();
+            let mut json_dropped = 0u64;
+            file.rows.retain(|r| {
+                let gone = r
+                    .record
+                    .subject_ids()
+                    .into_iter()
+                    .flatten()
+                    .any(|id| erased.is_deleted(id));
+                if gone {
+                    json_dropped += r.record.json_len() as u64;
+                }
+                !gone
+            });
+            file.json_bytes = file.json_bytes.saturating_sub(json_dropped);
+            dropped += before - file.rows.len();
+        }
+        files.retain(|_, f| !f.rows.is_empty());
+        if dropped > 0 {
+            tracing::info!(
+                stage = STAGE,
+                rows = dropped,
+                "rows of erased subjects not archived"
+            );
+            self.metrics.archive.erased_rows(dropped as u64);
+        }
+        Some(known)
     }
 
     /// Bookkeeping after a commit: positions, metrics, group offsets.

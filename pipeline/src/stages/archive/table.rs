@@ -203,6 +203,16 @@ impl Record {
         }
     }
 
+    /// The account ids the row names (the subjects an erasure removes).
+    pub fn subject_ids(&self) -> [Option<&str>; 2] {
+        match self {
+            Record::Event(e) => [Some(&e.actor_id), Some(&e.target_id)],
+            Record::Screening(s) => [Some(&s.actor_id), Some(&s.target_id)],
+            Record::Transition(t) => [Some(&t.account_id), None],
+            Record::Audit(_) => [None, None],
+        }
+    }
+
     /// The bytes of the record as JSON: the baseline compression is
     /// measured against.
     pub fn json_len(&self) -> usize {

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use crate::catalog::subjects::{filter_of_batches, may_hold, subject_columns};
 use crate::catalog::tiers::promote;
 use crate::catalog::{
-    Action, Catalog, CatalogError, Erasure, FileEntry, Purge, PurgedFile, Tiers, staged,
+    Action, Catalog, CatalogError, Erasure, FileEntry, Purge, PurgedFile, Tiers, Unchanged, staged,
 };
 use crate::stages::archive::Table;
 use crate::stages::archive::file::{read_batches, sha256_hex, write_batches};
@@ -179,6 +179,8 @@ pub async fn purge(
         }
         let mut actions = Vec::new();
         for r in &rewritten {
+            // As read: another purge or a tier pass may have changed it.
+            actions.push(Action::Unchanged(Unchanged::of(&r.old)));
             actions.push(Action::Remove(r.old.key()));
             if let Some(new) = &r.new {
                 actions.push(Action::Add(new.clone()));

@@ -18,7 +18,7 @@ use super::plan::Move;
 use crate::catalog::subjects::filter_of_batches;
 use crate::catalog::tiers::promote;
 use crate::catalog::{
-    Action, Catalog, CatalogError, FileEntry, FileKey, OffsetRange, Tiers, staged,
+    Action, Catalog, CatalogError, FileEntry, FileKey, OffsetRange, Tiers, Unchanged, staged,
 };
 use crate::stages::archive::Table;
 use crate::stages::archive::file::{read_batches, sha256_hex, write_batches};
@@ -224,6 +224,12 @@ pub async fn run_pass(
         for m in chunk {
             match prepare(tiers, m, rewrite, now_ms).await {
                 Ok(entry) => {
+                    // The sources as read: a purge may rewrite one meanwhile.
+                    actions.extend(
+                        m.sources
+                            .iter()
+                            .map(|f| Action::Unchanged(Unchanged::of(f))),
+                    );
                     actions.push(Action::Add(entry.clone()));
                     actions.extend(m.sources.iter().map(|f| Action::Remove(f.key())));
                     prepared.push((m, entry));
