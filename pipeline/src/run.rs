@@ -466,17 +466,18 @@ pub async fn serve_http(
     view: Option<Arc<View>>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), RunError> {
     let listen = topology.http.listen.clone();
+    // One client for every route that produces (clones share it).
+    let producer: FutureProducer =
+        settings
+            .producer_config()
+            .create()
+            .map_err(|source| ConnectorError::KafkaConfig {
+                client: "producer",
+                source,
+            })?;
     let events = if with_events {
-        let producer: FutureProducer =
-            settings
-                .producer_config()
-                .create()
-                .map_err(|source| ConnectorError::KafkaConfig {
-                    client: "producer",
-                    source,
-                })?;
         Some(Arc::new(EventsApi {
-            producer,
+            producer: producer.clone(),
             codec: GameEventCodec::new(),
             topic: topology.topics.events.clone(),
             max_event_bytes: topology.stages.ingest.max_event_bytes,
@@ -487,17 +488,9 @@ pub async fn serve_http(
         None
     };
     tokio::spawn(Arc::clone(&keys).watch(shutdown.clone()));
-    let erasure_producer: FutureProducer =
-        settings
-            .producer_config()
-            .create()
-            .map_err(|source| ConnectorError::KafkaConfig {
-                client: "producer",
-                source,
-            })?;
     let overrides = view.as_ref().map(|view| {
         Arc::new(api::OverridesApi {
-            producer: erasure_producer.clone(),
+            producer: producer.clone(),
             verdicts: topology.topics.l2_verdicts.clone(),
             audit: topology.topics.audit.clone(),
             view: Arc::clone(view),
@@ -510,7 +503,7 @@ pub async fn serve_http(
         events,
         view,
         erasures: Some(Arc::new(api::ErasuresApi {
-            producer: erasure_producer,
+            producer,
             topic: topology.topics.erasures.clone(),
             metrics: metrics.clone(),
         })),

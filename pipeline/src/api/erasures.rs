@@ -82,9 +82,18 @@ pub async fn publish(
     r: &ErasureRequest,
 ) -> Result<(), String> {
     let payload = RecordCodec::<ErasureRequest>::new().encode(r);
-    let record = FutureRecord::to(topic)
-        .key(r.subject.as_bytes())
-        .payload(&payload);
+    deliver(producer, topic, r.subject.as_bytes(), &payload).await
+}
+
+/// Sends one keyed record to `topic` and waits until the brokers have it
+/// (the routes that answer only once a request is durable).
+pub async fn deliver(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+) -> Result<(), String> {
+    let record = FutureRecord::to(topic).key(key).payload(payload);
     let delivery = enqueue(producer, record).await.map_err(|e| e.to_string())?;
     match delivery.await {
         Ok(Ok(_)) => Ok(()),

@@ -15,15 +15,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use kusanagi_connectors::kafka::enqueue;
 use kusanagi_schemas::{
     AccountState, AuditKind, AuditRecord, EventTime, FraudType, RecordCodec, Verdict,
 };
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 
 use super::accounts::{erased, not_found, not_ready, problem, visible_account};
 use super::auth::Caller;
+use super::erasures::deliver;
 use crate::runtime::Metrics;
 use crate::stages::view::View;
 
@@ -125,21 +125,6 @@ fn verdict(
     })
 }
 
-async fn send(
-    producer: &FutureProducer,
-    topic: &str,
-    key: &[u8],
-    payload: &[u8],
-) -> Result<(), String> {
-    let record = FutureRecord::to(topic).key(key).payload(payload);
-    let delivery = enqueue(producer, record).await.map_err(|e| e.to_string())?;
-    match delivery.await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, _))) => Err(e.to_string()),
-        Err(_) => Err("the producer shut down".into()),
-    }
-}
-
 /// The handler.
 pub async fn post_verdict(
     State(api): State<Arc<OverridesApi>>,
@@ -200,10 +185,10 @@ async fn handle(
         ),
     };
     let payload = RecordCodec::<Verdict>::new().encode(&v);
-    let sent = match send(&api.producer, &api.verdicts, id.as_bytes(), &payload).await {
+    let sent = match deliver(&api.producer, &api.verdicts, id.as_bytes(), &payload).await {
         Ok(()) => {
             let audit_payload = RecordCodec::<AuditRecord>::new().encode(&audit);
-            send(
+            deliver(
                 &api.producer,
                 &api.audit,
                 v.request_id.as_bytes(),
