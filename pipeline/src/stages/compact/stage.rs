@@ -344,6 +344,32 @@ impl CompactStage {
     }
 }
 
+/// A request Kusanagi can carry out: its id names the certificate's
+/// object and its audit records, so it must be a plain name; its subject
+/// an account id (what `kusanagi erase` and the API accept). Requests
+/// written to `erasures` by another producer are checked here.
+pub fn check_request(r: &ErasureRequest) -> Result<(), String> {
+    let id_ok = !r.request_id.is_empty()
+        && r.request_id.len() <= 128
+        && r.request_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        && !r.request_id.starts_with('.');
+    if !id_ok {
+        return Err(format!(
+            "request_id {:?}: expected 1 to 128 of A-Z a-z 0-9 . _ : - (not starting with .)",
+            r.request_id
+        ));
+    }
+    if r.subject.trim().is_empty() || r.subject.len() > 256 {
+        return Err(format!(
+            "{}: expected an account id of 1 to 256 bytes as the subject",
+            r.request_id
+        ));
+    }
+    Ok(())
+}
+
 impl Stage for CompactStage {
     fn process(
         &mut self,
@@ -357,7 +383,16 @@ impl Stage for CompactStage {
                 continue;
             };
             match self.requests.decode(bytes) {
-                Ok(r) => requests.push(r),
+                Ok(r) => match check_request(&r) {
+                    Ok(()) => requests.push(r),
+                    Err(why) => out.push(reject_record(
+                        STAGE,
+                        &self.topics.dead_letter,
+                        record,
+                        "invalid_request",
+                        why,
+                    )),
+                },
                 Err(e) => out.push(reject_record(
                     STAGE,
                     &self.topics.dead_letter,
@@ -389,6 +424,33 @@ impl Stage for CompactStage {
         }
         for opened in pending.opened_per_request {
             metrics.erasure.certified(opened);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_must_name_itself_plainly_and_an_account() {
+        let r = |id: &str, subject: &str| ErasureRequest {
+            request_id: id.into(),
+            subject: subject.into(),
+            requested_at: EventTime::from_micros(0),
+            requested_by: "t".into(),
+        };
+        assert!(check_request(&r("er-20261130T010203.000001Z-0a1b2c3d", "player_1")).is_ok());
+        for (id, subject, word) in [
+            ("../../log/00000000000000000001", "p", "request_id"),
+            ("", "p", "request_id"),
+            ("a/b", "p", "request_id"),
+            (".hidden", "p", "request_id"),
+            ("er-1", " ", "subject"),
+            ("er-1", &"x".repeat(300), "subject"),
+        ] {
+            let err = check_request(&r(id, subject)).unwrap_err();
+            assert!(err.contains(word), "{id:?} {subject:?}: {err}");
         }
     }
 }
