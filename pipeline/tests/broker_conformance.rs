@@ -1,0 +1,216 @@
+//! The one piece of Apache Kafka's transaction semantics every
+//! exactly-once suite leans on after a crash, checked on each broker the
+//! suites run on: a `read_committed` consumer that starts *after* an
+//! aborted transaction of a producer still reads that producer's later
+//! committed records, and one that starts *inside* the aborted transaction
+//! still skips its records.
+//!
+//! A stage that restarts keeps its transactional id, so its producer id:
+//! its restart aborts the transaction the killed copy left open, then the
+//! same producer writes on. If a broker reports that old aborted
+//! transaction to a fetch that starts past its abort marker, librdkafka
+//! drops every later batch of the producer and the consumer's partition
+//! stalls for good (docs/testing.md, "noida-db and aborted transactions").
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Broker, BrokerKind};
+use kusanagi_connectors::kafka::{EmbeddedBroker, KafkaSettings, TopicSpec, ensure_topics};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const TOPIC: &str = "conformance";
+const PER_TXN: usize = 5;
+
+fn transactional_producer(bootstrap: &str, id: &str) -> ThreadedProducer<DefaultProducerContext> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("transactional.id", id)
+        .set("linger.ms", "0")
+        .create()
+        .expect("transactional producer");
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .expect("init_transactions");
+    producer
+}
+
+/// Writes `PER_TXN` records named `{tag}-{i}`, one batch each, inside the
+/// producer's open transaction.
+fn write(producer: &ThreadedProducer<DefaultProducerContext>, tag: &str) {
+    for i in 0..PER_TXN {
+        let value = format!("{tag}-{i}");
+        producer
+            .send(BaseRecord::to(TOPIC).partition(0).key("k").payload(&value))
+            .expect("queued");
+        producer.flush(Duration::from_secs(30)).expect("acked");
+    }
+}
+
+/// Everything a fresh `read_committed` consumer reads from `from` until the
+/// partition has been quiet for a while.
+fn read_from(bootstrap: &str, from: i64) -> Vec<(i64, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("conformance-{from}"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(TOPIC, 0, Offset::Offset(from))
+        .expect("offset");
+    consumer.assign(&tpl).expect("assign");
+    let mut got = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(5) {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.expect("fetch");
+            let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            got.push((m.offset(), value));
+            last = Instant::now();
+        }
+    }
+    got
+}
+
+fn values(read: &[(i64, String)]) -> Vec<&str> {
+    read.iter().map(|(_, v)| v.as_str()).collect()
+}
+
+fn names(tag: &str) -> Vec<String> {
+    (0..PER_TXN).map(|i| format!("{tag}-{i}")).collect()
+}
+
+/// Makes the topic, then the history: a committed transaction, an aborted
+/// one, one left open by a copy that "dies" and is aborted by its restart
+/// (same transactional id, so the same producer id), and a committed one
+/// of the restarted copy.
+fn write_history(bootstrap: &str) {
+    let settings = KafkaSettings::new(bootstrap.to_owned());
+    let topic = TopicSpec {
+        name: TOPIC.into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: vec![],
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(ensure_topics(&settings, &[topic]))
+        .expect("topic");
+    let first = transactional_producer(bootstrap, "conformance-t");
+    first.begin_transaction().expect("begin");
+    write(&first, "committed-a");
+    first
+        .commit_transaction(Duration::from_secs(30))
+        .expect("commit");
+    first.begin_transaction().expect("begin");
+    write(&first, "aborted-b");
+    first
+        .abort_transaction(Duration::from_secs(30))
+        .expect("abort");
+    first.begin_transaction().expect("begin");
+    write(&first, "left-open-c");
+    // The first copy "dies" with its transaction open; the restart aborts it.
+    std::mem::forget(first);
+    let second = transactional_producer(bootstrap, "conformance-t");
+    second.begin_transaction().expect("begin");
+    write(&second, "committed-d");
+    second
+        .commit_transaction(Duration::from_secs(30))
+        .expect("commit");
+}
+
+/// What `read_committed` readers from every offset of interest get.
+fn check_reads(bootstrap: &str, broker: &str) {
+    let all = read_from(bootstrap, 0);
+    let mut want: Vec<String> = names("committed-a");
+    want.extend(names("committed-d"));
+    assert_eq!(values(&all), want, "from offset 0 on {broker}");
+    let first_d = all[PER_TXN].0;
+    let last_a = all[PER_TXN - 1].0;
+
+    // From the first offset after every aborted record and marker: the
+    // producer's committed records must still come.
+    let after = read_from(bootstrap, first_d);
+    assert_eq!(
+        values(&after),
+        names("committed-d"),
+        "a read_committed reader from offset {first_d} (past two aborted transactions of the same producer) on {broker}"
+    );
+    // From inside the aborted transactions: their records stay hidden.
+    for from in [last_a + 1, last_a + 3, first_d - 3, first_d - 1] {
+        let inside = read_from(bootstrap, from);
+        assert_eq!(
+            values(&inside),
+            names("committed-d"),
+            "a read_committed reader from offset {from} on {broker}"
+        );
+    }
+}
+
+fn reads_past_an_aborted_transaction(kind: BrokerKind) {
+    let broker = Broker::start(kind);
+    write_history(&broker.bootstrap);
+    check_reads(&broker.bootstrap, &format!("{kind:?}"));
+}
+
+/// Removes every `abort_markers` list from a saved broker state (as a
+/// snapshot saved before they were kept looks); returns how many entries
+/// they held.
+fn strip_abort_markers(v: &mut serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Object(map) => {
+            let held = map
+                .remove("abort_markers")
+                .and_then(|m| m.as_array().map(Vec::len))
+                .unwrap_or(0);
+            held + map.values_mut().map(strip_abort_markers).sum::<usize>()
+        }
+        serde_json::Value::Array(items) => items.iter_mut().map(strip_abort_markers).sum(),
+        _ => 0,
+    }
+}
+
+#[test]
+fn read_committed_reads_past_an_aborted_transaction_on_noida_db_process() {
+    reads_past_an_aborted_transaction(BrokerKind::NoidaDb);
+}
+
+#[test]
+fn read_committed_reads_past_an_aborted_transaction_on_embedded_broker() {
+    reads_past_an_aborted_transaction(BrokerKind::Embedded);
+}
+
+/// A broker state saved before abort markers were kept is read again: the
+/// markers are found in the log, and readers behave the same.
+#[test]
+fn an_embedded_broker_state_saved_without_abort_markers_reads_the_same() {
+    let dir = common::tempdir::TempDir::new("conformance-snapshot");
+    let broker =
+        EmbeddedBroker::start("127.0.0.1:0", dir.path(), Duration::from_secs(60)).expect("broker");
+    write_history(&broker.addr().to_string());
+    drop(broker); // saves kafka.json
+    let path = dir.path().join("kafka.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("saved state")).expect("json");
+    assert_eq!(
+        strip_abort_markers(&mut state),
+        2,
+        "the saved state held the markers of both aborted transactions"
+    );
+    std::fs::write(&path, serde_json::to_vec(&state).expect("json")).expect("rewrite");
+    let restarted = EmbeddedBroker::start("127.0.0.1:0", dir.path(), Duration::from_secs(60))
+        .expect("broker restarts from the old state");
+    check_reads(
+        &restarted.addr().to_string(),
+        "an embedded broker restarted from an old state",
+    );
+}
