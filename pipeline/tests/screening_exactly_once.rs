@@ -9,13 +9,13 @@
 //! latest `accounts` states must equal those of an uninterrupted run: the
 //! same stage code run in this process over the same partitions.
 //!
-//! Phase 2, in a run without crashes: the analyze stage (the deterministic
-//! fallback analyzer) answers the requests, and decide applies the verdicts
-//! and sends the coalesced requests they release, until nothing is left.
-//! (With crashes, the brokers here stall a consumer of `l2.requests`; see
-//! docs/testing.md.) Every account's
-//! transitions and verdicts, and its final state, must equal the
-//! uninterrupted run's. (Analysis starts after phase 1 so that each
+//! Phase 2: the analyze stage (the deterministic fallback analyzer, in
+//! small transactions) answers the requests, and decide applies the
+//! verdicts and sends the coalesced requests they release, until nothing is
+//! left; meanwhile the analyze stage is killed with SIGKILL twice and the
+//! decide stage once, while verdicts flow, and a second analyze copy joins
+//! after the first kill. Every account's transitions and verdicts, and its
+//! final state, must equal the uninterrupted run's. (Analysis starts after phase 1 so that each
 //! account's verdicts come after its screenings, as in the reference: with
 //! both running at once, the order in which an account's verdicts and
 //! screenings meet is a race, and so is its path.)
@@ -163,6 +163,9 @@ max_future_seconds = 0   # the workload is stamped in 2099
 
 [stages.decide]
 batch_max_records = 500
+
+[stages.analyze]
+batch_max_records = 5   # many transactions, so that kills land while verdicts flow
 
 [http]
 enabled = false
@@ -400,17 +403,7 @@ fn kill_at(
     }
 }
 
-/// Whether a run kills stages (phase 1 only) or runs undisturbed through
-/// the analysis (phases 1 and 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Run {
-    /// Phase 1 with SIGKILLs and a second screen copy.
-    Crashes,
-    /// Phases 1 and 2, nothing killed.
-    Undisturbed,
-}
-
-fn exactly_once_across_sigkills(kind: BrokerKind, run: Run) {
+fn exactly_once_across_sigkills(kind: BrokerKind) {
     let _turn = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -445,18 +438,13 @@ fn exactly_once_across_sigkills(kind: BrokerKind, run: Run) {
     let events_end: i64 = end_offsets(&broker.bootstrap, "events", PARTITIONS)
         .iter()
         .sum();
-    let crashes = run == Run::Crashes;
-    let mut screen_kills: Vec<i64> = (0..if crashes { 2 } else { 0 })
+    let mut screen_kills: Vec<i64> = (0..2)
         .map(|k| rng.random_range(k * events_end / 3 + 1_000..(k + 1) * events_end / 3))
         .collect();
-    let mut decide_kills: Vec<i64> = if !crashes {
-        vec![]
-    } else {
-        vec![
-            rng.random_range(events_end / 5..events_end * 2 / 5),
-            rng.random_range(events_end / 2..events_end * 4 / 5),
-        ]
-    };
+    let mut decide_kills: Vec<i64> = vec![
+        rng.random_range(events_end / 5..events_end * 2 / 5),
+        rng.random_range(events_end / 2..events_end * 4 / 5),
+    ];
     let (mut sg, mut dg) = (0u32, 0u32);
     let mut screen = kusanagi(dir.path(), "screen-0", &topology_path, &["stage", "screen"]);
     let mut decide = kusanagi(dir.path(), "decide-0", &topology_path, &["stage", "decide"]);
@@ -494,7 +482,7 @@ fn exactly_once_across_sigkills(kind: BrokerKind, run: Run) {
             &mut decide_kills,
             &mut dg,
         );
-        if crashes && sg == 1 && second_screen.is_none() {
+        if sg == 1 && second_screen.is_none() {
             // A second copy joins the group: a rebalance splits the
             // partitions, and each copy rebuilds the windows it is given.
             eprintln!("[it] a second screen copy joins after {screened} input offsets");
@@ -554,16 +542,16 @@ fn exactly_once_across_sigkills(kind: BrokerKind, run: Run) {
     out.drain(Duration::from_secs(5));
     assert!(
         complete,
-        "timed out: {} of {want_transitions} transitions; see {}",
+        "timed out: {} of {want_transitions} transitions, {} of {distinct} screenings; see {}",
         count(&out.messages, "accounts.transitions"),
+        count(&out.messages, "screenings"),
         dir.path().display()
     );
     eprintln!(
         "[{kind:?}] pipeline done in {:?} with {sg} screen and {dg} decide restarts",
         started.elapsed()
     );
-    let planned = if crashes { (2, 2) } else { (0, 0) };
-    assert_eq!((sg, dg), planned, "every planned SIGKILL happened");
+    assert_eq!((sg, dg), (2, 2), "every planned SIGKILL happened");
 
     let screenings = values(&by_partition(out.of("screenings").collect()));
     assert_eq!(
@@ -656,33 +644,30 @@ fn exactly_once_across_sigkills(kind: BrokerKind, run: Run) {
         assert_eq!(b.terminate(Duration::from_secs(30)), Some(0));
     }
 
-    if crashes {
-        assert_eq!(
-            decide.terminate(Duration::from_secs(30)),
-            Some(0),
-            "SIGTERM stops the decide stage cleanly"
-        );
-        return;
-    }
-
-    // Phase 2: the analysis, undisturbed. (On these brokers a consumer of
-    // `l2.requests` stalls once decide has aborted a transaction there, as
-    // every SIGKILL of decide makes it do: see docs/testing.md, "noida-db
-    // and aborted transactions". So the L2 loop runs in a run without
-    // crashes, and crash recovery is checked in phase 1.)
+    // Phase 2: the analysis, with SIGKILLs of analyze and decide while
+    // verdicts flow. Progress is again read from committed offsets.
     let settled = settle(expected);
     let want_verdicts: usize = settled.verdicts.values().map(Vec::len).sum();
-    let analyze = kusanagi(
+    let want = want_verdicts as i64;
+    let mut analyze_kills: Vec<i64> = vec![
+        rng.random_range(want / 6..want / 3),
+        rng.random_range(want / 2..want * 2 / 3),
+    ];
+    let mut decide_kills: Vec<i64> = vec![rng.random_range(want / 3..want / 2)];
+    let (mut ag, mut dg2) = (0u32, dg);
+    let mut analyze = kusanagi(
         dir.path(),
         "analyze-0",
         &topology_path,
         &["stage", "analyze"],
     );
+    let mut second_analyze: Option<ChildGuard> = None;
+    let mut in_flight_at_kills = Vec::new();
     let deadline = Instant::now() + WAIT;
     let mut settled_polls = 0;
     let mut last_ends = (vec![], vec![]);
     while settled_polls < 3 {
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(100));
         let requests_end = end_offsets(&broker.bootstrap, "l2.requests", PARTITIONS);
         let verdicts_end = end_offsets(&broker.bootstrap, "l2.verdicts", PARTITIONS);
         let analyzed = committed(
@@ -697,9 +682,56 @@ fn exactly_once_across_sigkills(kind: BrokerKind, run: Run) {
             "l2.verdicts",
             PARTITIONS,
         );
+        let (analyzed_sum, applied_sum) = (analyzed.iter().sum(), applied.iter().sum());
+        // How much was still to do when a stage was killed.
+        let left = |done: &[i64], end: &[i64]| -> i64 {
+            done.iter().zip(end).map(|(c, e)| (e - c).max(0)).sum()
+        };
+        let to_do = (
+            left(&analyzed, &requests_end),
+            left(&applied, &verdicts_end),
+        );
+        let before = analyze_kills.len();
+        kill_at(
+            dir.path(),
+            &topology_path,
+            "analyze",
+            &mut analyze,
+            analyzed_sum,
+            &mut analyze_kills,
+            &mut ag,
+        );
+        if analyze_kills.len() != before {
+            in_flight_at_kills.push(("analyze", to_do));
+        }
+        let before = decide_kills.len();
+        kill_at(
+            dir.path(),
+            &topology_path,
+            "decide",
+            &mut decide,
+            applied_sum,
+            &mut decide_kills,
+            &mut dg2,
+        );
+        if decide_kills.len() != before {
+            in_flight_at_kills.push(("decide", to_do));
+        }
+        if ag == 1 && second_analyze.is_none() {
+            eprintln!("[it] a second analyze copy joins after {analyzed_sum} request offsets");
+            second_analyze = Some(kusanagi_with_env(
+                dir.path(),
+                "analyze-b",
+                &topology_path,
+                &["stage", "analyze"],
+                &[("KUSANAGI_INSTANCE_ID", "it-b")],
+            ));
+        }
         let caught_up = |done: &[i64], end: &[i64]| done.iter().zip(end).all(|(c, e)| *c + 1 >= *e);
         let quiet = caught_up(&analyzed, &requests_end)
             && caught_up(&applied, &verdicts_end)
+            && analyze_kills.is_empty()
+            && decide_kills.is_empty()
             && (requests_end.clone(), verdicts_end.clone()) == last_ends;
         settled_polls = if quiet { settled_polls + 1 } else { 0 };
         assert!(
@@ -764,8 +796,10 @@ fn exactly_once_across_sigkills(kind: BrokerKind, run: Run) {
         .filter(|t| !t.applied)
         .count();
     eprintln!(
-        "[{kind:?}] phase 2: {want_verdicts} verdicts; final states {states:?}; {refused} refused moves"
+        "[{kind:?}] phase 2: {want_verdicts} verdicts with {ag} analyze and {} decide restarts (at each kill, request offsets left to analyze and verdict offsets left to apply: {in_flight_at_kills:?}); final states {states:?}; {refused} refused moves",
+        dg2 - dg
     );
+    assert_eq!((ag, dg2 - dg), (2, 1), "every planned SIGKILL happened");
     // The analysis moved accounts both ways: smurfing (R2, many senders)
     // into surveillance, single-rule accounts back to NORMAL.
     let moved = |to: &str| {
@@ -775,7 +809,10 @@ fn exactly_once_across_sigkills(kind: BrokerKind, run: Run) {
             .any(|t| t.applied && t.to_state.as_str() == to)
     };
     assert!(moved("UNDER_SURVEILLANCE") && moved("NORMAL"), "{states:?}");
-    for mut stage in [analyze, decide] {
+    for mut stage in [Some(analyze), second_analyze, Some(decide)]
+        .into_iter()
+        .flatten()
+    {
         assert_eq!(
             stage.terminate(Duration::from_secs(30)),
             Some(0),
@@ -786,16 +823,11 @@ fn exactly_once_across_sigkills(kind: BrokerKind, run: Run) {
 }
 
 #[test]
-fn screen_and_decide_exactly_once_across_sigkills_on_noida_db_process() {
-    exactly_once_across_sigkills(BrokerKind::NoidaDb, Run::Crashes);
+fn screen_decide_and_analyze_exactly_once_across_sigkills_on_noida_db_process() {
+    exactly_once_across_sigkills(BrokerKind::NoidaDb);
 }
 
 #[test]
-fn screen_and_decide_exactly_once_across_sigkills_on_embedded_broker() {
-    exactly_once_across_sigkills(BrokerKind::Embedded, Run::Crashes);
-}
-
-#[test]
-fn the_l2_loop_settles_as_the_uninterrupted_run_on_embedded_broker() {
-    exactly_once_across_sigkills(BrokerKind::Embedded, Run::Undisturbed);
+fn screen_decide_and_analyze_exactly_once_across_sigkills_on_embedded_broker() {
+    exactly_once_across_sigkills(BrokerKind::Embedded);
 }
