@@ -13,8 +13,8 @@
 //! small transactions) answers the requests, and decide applies the
 //! verdicts and sends the coalesced requests they release, until nothing is
 //! left; meanwhile the analyze stage is killed with SIGKILL twice and the
-//! decide stage once, while verdicts flow, and a second analyze copy joins
-//! after the first kill. Every account's transitions and verdicts, and its
+//! decide stage once, while verdicts flow, and a second copy of each joins
+//! after its first kill (rebalances). Every account's transitions and verdicts, and its
 //! final state, must equal the uninterrupted run's. (Analysis starts after phase 1 so that each
 //! account's verdicts come after its screenings, as in the reference: with
 //! both running at once, the order in which an account's verdicts and
@@ -662,6 +662,7 @@ fn exactly_once_across_sigkills(kind: BrokerKind) {
         &["stage", "analyze"],
     );
     let mut second_analyze: Option<ChildGuard> = None;
+    let mut second_decide: Option<ChildGuard> = None;
     let mut in_flight_at_kills = Vec::new();
     let deadline = Instant::now() + WAIT;
     let mut settled_polls = 0;
@@ -724,6 +725,18 @@ fn exactly_once_across_sigkills(kind: BrokerKind) {
                 "analyze-b",
                 &topology_path,
                 &["stage", "analyze"],
+                &[("KUSANAGI_INSTANCE_ID", "it-b")],
+            ));
+        }
+        if dg2 > dg && second_decide.is_none() {
+            // A rebalance of decide while verdicts flow: each copy rebuilds
+            // the accounts of the partitions it is given from `accounts`.
+            eprintln!("[it] a second decide copy joins after {applied_sum} verdict offsets");
+            second_decide = Some(kusanagi_with_env(
+                dir.path(),
+                "decide-b",
+                &topology_path,
+                &["stage", "decide"],
                 &[("KUSANAGI_INSTANCE_ID", "it-b")],
             ));
         }
@@ -809,7 +822,7 @@ fn exactly_once_across_sigkills(kind: BrokerKind) {
             .any(|t| t.applied && t.to_state.as_str() == to)
     };
     assert!(moved("UNDER_SURVEILLANCE") && moved("NORMAL"), "{states:?}");
-    for mut stage in [Some(analyze), second_analyze, Some(decide)]
+    for mut stage in [Some(analyze), second_analyze, Some(decide), second_decide]
         .into_iter()
         .flatten()
     {
