@@ -214,3 +214,75 @@ fn an_embedded_broker_state_saved_without_abort_markers_reads_the_same() {
         "an embedded broker restarted from an old state",
     );
 }
+
+/// Keeps the client's latest statistics (librdkafka's JSON).
+#[derive(Default)]
+struct LatestStats(std::sync::Mutex<Option<serde_json::Value>>);
+
+impl rdkafka::ClientContext for LatestStats {
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Ok(v) = serde_json::from_slice(statistics) {
+            *self.0.lock().unwrap() = Some(v);
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LatestStats {}
+
+fn idle_consumer_waits_in_the_broker(kind: BrokerKind) {
+    let broker = Broker::start(kind);
+    write_history(&broker.bootstrap);
+    let consumer: BaseConsumer<LatestStats> = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", "conformance-idle")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "500")
+        .set("statistics.interval.ms", "500")
+        .create_with_context(LatestStats::default())
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(TOPIC, 0, Offset::End)
+        .expect("offset");
+    consumer.assign(&tpl).expect("assign");
+    let fetches = || -> u64 {
+        let stats = consumer.context().0.lock().unwrap().clone();
+        stats
+            .and_then(|s| {
+                s["brokers"].as_object().map(|brokers| {
+                    brokers
+                        .values()
+                        .map(|b| b["req"]["Fetch"].as_u64().unwrap_or(0))
+                        .sum()
+                })
+            })
+            .unwrap_or(0)
+    };
+    // Settle, then count the fetches of 4 idle seconds.
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle {
+        assert!(consumer.poll(Duration::from_millis(100)).is_none());
+    }
+    let before = fetches();
+    let idle = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < idle {
+        assert!(consumer.poll(Duration::from_millis(100)).is_none());
+    }
+    let during = fetches() - before;
+    // With the fetch held up to fetch.wait.max.ms (500 ms), about 8; a broker
+    // answering empty fetches at once gets thousands.
+    assert!(
+        during <= 40,
+        "an idle read_committed consumer sent {during} fetches in 4 s on {kind:?}: the broker does not wait max_wait_ms for records"
+    );
+    assert!(during >= 2, "the statistics counted {during} fetches");
+}
+
+#[test]
+fn an_idle_consumer_waits_in_the_broker_on_noida_db_process() {
+    idle_consumer_waits_in_the_broker(BrokerKind::NoidaDb);
+}
+
+#[test]
+fn an_idle_consumer_waits_in_the_broker_on_embedded_broker() {
+    idle_consumer_waits_in_the_broker(BrokerKind::Embedded);
+}

@@ -23,7 +23,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone)]
@@ -2870,9 +2870,30 @@ fn new_member_id(client_id: &str, counter: &mut u64) -> String {
     format!("{client_id}-{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
+/// [Kusanagi patch] Whether a fetch response should go now: it holds an
+/// error, or at least `min_bytes` (and at least one byte) of records.
+fn fetch_is_ready(res: &FetchResponse, min_bytes: i32) -> bool {
+    let mut bytes = 0usize;
+    for topic in &res.responses {
+        for p in &topic.partitions {
+            if p.error_code != 0 {
+                return true;
+            }
+            bytes += p.records.as_ref().map_or(0, |r| r.len());
+        }
+    }
+    bytes > 0 && bytes >= min_bytes.max(1) as usize
+}
+
 #[derive(Clone, Debug)]
 pub struct Engine {
     state: Arc<Mutex<EngineState>>,
+    // [Kusanagi patch] Signalled whenever records may have become readable
+    // (a produce, a transaction's end, a producer's re-init aborting one),
+    // so that a Fetch with nothing to return waits up to its `max_wait_ms`
+    // for them, as Apache Kafka's delayed fetch does, instead of answering
+    // empty at once and having every idle consumer poll in a loop.
+    readable: Arc<Condvar>,
 }
 
 impl Default for Engine {
@@ -2883,13 +2904,17 @@ impl Default for Engine {
 
 impl Engine {
     pub fn new(host: String, port: i32) -> Self {
-        Self { state: Arc::new(Mutex::new(EngineState::new(host, port))) }
+        Self::from_state(EngineState::new(host, port))
     }
 
     pub fn with_clock(host: String, port: i32, clock: Arc<dyn Fn() -> u64 + Send + Sync>) -> Self {
         let mut state = EngineState::new(host, port);
         state.clock = Some(clock);
-        Self { state: Arc::new(Mutex::new(state)) }
+        Self::from_state(state)
+    }
+
+    fn from_state(state: EngineState) -> Self {
+        Self { state: Arc::new(Mutex::new(state)), readable: Arc::new(Condvar::new()) }
     }
 
     pub fn handle_api_versions(&self, version: i16) -> ApiVersionsResponse {
@@ -2937,15 +2962,33 @@ impl Engine {
         req: &InitProducerIdRequest,
         version: i16,
     ) -> InitProducerIdResponse {
-        self.state.lock().unwrap().handle_init_producer_id(req, version)
+        let res = self.state.lock().unwrap().handle_init_producer_id(req, version);
+        self.readable.notify_all();
+        res
     }
 
     pub fn handle_produce(&self, req: &ProduceRequest, version: i16) -> ProduceResponse {
-        self.state.lock().unwrap().handle_produce(req, version)
+        let res = self.state.lock().unwrap().handle_produce(req, version);
+        self.readable.notify_all();
+        res
     }
 
+    /// [Kusanagi patch] Answers at once when the fetch finds at least
+    /// `min_bytes` (at least one byte) of records or an error; otherwise waits
+    /// for records to become readable, up to the request's `max_wait_ms`
+    /// (capped at 1 s), as Apache Kafka does.
     pub fn handle_fetch(&self, req: &FetchRequest, version: i16) -> FetchResponse {
-        self.state.lock().unwrap().handle_fetch(req, version)
+        let wait = std::time::Duration::from_millis(req.max_wait_ms.clamp(0, 1_000) as u64);
+        let deadline = std::time::Instant::now() + wait;
+        let mut state = self.state.lock().unwrap();
+        loop {
+            let res = state.handle_fetch(req, version);
+            let now = std::time::Instant::now();
+            if now >= deadline || fetch_is_ready(&res, req.min_bytes) {
+                return res;
+            }
+            state = self.readable.wait_timeout(state, deadline - now).unwrap().0;
+        }
     }
 
     pub fn handle_list_offsets(
@@ -3245,7 +3288,9 @@ impl Engine {
         req: &kafka_protocol::messages::EndTxnRequest,
         version: i16,
     ) -> kafka_protocol::messages::EndTxnResponse {
-        self.state.lock().unwrap().handle_end_txn(req, version)
+        let res = self.state.lock().unwrap().handle_end_txn(req, version);
+        self.readable.notify_all();
+        res
     }
 
     pub fn handle_txn_offset_commit(
@@ -3372,7 +3417,7 @@ impl Engine {
         let mut state = EngineState::from_snapshot(snapshot);
         state.host = host;
         state.port = port;
-        Self { state: Arc::new(Mutex::new(state)) }
+        Self::from_state(state)
     }
 }
 
