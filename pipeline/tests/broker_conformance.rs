@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use common::{Broker, BrokerKind};
 use kusanagi_connectors::kafka::{EmbeddedBroker, KafkaSettings, TopicSpec, ensure_topics};
 use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -87,11 +89,15 @@ fn names(tag: &str) -> Vec<String> {
     (0..PER_TXN).map(|i| format!("{tag}-{i}")).collect()
 }
 
-/// Makes the topic, then the history: a committed transaction, an aborted
-/// one, one left open by a copy that "dies" and is aborted by its restart
-/// (same transactional id, so the same producer id), and a committed one
-/// of the restarted copy.
-fn write_history(bootstrap: &str) {
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// The one-partition topic the tests write.
+fn create_topic(bootstrap: &str) {
     let settings = KafkaSettings::new(bootstrap.to_owned());
     let topic = TopicSpec {
         name: TOPIC.into(),
@@ -99,12 +105,17 @@ fn write_history(bootstrap: &str) {
         replication_factor: 1,
         configs: vec![],
     };
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
+    runtime()
         .block_on(ensure_topics(&settings, &[topic]))
         .expect("topic");
+}
+
+/// Makes the topic, then the history: a committed transaction, an aborted
+/// one, one left open by a copy that "dies" and is aborted by its restart
+/// (same transactional id, so the same producer id), and a committed one
+/// of the restarted copy.
+fn write_history(bootstrap: &str) {
+    create_topic(bootstrap);
     let first = transactional_producer(bootstrap, "conformance-t");
     first.begin_transaction().expect("begin");
     write(&first, "committed-a");
@@ -285,4 +296,54 @@ fn an_idle_consumer_waits_in_the_broker_on_noida_db_process() {
 #[test]
 fn an_idle_consumer_waits_in_the_broker_on_embedded_broker() {
     idle_consumer_waits_in_the_broker(BrokerKind::Embedded);
+}
+
+/// Records deleted up to the middle of an aborted transaction (DeleteRecords,
+/// as retention may cut too): the rest of that transaction stays hidden.
+fn truncation_inside_an_aborted_transaction(kind: BrokerKind) {
+    let broker = Broker::start(kind);
+    create_topic(&broker.bootstrap);
+    let producer = transactional_producer(&broker.bootstrap, "conformance-cut");
+    producer.begin_transaction().expect("begin");
+    write(&producer, "aborted-x"); // offsets 0..=4, its abort marker at 5
+    producer
+        .abort_transaction(Duration::from_secs(30))
+        .expect("abort");
+    producer.begin_transaction().expect("begin");
+    write(&producer, "committed-y");
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .expect("commit");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()
+        .expect("admin");
+    let mut before = TopicPartitionList::new();
+    before
+        .add_partition_offset(TOPIC, 0, Offset::Offset(2))
+        .expect("offset");
+    let deleted = runtime()
+        .block_on(admin.delete_records(&before, &AdminOptions::new()))
+        .expect("DeleteRecords");
+    assert!(
+        deleted.elements().iter().all(|e| e.error().is_ok()),
+        "DeleteRecords on {kind:?}: {deleted:?}"
+    );
+    for from in [2, 3] {
+        assert_eq!(
+            values(&read_from(&broker.bootstrap, from)),
+            names("committed-y"),
+            "a read_committed reader from offset {from}, after the log start moved to 2 (inside an aborted transaction), on {kind:?}"
+        );
+    }
+}
+
+#[test]
+fn truncation_inside_an_aborted_transaction_hides_its_rest_on_noida_db_process() {
+    truncation_inside_an_aborted_transaction(BrokerKind::NoidaDb);
+}
+
+#[test]
+fn truncation_inside_an_aborted_transaction_hides_its_rest_on_embedded_broker() {
+    truncation_inside_an_aborted_transaction(BrokerKind::Embedded);
 }

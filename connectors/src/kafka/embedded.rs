@@ -142,7 +142,10 @@ impl Drop for EmbeddedBroker {
 }
 
 /// What changes when the broker's durable state changes: every partition's
-/// high watermark and log start, and every committed offset.
+/// high watermark, log start and aborted transactions, and every committed
+/// offset. (A save turns open transactions into aborted ones; if one later
+/// commits, the high watermark and batch count come out the same, and only
+/// the count of aborted transactions tells the states apart.)
 fn signature(s: &Snapshot) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -154,6 +157,7 @@ fn signature(s: &Snapshot) -> u64 {
                 p.high_watermark,
                 p.log_start_offset,
                 p.record_batches.len(),
+                p.aborted_txns.len(),
             )
                 .hash(&mut h);
         }

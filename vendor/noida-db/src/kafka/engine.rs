@@ -2870,19 +2870,24 @@ fn new_member_id(client_id: &str, counter: &mut u64) -> String {
     format!("{client_id}-{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
-/// [Kusanagi patch] Whether a fetch response should go now: it holds an
-/// error, or at least `min_bytes` (and at least one byte) of records.
+/// [Kusanagi patch] Whether a fetch response should go now, as in Apache
+/// Kafka: `min_bytes` is 0 or less, the request names no partition, a
+/// partition has an error, or the records reach `min_bytes`.
 fn fetch_is_ready(res: &FetchResponse, min_bytes: i32) -> bool {
-    let mut bytes = 0usize;
+    if min_bytes <= 0 {
+        return true;
+    }
+    let (mut bytes, mut partitions) = (0usize, 0usize);
     for topic in &res.responses {
         for p in &topic.partitions {
             if p.error_code != 0 {
                 return true;
             }
+            partitions += 1;
             bytes += p.records.as_ref().map_or(0, |r| r.len());
         }
     }
-    bytes > 0 && bytes >= min_bytes.max(1) as usize
+    partitions == 0 || bytes >= min_bytes as usize
 }
 
 #[derive(Clone, Debug)]

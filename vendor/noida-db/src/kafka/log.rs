@@ -365,8 +365,16 @@ impl PartitionState {
             let keep = self.segments.iter().rposition(|s| s.base_offset <= new_start).unwrap_or(0);
             self.segments.drain(..keep);
         }
-        self.aborted_txns.retain(|&(_, first)| first >= new_start);
-        self.abort_markers.retain(|&first, _| first >= new_start);
+        // [Kusanagi patch] An aborted transaction stays listed while its abort
+        // marker is still in the log: its later batches may be, and without
+        // the entry a read_committed reader would be served them (Apache
+        // Kafka keeps it in the transaction index of the marker's segment).
+        // One whose marker is unknown is kept by its first offset, as before.
+        let markers = &self.abort_markers;
+        self.aborted_txns.retain(|&(_, first)| {
+            markers.get(&first).map_or(first >= new_start, |&marker| marker >= new_start)
+        });
+        self.abort_markers.retain(|_, &mut marker| marker >= new_start);
         self.tombstone_horizons.retain(|&off, _| off >= new_start);
         self.clean_offset = self.clean_offset.max(new_start);
     }
