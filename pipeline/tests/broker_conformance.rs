@@ -54,6 +54,23 @@ fn write(producer: &ThreadedProducer<DefaultProducerContext>, tag: &str) {
     }
 }
 
+/// How a transaction of the tests ends.
+enum Ends {
+    Committed,
+    Aborted,
+}
+
+/// One transaction of `write`'s records named `{tag}-{i}`, ended as `ends`.
+fn transaction(producer: &ThreadedProducer<DefaultProducerContext>, tag: &str, ends: Ends) {
+    producer.begin_transaction().expect("begin");
+    write(producer, tag);
+    let timeout = Duration::from_secs(30);
+    match ends {
+        Ends::Committed => producer.commit_transaction(timeout).expect("commit"),
+        Ends::Aborted => producer.abort_transaction(timeout).expect("abort"),
+    }
+}
+
 /// Everything a fresh `read_committed` consumer reads from `from` until the
 /// partition has been quiet for a while.
 fn read_from(bootstrap: &str, from: i64) -> Vec<(i64, String)> {
@@ -117,26 +134,14 @@ fn create_topic(bootstrap: &str) {
 fn write_history(bootstrap: &str) {
     create_topic(bootstrap);
     let first = transactional_producer(bootstrap, "conformance-t");
-    first.begin_transaction().expect("begin");
-    write(&first, "committed-a");
-    first
-        .commit_transaction(Duration::from_secs(30))
-        .expect("commit");
-    first.begin_transaction().expect("begin");
-    write(&first, "aborted-b");
-    first
-        .abort_transaction(Duration::from_secs(30))
-        .expect("abort");
+    transaction(&first, "committed-a", Ends::Committed);
+    transaction(&first, "aborted-b", Ends::Aborted);
     first.begin_transaction().expect("begin");
     write(&first, "left-open-c");
     // The first copy "dies" with its transaction open; the restart aborts it.
     std::mem::forget(first);
     let second = transactional_producer(bootstrap, "conformance-t");
-    second.begin_transaction().expect("begin");
-    write(&second, "committed-d");
-    second
-        .commit_transaction(Duration::from_secs(30))
-        .expect("commit");
+    transaction(&second, "committed-d", Ends::Committed);
 }
 
 /// What `read_committed` readers from every offset of interest get.
@@ -304,16 +309,8 @@ fn truncation_inside_an_aborted_transaction(kind: BrokerKind) {
     let broker = Broker::start(kind);
     create_topic(&broker.bootstrap);
     let producer = transactional_producer(&broker.bootstrap, "conformance-cut");
-    producer.begin_transaction().expect("begin");
-    write(&producer, "aborted-x"); // offsets 0..=4, its abort marker at 5
-    producer
-        .abort_transaction(Duration::from_secs(30))
-        .expect("abort");
-    producer.begin_transaction().expect("begin");
-    write(&producer, "committed-y");
-    producer
-        .commit_transaction(Duration::from_secs(30))
-        .expect("commit");
+    transaction(&producer, "aborted-x", Ends::Aborted); // offsets 0..=4, its abort marker at 5
+    transaction(&producer, "committed-y", Ends::Committed);
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &broker.bootstrap)
         .create()
