@@ -262,6 +262,7 @@ fn request(account: &str, n: i32) -> L2Request {
             distinct_senders: 12,
         },
         evidence_event_ids: vec!["e1".into(), "e2".into()],
+        evidence_events: vec![],
         coalesced: 1,
     }
 }

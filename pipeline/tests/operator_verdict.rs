@@ -43,6 +43,7 @@ fn screening() -> Screening {
         },
         window_rules: rules,
         evidence_event_ids: vec!["ev-override-1".into()],
+        evidence_events: vec![],
         late: false,
     }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::EventTime;
-use crate::screening::{RuleSet, WindowProfile};
+use crate::screening::{EvidenceEvent, RuleSet, WindowProfile};
 
 /// Where an account stands (`SCREENING.md`, Account states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -62,8 +62,10 @@ impl std::fmt::Display for AccountState {
     }
 }
 
-/// A trigger seen while an L2 request was in flight, sent when its verdict
-/// comes (the newest one wins; the rules are the newest window's).
+/// The triggers seen while an L2 request was in flight, merged into one
+/// request sent when that verdict comes: the union of their windows' rules,
+/// the largest window profile (each count the maximum), and the newest
+/// trigger's id, time and evidence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueuedRequest {
     /// The newest triggering event.
@@ -71,12 +73,16 @@ pub struct QueuedRequest {
     /// Its time.
     #[serde(with = "crate::codec::micros")]
     pub event_time: EventTime,
-    /// Rules fired in its window.
+    /// Union of the rules fired in the triggers' windows.
     pub rules: RuleSet,
-    /// Its window.
+    /// The largest window profile among the triggers.
     pub window: WindowProfile,
-    /// Evidence ids from its window.
+    /// Evidence ids from the newest trigger's window.
     pub evidence_event_ids: Vec<String>,
+    /// The newest trigger's evidence events (new in v2; empty in records
+    /// written by v1).
+    #[serde(default)]
+    pub evidence_events: Vec<EvidenceEvent>,
     /// Triggers this request stands for.
     pub coalesced: i32,
 }

@@ -24,13 +24,19 @@ use crate::gdpr::{AuditRecord, ErasureRequest};
 use crate::screening::Screening;
 use crate::verdict::{L2Request, Verdict};
 
-/// The Avro schema of [`Screening`] (`avro/screening.v1.avsc`).
+/// The Avro schema of [`Screening`] (`avro/screening.v2.avsc`).
+pub const SCREENING_V2_AVSC: &str = include_str!("../avro/screening.v2.avsc");
+/// The first schema of [`Screening`], still read (`avro/screening.v1.avsc`).
 pub const SCREENING_V1_AVSC: &str = include_str!("../avro/screening.v1.avsc");
-/// The Avro schema of [`L2Request`] (`avro/l2_request.v1.avsc`).
+/// The Avro schema of [`L2Request`] (`avro/l2_request.v2.avsc`).
+pub const L2_REQUEST_V2_AVSC: &str = include_str!("../avro/l2_request.v2.avsc");
+/// The first schema of [`L2Request`], still read (`avro/l2_request.v1.avsc`).
 pub const L2_REQUEST_V1_AVSC: &str = include_str!("../avro/l2_request.v1.avsc");
 /// The Avro schema of [`Verdict`] (`avro/l2_verdict.v1.avsc`).
 pub const VERDICT_V1_AVSC: &str = include_str!("../avro/l2_verdict.v1.avsc");
-/// The Avro schema of [`Account`] (`avro/account.v1.avsc`).
+/// The Avro schema of [`Account`] (`avro/account.v2.avsc`).
+pub const ACCOUNT_V2_AVSC: &str = include_str!("../avro/account.v2.avsc");
+/// The first schema of [`Account`], still read (`avro/account.v1.avsc`).
 pub const ACCOUNT_V1_AVSC: &str = include_str!("../avro/account.v1.avsc");
 /// The Avro schema of [`Transition`] (`avro/transition.v1.avsc`).
 pub const TRANSITION_V1_AVSC: &str = include_str!("../avro/transition.v1.avsc");
@@ -41,16 +47,20 @@ pub const AUDIT_V1_AVSC: &str = include_str!("../avro/audit.v1.avsc");
 
 /// A type with a shipped Avro schema.
 pub trait AvroRecord: Serialize + DeserializeOwned {
-    /// The schema's text.
+    /// The schema's text (the version this code writes).
     const AVSC: &'static str;
     /// The record's name, for errors.
     const NAME: &'static str;
     /// The parsed schema (parsed once).
     fn schema() -> &'static Schema;
+    /// Earlier versions of the schema that data may still be written with
+    /// (records on a topic from before an upgrade, or from a copy not yet
+    /// upgraded), by fingerprint: read and resolved to [`Self::schema`].
+    fn previous() -> &'static [([u8; 8], Schema)];
 }
 
 macro_rules! avro_record {
-    ($ty:ty, $avsc:expr, $name:literal) => {
+    ($ty:ty, $avsc:expr, $name:literal $(, $previous:expr)*) => {
         impl AvroRecord for $ty {
             const AVSC: &'static str = $avsc;
             const NAME: &'static str = $name;
@@ -64,14 +74,38 @@ macro_rules! avro_record {
                     ))
                 })
             }
+            fn previous() -> &'static [([u8; 8], Schema)] {
+                static PREVIOUS: OnceLock<Vec<([u8; 8], Schema)>> = OnceLock::new();
+                PREVIOUS.get_or_init(|| {
+                    [$($previous),*]
+                        .iter()
+                        .map(|avsc: &&str| {
+                            let schema = Schema::parse_str(avsc).expect(concat!(
+                                "every shipped ",
+                                $name,
+                                " schema is valid"
+                            ));
+                            let header = single_object_header(&schema);
+                            let fingerprint: [u8; 8] =
+                                header[2..].try_into().expect("8 bytes");
+                            (fingerprint, schema)
+                        })
+                        .collect()
+                })
+            }
         }
     };
 }
 
-avro_record!(Screening, SCREENING_V1_AVSC, "Screening");
-avro_record!(L2Request, L2_REQUEST_V1_AVSC, "L2Request");
+avro_record!(Screening, SCREENING_V2_AVSC, "Screening", SCREENING_V1_AVSC);
+avro_record!(
+    L2Request,
+    L2_REQUEST_V2_AVSC,
+    "L2Request",
+    L2_REQUEST_V1_AVSC
+);
 avro_record!(Verdict, VERDICT_V1_AVSC, "Verdict");
-avro_record!(Account, ACCOUNT_V1_AVSC, "Account");
+avro_record!(Account, ACCOUNT_V2_AVSC, "Account", ACCOUNT_V1_AVSC);
 avro_record!(Transition, TRANSITION_V1_AVSC, "Transition");
 avro_record!(ErasureRequest, ERASURE_V1_AVSC, "ErasureRequest");
 avro_record!(AuditRecord, AUDIT_V1_AVSC, "AuditRecord");
@@ -121,14 +155,24 @@ impl<T: AvroRecord> RecordCodec<T> {
                 found: bytes.iter().take(2).copied().collect(),
             });
         }
-        if bytes[..HEADER_LEN] != self.header {
+        let writer = if bytes[..HEADER_LEN] == self.header {
+            None
+        } else {
             let fingerprint: [u8; 8] = bytes[2..HEADER_LEN].try_into().expect("8 bytes");
-            return Err(CodecError::UnknownSchema {
-                fingerprint: u64::from_le_bytes(fingerprint),
-            });
-        }
+            let (_, schema) = T::previous()
+                .iter()
+                .find(|(f, _)| *f == fingerprint)
+                .ok_or(CodecError::UnknownSchema {
+                    fingerprint: u64::from_le_bytes(fingerprint),
+                })?;
+            Some(schema)
+        };
         let mut body = &bytes[HEADER_LEN..];
-        let value = apache_avro::from_avro_datum(T::schema(), &mut body, None)?;
+        let value = match writer {
+            None => apache_avro::from_avro_datum(T::schema(), &mut body, None)?,
+            // An earlier version: read with it, resolved to ours.
+            Some(w) => apache_avro::from_avro_datum(w, &mut body, Some(T::schema()))?,
+        };
         if !body.is_empty() {
             return Err(CodecError::Avro(format!(
                 "{} trailing bytes after the datum",
@@ -173,6 +217,33 @@ mod tests {
         assert_eq!(codec.decode(&bytes).unwrap(), value);
     }
 
+    pub(crate) fn evidence() -> Vec<crate::screening::EvidenceEvent> {
+        vec![
+            crate::screening::EvidenceEvent {
+                event_id: "e0".into(),
+                event_time: EventTime::from_micros(4_070_908_800_000_000),
+                amount: 150_000,
+                market_avg_price: Some(1_000),
+                item_id: Some("sword".into()),
+                sender_id: "alice".into(),
+                sender_level: 3,
+                sender_account_age_days: 1,
+                chat: Some("口座に5万".into()),
+            },
+            crate::screening::EvidenceEvent {
+                event_id: "e1".into(),
+                event_time: EventTime::from_micros(4_070_908_800_000_001),
+                amount: 10,
+                market_avg_price: None,
+                item_id: None,
+                sender_id: "carol".into(),
+                sender_level: 80,
+                sender_account_age_days: 900,
+                chat: None,
+            },
+        ]
+    }
+
     fn window() -> WindowProfile {
         WindowProfile {
             total_received: 1_000_000,
@@ -198,6 +269,7 @@ mod tests {
             window: window(),
             window_rules: rules,
             evidence_event_ids: vec!["e0".into(), "e1".into()],
+            evidence_events: evidence(),
             late: false,
         });
         roundtrip(L2Request {
@@ -209,6 +281,7 @@ mod tests {
             rules,
             window: window(),
             evidence_event_ids: vec![],
+            evidence_events: evidence(),
             coalesced: 2,
         });
         roundtrip(Verdict {
@@ -232,6 +305,7 @@ mod tests {
             rules: RuleSet::EMPTY,
             window: window(),
             evidence_event_ids: vec!["e9".into()],
+            evidence_events: evidence(),
             coalesced: 4,
         };
         for l2_queued in [None, Some(queued)] {
@@ -286,9 +360,12 @@ mod tests {
         // Every named type's first use defines it; a later bare name would
         // be a reference, which the fast writer cannot follow.
         for avsc in [
+            SCREENING_V2_AVSC,
             SCREENING_V1_AVSC,
+            L2_REQUEST_V2_AVSC,
             L2_REQUEST_V1_AVSC,
             VERDICT_V1_AVSC,
+            ACCOUNT_V2_AVSC,
             ACCOUNT_V1_AVSC,
             TRANSITION_V1_AVSC,
             ERASURE_V1_AVSC,

@@ -33,7 +33,7 @@ pub use error::{CodecError, InvalidEvent};
 pub use event::{ActionDetails, ContextMetadata, EventTime, GameEvent};
 pub use gdpr::{AuditKind, AuditRecord, ErasureRequest, subject_hash};
 pub use json::parse_event;
-pub use screening::{Rule, RuleSet, Screening, WindowProfile};
+pub use screening::{EvidenceEvent, Rule, RuleSet, Screening, WindowProfile};
 pub use verdict::{FraudType, L2Request, Verdict, action_for_score};
 
 /// The JSON Schema of GameEvent v1 for the HTTP API (`json/game_event.v1.schema.json`).

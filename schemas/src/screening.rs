@@ -119,6 +119,18 @@ pub struct WindowProfile {
     pub distinct_senders: i32,
 }
 
+impl WindowProfile {
+    /// Each count the larger of the two: the profile a merged L2 request
+    /// carries, never less than any of its triggers' windows.
+    pub fn max(self, other: WindowProfile) -> WindowProfile {
+        WindowProfile {
+            total_received: self.total_received.max(other.total_received),
+            transaction_count: self.transaction_count.max(other.transaction_count),
+            distinct_senders: self.distinct_senders.max(other.distinct_senders),
+        }
+    }
+}
+
 /// The L1 screening of one event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Screening {
@@ -148,6 +160,11 @@ pub struct Screening {
     /// Ids of the window's events that fired a rule (newest last, at most
     /// [`Screening::MAX_EVIDENCE`]).
     pub evidence_event_ids: Vec<String>,
+    /// The newest events of the window (oldest first, at most
+    /// [`Screening::MAX_EVIDENCE_EVENTS`]) when the event was screened,
+    /// for the L2 analysis; empty when it was not (new in v2).
+    #[serde(default)]
+    pub evidence_events: Vec<EvidenceEvent>,
     /// Arrived after the allowed lateness (its window may miss expired events).
     pub late: bool,
 }
@@ -155,4 +172,33 @@ pub struct Screening {
 impl Screening {
     /// Most evidence ids one screening carries.
     pub const MAX_EVIDENCE: usize = 20;
+    /// Most evidence events one screening (and so one L2 request) carries.
+    pub const MAX_EVIDENCE_EVENTS: usize = 10;
+}
+
+/// One event of a target's window as the L2 analysis sees it (SCREENING.md,
+/// "L2 request and prompt"): what the rules counted and what they cannot
+/// read, such as the sender's chat.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EvidenceEvent {
+    /// The event.
+    pub event_id: String,
+    /// Its time.
+    #[serde(with = "crate::codec::micros")]
+    pub event_time: EventTime,
+    /// currency_amount received.
+    pub amount: i64,
+    /// The item's market average price, if given.
+    pub market_avg_price: Option<i64>,
+    /// The item traded, if given.
+    pub item_id: Option<String>,
+    /// The sender (actor_id).
+    pub sender_id: String,
+    /// The sender's level.
+    pub sender_level: i32,
+    /// The sender's account age in days.
+    pub sender_account_age_days: i32,
+    /// The sender's recent chat (personal data); `None` when absent or
+    /// left out (the tenant's `include_chat = false`).
+    pub chat: Option<String>,
 }

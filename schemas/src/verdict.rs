@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::AccountState;
 use crate::event::EventTime;
-use crate::screening::{RuleSet, WindowProfile};
+use crate::screening::{EvidenceEvent, RuleSet, WindowProfile};
 
 /// A request for the L2 analysis of one account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,12 +21,18 @@ pub struct L2Request {
     pub target_id: String,
     /// The account's state when the request was made.
     pub account_state: AccountState,
-    /// Rules fired in the window of the newest triggering event.
+    /// Union of the rules fired in the windows of the triggers it stands
+    /// for.
     pub rules: RuleSet,
-    /// That window.
+    /// The largest window profile among those triggers (each count the
+    /// maximum).
     pub window: WindowProfile,
-    /// Evidence ids from that window.
+    /// Ids of the newest trigger's window events that fired a rule.
     pub evidence_event_ids: Vec<String>,
+    /// The newest (up to 10) events of the newest trigger's window, oldest
+    /// first (new in v2; empty in requests written by v1).
+    #[serde(default)]
+    pub evidence_events: Vec<EvidenceEvent>,
     /// Triggering screenings this request stands for.
     pub coalesced: i32,
 }

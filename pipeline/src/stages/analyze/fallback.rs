@@ -95,6 +95,7 @@ mod tests {
                 distinct_senders: senders,
             },
             evidence_event_ids: vec!["e1".into()],
+            evidence_events: vec![],
             coalesced: 1,
         }
     }

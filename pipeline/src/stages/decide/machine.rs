@@ -5,21 +5,45 @@
 //! asks for is *refused*: recorded as a [`Transition`] with `applied =
 //! false` and the reason, never applied. `BANNED` is final.
 //!
-//! L2 coalescing. An account has at most one L2 request in flight. A
-//! trigger while none is in flight sends a request at once; a trigger while
-//! one is in flight replaces the account's queued trigger if it is newer
-//! (by event time), and counts as coalesced. When the in-flight request's
-//! verdict comes, the queued trigger (if any) is sent. The request carries
-//! the union of the rules fired in the window of its (newest) triggering
-//! event and that window's profile, as the screen stage computed them.
-//! Both the in-flight id and the queued trigger live in the account's
-//! record on the compacted `accounts` topic, so a restarted copy resumes
-//! exactly where its predecessor committed.
+//! Verdicts walk the edges. A verdict moves the account from whatever
+//! state it is in to the recommended one, one recorded move per edge:
+//! escalations climb `NORMAL -> RESTRICTED_WITHDRAWAL -> UNDER_SURVEILLANCE
+//! -> BANNED` as far as needed, a `NORMAL` verdict is one move down. So an
+//! account released by an earlier verdict is still banned by a later one
+//! that finds more evidence.
+//!
+//! L2 coalescing. Every screened event asks for an L2 analysis of its
+//! target (unless it is `BANNED`). An account has at most one request in
+//! flight; a trigger while none is in flight sends a request at once, one
+//! while a request is in flight is merged into the account's queued
+//! request: the union of the rules fired in the triggers' windows, the
+//! largest window profile (each count the maximum), and the newest
+//! trigger's id, time and evidence. When the in-flight verdict comes, the
+//! queued request is sent. A burst is thus never judged on less evidence
+//! than any of its events had alone.
+//!
+//! Stale releases. A `NORMAL` verdict on a request older than a queued
+//! trigger (or on another request than the one in flight) is refused with
+//! reason [`NEWER_EVIDENCE_PENDING`]: the verdict on the newest evidence
+//! decides the release. Escalations apply at once. With the fallback
+//! analyzer's score monotone in the rules and the profile, the final state
+//! does not depend on when verdicts arrive (`tests/verdict_timing.rs`).
+//!
+//! The in-flight id and the queued request live in the account's record on
+//! the compacted `accounts` topic, so a restarted copy resumes exactly
+//! where its predecessor committed.
 
 use kusanagi_schemas::{
     Account, AccountState, EventTime, L2Request, QueuedRequest, Screening, Transition, Trigger,
     Verdict,
 };
+
+/// The refusal of a `NORMAL` verdict while newer evidence waits for its own.
+pub const NEWER_EVIDENCE_PENDING: &str = "newer evidence pending";
+
+/// The prefix of the analyzer name of an operator's verdict
+/// (`operator:<key name>`), which is never stale.
+const OPERATOR: &str = "operator:";
 
 /// What applying one screening or verdict did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -88,8 +112,24 @@ fn queued_from(s: &Screening) -> QueuedRequest {
         rules: s.window_rules,
         window: s.window,
         evidence_event_ids: s.evidence_event_ids.clone(),
+        evidence_events: s.evidence_events.clone(),
         coalesced: 1,
     }
+}
+
+/// `queued` merged with the later trigger `q`: the union of the rules,
+/// the largest profile, and the newer trigger's (by event time; the later
+/// arrival on a tie) id, time and evidence.
+fn merge(queued: &mut QueuedRequest, q: QueuedRequest) {
+    let rules = queued.rules.union(q.rules);
+    let window = queued.window.max(q.window);
+    let coalesced = queued.coalesced.saturating_add(q.coalesced);
+    if q.event_time >= queued.event_time {
+        *queued = q;
+    }
+    queued.rules = rules;
+    queued.window = window;
+    queued.coalesced = coalesced;
 }
 
 fn request_from(account: &Account, q: QueuedRequest) -> L2Request {
@@ -102,12 +142,13 @@ fn request_from(account: &Account, q: QueuedRequest) -> L2Request {
         rules: q.rules,
         window: q.window,
         evidence_event_ids: q.evidence_event_ids,
+        evidence_events: q.evidence_events,
         coalesced: q.coalesced,
     }
 }
 
-/// Sends `q` now if nothing is in flight, else keeps the newer of `q` and
-/// the queued trigger.
+/// Sends `q` now if nothing is in flight, else merges it into the queued
+/// request.
 fn trigger_l2(account: &mut Account, q: QueuedRequest, effects: &mut Effects) {
     effects.changed = true;
     if account.l2_in_flight.is_none() {
@@ -116,13 +157,7 @@ fn trigger_l2(account: &mut Account, q: QueuedRequest, effects: &mut Effects) {
         return;
     }
     match &mut account.l2_queued {
-        Some(queued) => {
-            let coalesced = queued.coalesced.saturating_add(1);
-            if q.event_time >= queued.event_time {
-                *queued = q;
-            }
-            queued.coalesced = coalesced;
-        }
+        Some(queued) => merge(queued, q),
         None => account.l2_queued = Some(q),
     }
 }
@@ -133,8 +168,7 @@ pub fn apply_screening(account: &mut Account, s: &Screening) -> Effects {
     if !s.screened {
         return effects;
     }
-    let before = account.state;
-    if before == AccountState::Normal {
+    if account.state == AccountState::Normal {
         let t = transition(
             account,
             AccountState::RestrictedWithdrawal,
@@ -152,16 +186,46 @@ pub fn apply_screening(account: &mut Account, s: &Screening) -> Effects {
         );
         try_move(account, t, &mut effects);
     }
-    let wants_l2 = s.needs_l2 || before != AccountState::Normal;
-    if wants_l2 && account.state != AccountState::Banned {
+    if account.state != AccountState::Banned {
         trigger_l2(account, queued_from(s), &mut effects);
     }
     effects
 }
 
+/// The moves from `from` to `to`, one per edge: up the escalation ladder
+/// as far as `to`, or the one move down (which the machine allows only to
+/// `NORMAL`, and never out of `BANNED`).
+fn path(from: AccountState, to: AccountState) -> Vec<AccountState> {
+    use AccountState::*;
+    const LADDER: [AccountState; 4] = [Normal, RestrictedWithdrawal, UnderSurveillance, Banned];
+    if from == to {
+        vec![]
+    } else if from < to && from != Banned {
+        LADDER
+            .into_iter()
+            .filter(|s| *s > from && *s <= to)
+            .collect()
+    } else {
+        vec![to]
+    }
+}
+
+/// Whether `v` is a release that newer evidence overrides: a `NORMAL`
+/// verdict of the analyzer while a trigger is queued, or while another
+/// request than the one it answers is in flight.
+fn stale_release(account: &Account, v: &Verdict) -> bool {
+    v.recommended_action == AccountState::Normal
+        && !matches!(account.state, AccountState::Normal | AccountState::Banned)
+        && !v.analyzer.starts_with(OPERATOR)
+        && (account.l2_queued.is_some()
+            || account
+                .l2_in_flight
+                .as_deref()
+                .is_some_and(|id| id != v.request_id))
+}
+
 /// Applies an L2 verdict on `account`.
 pub fn apply_verdict(account: &mut Account, v: &Verdict) -> Effects {
-    use AccountState::*;
     let mut effects = Effects::default();
     let evidence = format!(
         "risk {} ({}), confidence {:.2}, by {}{}",
@@ -185,13 +249,12 @@ pub fn apply_verdict(account: &mut Account, v: &Verdict) -> Effects {
             evidence.clone(),
         )
     };
-    let target = v.recommended_action;
-    if account.state != target {
-        let path: &[AccountState] = match (account.state, target) {
-            (RestrictedWithdrawal, Banned) => &[UnderSurveillance, Banned],
-            _ => &[target],
-        };
-        for &to in path {
+    if stale_release(account, v) {
+        let mut t = step(account, v.recommended_action);
+        t.refusal = Some(NEWER_EVIDENCE_PENDING.to_owned());
+        effects.transitions.push(t);
+    } else {
+        for to in path(account.state, v.recommended_action) {
             if !try_move(account, step(account, to), &mut effects) {
                 break;
             }
@@ -201,7 +264,7 @@ pub fn apply_verdict(account: &mut Account, v: &Verdict) -> Effects {
         account.l2_in_flight = None;
         effects.changed = true;
         match account.l2_queued.take() {
-            Some(q) if account.state != Banned => {
+            Some(q) if account.state != AccountState::Banned => {
                 account.l2_in_flight = Some(q.request_id.clone());
                 effects.request = Some(request_from(account, q));
             }

@@ -33,6 +33,7 @@ fn screening(id: &str, at: i64, rules: &[Rule]) -> Screening {
         },
         window_rules: set,
         evidence_event_ids: vec![id.into()],
+        evidence_events: vec![],
         late: false,
     }
 }
@@ -72,24 +73,22 @@ fn moves(effects: &Effects) -> Vec<(AccountState, AccountState, bool)> {
 }
 
 #[test]
-fn a_screened_event_restricts_a_normal_account_without_l2_unless_r4() {
+fn every_screened_event_restricts_a_normal_account_and_asks_for_l2() {
     let mut a = bob();
-    let e = apply_screening(&mut a, &screening("e1", 1, &[Rule::R1]));
+    let e = apply_screening(&mut a, &screening("e1", 1, &[Rule::R1, Rule::R3]));
     assert_eq!(moves(&e), [(Normal, RestrictedWithdrawal, true)]);
-    assert_eq!(e.transitions[0].rule, "R1");
+    assert_eq!(e.transitions[0].rule, "R1+R3");
     assert_eq!(e.transitions[0].version, 1);
-    assert!(e.request.is_none());
-    // Screened again while restricted: no move, an L2 request.
-    let e = apply_screening(&mut a, &screening("e2", 2, &[Rule::R2]));
-    assert!(e.transitions.is_empty());
-    assert_eq!(e.request.as_ref().unwrap().request_id, "e2");
-    assert_eq!(e.request.unwrap().account_state, RestrictedWithdrawal);
-
-    let mut a = bob();
-    let e = apply_screening(&mut a, &screening("e1", 1, &[Rule::R4]));
-    assert_eq!(moves(&e), [(Normal, RestrictedWithdrawal, true)]);
-    assert_eq!(e.request.unwrap().rules.to_vec(), [Rule::R4]);
+    let sent = e.request.expect("restricted, so reviewed: no R4 needed");
+    assert_eq!(
+        (sent.request_id.as_str(), sent.account_state),
+        ("e1", RestrictedWithdrawal)
+    );
     assert_eq!(a.l2_in_flight.as_deref(), Some("e1"));
+    // Screened again while one is in flight: no move, queued.
+    let e = apply_screening(&mut a, &screening("e2", 2, &[Rule::R2]));
+    assert!(e.transitions.is_empty() && e.request.is_none());
+    assert_eq!(a.l2_queued.as_ref().unwrap().request_id, "e2");
 }
 
 #[test]
@@ -102,30 +101,88 @@ fn unscreened_events_change_nothing() {
     assert_eq!(a, bob());
 }
 
+fn with_window(mut s: Screening, senders: i32, count: i32, total: i64) -> Screening {
+    s.window = WindowProfile {
+        total_received: total,
+        transaction_count: count,
+        distinct_senders: senders,
+    };
+    s
+}
+
 #[test]
-fn requests_coalesce_while_one_is_in_flight() {
+fn triggers_merge_into_one_request_with_the_union_and_the_largest_window() {
     let mut a = bob();
     apply_screening(&mut a, &screening("e1", 10, &[Rule::R4]));
-    for (id, at) in [("e2", 30), ("e3", 20), ("e4", 40)] {
-        let e = apply_screening(&mut a, &screening(id, at, &[Rule::R4]));
-        assert!(e.request.is_none(), "{id} coalesces");
+    let triggers = [
+        with_window(screening("e2", 30, &[Rule::R2]), 6, 12, 60_000),
+        with_window(screening("e3", 20, &[Rule::R1]), 2, 3, 1_500_000),
+        with_window(screening("e4", 40, &[Rule::R4]), 1, 2, 9_000),
+    ];
+    for t in &triggers {
+        let e = apply_screening(&mut a, t);
+        assert!(e.request.is_none(), "{} is merged", t.event_id);
     }
     let queued = a.l2_queued.clone().unwrap();
     assert_eq!(
         (queued.request_id.as_str(), queued.coalesced),
         ("e4", 3),
-        "the newest by event time"
+        "the newest trigger by event time names the request"
     );
-    // The verdict of e1 (low risk) recovers the account and sends e4.
-    let e = apply_verdict(&mut a, &verdict("e1", 10));
-    assert_eq!(moves(&e), [(RestrictedWithdrawal, Normal, true)]);
+    assert_eq!(queued.rules.label(), "R1+R2+R4", "the union");
+    assert_eq!(
+        queued.window,
+        WindowProfile {
+            total_received: 1_500_000,
+            transaction_count: 12,
+            distinct_senders: 6,
+        },
+        "each count the largest"
+    );
+    // The verdict on e1 escalates at once and sends the merged request.
+    let e = apply_verdict(&mut a, &verdict("e1", 60));
+    assert_eq!(moves(&e), [(RestrictedWithdrawal, UnderSurveillance, true)]);
     let sent = e.request.unwrap();
     assert_eq!(
         (sent.request_id.as_str(), sent.coalesced, sent.account_state),
-        ("e4", 3, Normal)
+        ("e4", 3, UnderSurveillance)
     );
     assert_eq!(a.l2_in_flight.as_deref(), Some("e4"));
     assert!(a.l2_queued.is_none());
+}
+
+#[test]
+fn a_stale_release_is_refused_and_the_newest_evidence_decides() {
+    let mut a = bob();
+    apply_screening(&mut a, &screening("e1", 1, &[Rule::R4]));
+    apply_screening(&mut a, &screening("e2", 2, &[Rule::R1, Rule::R2, Rule::R4]));
+    // e1's window alone scores low: it would release a fraudster.
+    let e = apply_verdict(&mut a, &verdict("e1", 30));
+    assert_eq!(moves(&e), [(RestrictedWithdrawal, Normal, false)]);
+    assert_eq!(
+        e.transitions[0].refusal.as_deref(),
+        Some(NEWER_EVIDENCE_PENDING)
+    );
+    assert_eq!(a.state, RestrictedWithdrawal);
+    assert_eq!(e.request.unwrap().request_id, "e2", "the queued one goes");
+    // A stray release while e2 is in flight is stale too.
+    let e = apply_verdict(&mut a, &verdict("old", 0));
+    assert_eq!(moves(&e), [(RestrictedWithdrawal, Normal, false)]);
+    // e2's verdict bans, from where the account stands.
+    let e = apply_verdict(&mut a, &verdict("e2", 80));
+    assert_eq!(
+        moves(&e),
+        [
+            (RestrictedWithdrawal, UnderSurveillance, true),
+            (UnderSurveillance, Banned, true)
+        ]
+    );
+    // With nothing newer pending, a release applies.
+    let mut b = bob();
+    apply_screening(&mut b, &screening("e1", 1, &[Rule::R1]));
+    let e = apply_verdict(&mut b, &verdict("e1", 30));
+    assert_eq!(moves(&e), [(RestrictedWithdrawal, Normal, true)]);
+    assert!(b.l2_in_flight.is_none());
 }
 
 #[test]
@@ -156,12 +213,28 @@ fn a_ban_goes_through_surveillance_and_is_final() {
 }
 
 #[test]
-fn an_illegal_verdict_move_is_refused_not_applied() {
+fn a_verdict_walks_the_edges_from_any_state() {
+    // From NORMAL (released earlier, or never restricted): one move per edge.
     let mut a = bob();
     let e = apply_verdict(&mut a, &verdict("x", 50));
-    assert_eq!(moves(&e), [(Normal, UnderSurveillance, false)]);
-    assert_eq!(a.state, Normal);
-    assert_eq!(a.version, 0);
+    assert_eq!(
+        moves(&e),
+        [
+            (Normal, RestrictedWithdrawal, true),
+            (RestrictedWithdrawal, UnderSurveillance, true)
+        ]
+    );
+    let e = apply_verdict(&mut a, &verdict("y", 50));
+    assert!(e.transitions.is_empty(), "already there");
+    let mut a = bob();
+    let e = apply_verdict(&mut a, &verdict("x", 99));
+    assert_eq!(e.transitions.len(), 3);
+    assert_eq!((a.state, a.version), (Banned, 3));
+    // Out of BANNED nothing moves: refused and recorded.
+    let e = apply_verdict(&mut a, &verdict("z", 50));
+    assert_eq!(moves(&e), [(Banned, UnderSurveillance, false)]);
+    assert_eq!(e.transitions[0].refusal.as_deref(), Some("BANNED is final"));
+    assert_eq!(a.version, 3);
 }
 
 // ------------------------------------------------------ property test
@@ -207,6 +280,9 @@ proptest! {
                     version += 1;
                     prop_assert_eq!(t.version, version);
                     prop_assert!(t.refusal.is_none());
+                } else if t.refusal.as_deref() == Some(NEWER_EVIDENCE_PENDING) {
+                    prop_assert_eq!(t.to_state, Normal, "only releases wait for newer evidence");
+                    prop_assert!(before.l2_queued.is_some() || before.l2_in_flight.is_some());
                 } else {
                     prop_assert!(!state.can_move_to(t.to_state), "refused a legal move {:?}", t);
                     prop_assert!(t.refusal.is_some());
@@ -403,11 +479,14 @@ fn an_erasure_drops_the_account_tombstones_it_and_leaves_a_delete_marker() {
         ],
     );
     let shape: Vec<&str> = out.iter().map(|r| r.topic.as_str()).collect();
-    assert_eq!(shape, ["accounts.transitions", "accounts", "audit"]);
-    assert_eq!(out[1].key.as_deref(), Some(&b"bob"[..]));
-    assert_eq!(out[1].payload, None, "a tombstone");
+    assert_eq!(
+        shape,
+        ["accounts.transitions", "l2.requests", "accounts", "audit"]
+    );
+    assert_eq!(out[2].key.as_deref(), Some(&b"bob"[..]));
+    assert_eq!(out[2].payload, None, "a tombstone");
     let audit = RecordCodec::<AuditRecord>::new()
-        .decode(out[2].payload.as_deref().unwrap())
+        .decode(out[3].payload.as_deref().unwrap())
         .unwrap();
     assert_eq!(audit.kind, AuditKind::DeleteMarker);
     assert_eq!(audit.request_id.as_deref(), Some("er-1"));

@@ -36,6 +36,8 @@ pub struct ScreenConfig {
     /// Per-tenant thresholds (`[stages.screen.tenants.<tenant_id>]`), each
     /// a whole set (unset keys take the built-in defaults).
     pub tenants: BTreeMap<String, Thresholds>,
+    /// What a screened event's L2 evidence holds (`[stages.screen.evidence]`).
+    pub evidence: EvidenceConfig,
     /// Most records in one transaction.
     pub batch_max_records: usize,
     /// Longest wait for a batch to fill once its first record arrived, in
@@ -53,9 +55,49 @@ impl Default for ScreenConfig {
             max_future_seconds: 3_600,
             thresholds: Thresholds::default(),
             tenants: BTreeMap::new(),
+            evidence: EvidenceConfig::default(),
             batch_max_records: 2_000,
             batch_max_wait_ms: 10,
         }
+    }
+}
+
+/// `[stages.screen.evidence]`: the events of its window a screened event
+/// carries to the L2 analysis (SCREENING.md, "L2 request and prompt").
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvidenceConfig {
+    /// Put the senders' chat text in the evidence (and so in `screenings`,
+    /// `l2.requests`, `accounts` and the model's prompt). Chat is personal
+    /// data, and what lets a model catch slang the rules miss.
+    pub include_chat: bool,
+    /// Per tenant (`[stages.screen.evidence.tenants.<tenant_id>]`).
+    pub tenants: BTreeMap<String, TenantEvidence>,
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        Self {
+            include_chat: true,
+            tenants: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[stages.screen.evidence.tenants.<tenant_id>]`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TenantEvidence {
+    /// Put this tenant's chat text in the evidence.
+    pub include_chat: bool,
+}
+
+impl EvidenceConfig {
+    /// Whether `tenant`'s chat text goes into the evidence.
+    pub fn include_chat(&self, tenant: &str) -> bool {
+        self.tenants
+            .get(tenant)
+            .map_or(self.include_chat, |t| t.include_chat)
     }
 }
 

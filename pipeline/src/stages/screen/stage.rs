@@ -199,7 +199,12 @@ impl ScreenStage {
         *next = record.offset + 1;
         match windows.observe(record.offset, &event, &thresholds) {
             None => self.tally.duplicates += 1,
-            Some(s) => {
+            Some(mut s) => {
+                if !self.config.evidence.include_chat(&s.tenant_id) {
+                    for e in &mut s.evidence_events {
+                        e.chat = None;
+                    }
+                }
                 self.tally
                     .screening(if s.screened { "screened" } else { "passed" });
                 for rule in s.triggered_rules.iter() {

@@ -2,8 +2,8 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use kusanagi_schemas::{
-    AccountState, EventTime, GameEvent, GameEventCodec, RecordCodec, Rule, RuleSet, Screening,
-    WindowProfile, parse_event,
+    AccountState, EventTime, EvidenceEvent, GameEvent, GameEventCodec, RecordCodec, Rule, RuleSet,
+    Screening, WindowProfile, parse_event,
 };
 use proptest::prelude::*;
 
@@ -488,6 +488,27 @@ impl BruteForce {
         };
         let skip = evidence.len().saturating_sub(Screening::MAX_EVIDENCE);
         evidence.drain(..skip);
+        let as_evidence = |g: &GameEvent| EvidenceEvent {
+            event_id: g.event_id.clone(),
+            event_time: g.timestamp,
+            amount: g.action_details.currency_amount,
+            market_avg_price: g.action_details.market_avg_price,
+            item_id: g.action_details.item_id.clone(),
+            sender_id: g.actor_id.clone(),
+            sender_level: g.context_metadata.actor_level,
+            sender_account_age_days: g.context_metadata.account_age_days,
+            chat: g.context_metadata.recent_chat_log.clone(),
+        };
+        let evidence_events: Vec<EvidenceEvent> = if rules.is_empty() {
+            vec![]
+        } else if late {
+            vec![as_evidence(e)]
+        } else {
+            let mut all: Vec<EvidenceEvent> = members.iter().map(|s| as_evidence(&s.1)).collect();
+            all.push(as_evidence(e));
+            let skip = all.len().saturating_sub(Screening::MAX_EVIDENCE_EVENTS);
+            all.split_off(skip)
+        };
         self.history.push(e.clone());
         self.watermark = Some(self.watermark.map_or(ts, |w| w.max(ts)));
         if ts >= self.bound() {
@@ -512,6 +533,7 @@ impl BruteForce {
             window,
             window_rules,
             evidence_event_ids: evidence,
+            evidence_events,
             late,
         })
     }

@@ -24,6 +24,12 @@
 //! therefore report only their own rules as `window_rules` and evidence,
 //! which keeps every screening identical with or without a rebuild.
 //!
+//! Evidence. A screened event's screening also carries the newest events
+//! of its window (at most [`Screening::MAX_EVIDENCE_EVENTS`], oldest
+//! first, the event itself last) with what the L2 analysis reads and the
+//! rules cannot: prices, items, the senders' levels and ages, their chat.
+//! A late event carries only itself, for the reason above.
+//!
 //! Duplicates. An event_id already retained for its target is a duplicate:
 //! it is not counted again and gets no second screening. Deduplication
 //! reaches as far back as the state does.
@@ -31,7 +37,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use kusanagi_schemas::{AccountState, EventTime, GameEvent, RuleSet, Screening, WindowProfile};
+use kusanagi_schemas::{
+    AccountState, EventTime, EvidenceEvent, GameEvent, RuleSet, Screening, WindowProfile,
+};
 
 use super::rules::{Thresholds, evaluate};
 
@@ -60,6 +68,66 @@ struct Entry {
     actor_id: Arc<str>,
     amount: i64,
     rules: RuleSet,
+    /// What an L2 request shows of the event beyond the above.
+    detail: Detail,
+}
+
+/// The parts of a retained event only the L2 evidence needs.
+#[derive(Debug, Clone)]
+struct Detail {
+    ts: i64,
+    market_avg_price: Option<i64>,
+    item_id: Option<Box<str>>,
+    sender_level: i32,
+    sender_account_age_days: i32,
+    chat: Option<Box<str>>,
+}
+
+impl Detail {
+    fn of(event: &GameEvent) -> Self {
+        let (a, c) = (&event.action_details, &event.context_metadata);
+        Self {
+            ts: event.timestamp.as_micros(),
+            market_avg_price: a.market_avg_price,
+            item_id: a.item_id.as_deref().map(Into::into),
+            sender_level: c.actor_level,
+            sender_account_age_days: c.account_age_days,
+            chat: c.recent_chat_log.as_deref().map(Into::into),
+        }
+    }
+}
+
+impl Entry {
+    fn evidence(&self) -> EvidenceEvent {
+        let d = &self.detail;
+        EvidenceEvent {
+            event_id: self.event_id.to_string(),
+            event_time: EventTime::from_micros(d.ts),
+            amount: self.amount,
+            market_avg_price: d.market_avg_price,
+            item_id: d.item_id.as_deref().map(str::to_owned),
+            sender_id: self.actor_id.to_string(),
+            sender_level: d.sender_level,
+            sender_account_age_days: d.sender_account_age_days,
+            chat: d.chat.as_deref().map(str::to_owned),
+        }
+    }
+}
+
+/// The event itself as evidence.
+fn own_evidence(event: &GameEvent) -> EvidenceEvent {
+    let (a, c) = (&event.action_details, &event.context_metadata);
+    EvidenceEvent {
+        event_id: event.event_id.clone(),
+        event_time: event.timestamp,
+        amount: a.currency_amount,
+        market_avg_price: a.market_avg_price,
+        item_id: a.item_id.clone(),
+        sender_id: event.actor_id.clone(),
+        sender_level: c.actor_level,
+        sender_account_age_days: c.account_age_days,
+        chat: c.recent_chat_log.clone(),
+    }
 }
 
 /// One target's retained events, keyed by (event time, offset).
@@ -133,6 +201,19 @@ impl PartitionWindows {
         window.distinct_senders = i32::try_from(senders.len()).unwrap_or(i32::MAX);
         let rules = evaluate(thresholds, event, &window);
 
+        // The newest events of the window, this one last (it is newest by
+        // offset among equal times), for the L2 analysis of a screened event.
+        let evidence_events = if rules.is_empty() {
+            vec![]
+        } else if late {
+            vec![own_evidence(event)]
+        } else {
+            let skip = (members.len() + 1).saturating_sub(Screening::MAX_EVIDENCE_EVENTS);
+            let mut newest: Vec<EvidenceEvent> =
+                members.iter().skip(skip).map(|e| e.evidence()).collect();
+            newest.push(own_evidence(event));
+            newest
+        };
         let (window_rules, evidence_event_ids) = if late {
             let own = if rules.is_empty() {
                 vec![]
@@ -172,6 +253,7 @@ impl PartitionWindows {
             window,
             window_rules,
             evidence_event_ids,
+            evidence_events,
             late,
         };
 
@@ -200,6 +282,7 @@ impl PartitionWindows {
                 actor_id: Arc::from(event.actor_id.as_str()),
                 amount: event.action_details.currency_amount,
                 rules,
+                detail: Detail::of(event),
             },
         );
         self.expiry.insert((ts, offset), target_key);
