@@ -196,16 +196,22 @@ impl Topology {
                 );
             }
         }
-        if self.topics.transitions_retention_ms < 3_600_000
-            && self.topics.transitions_retention_ms != -1
-        {
-            bad(
+        for (key, ms) in [
+            (
                 "topics.transitions_retention_ms",
-                format!(
-                    "expected at least 3600000 (an hour) or -1 (forever), found {}",
-                    self.topics.transitions_retention_ms
-                ),
-            );
+                self.topics.transitions_retention_ms,
+            ),
+            (
+                "topics.evidence_retention_ms",
+                self.topics.evidence_retention_ms,
+            ),
+        ] {
+            if ms < 3_600_000 && ms != -1 {
+                bad(
+                    key,
+                    format!("expected at least 3600000 (an hour) or -1 (forever), found {ms}"),
+                );
+            }
         }
         if self.kafka.session_timeout_ms < 1_000 {
             bad(

@@ -83,12 +83,18 @@ impl Topology {
             ]
         };
         let producer = || vec![("compression.type", "producer".into())];
+        let evidence = || {
+            vec![
+                ("retention.ms", t.evidence_retention_ms.to_string()),
+                ("compression.type", "producer".into()),
+            ]
+        };
         vec![
             spec(&t.raw, bounded()),
             spec(&t.events, producer()),
             spec(&t.dead_letter, bounded()),
-            spec(&t.screenings, producer()),
-            spec(&t.l2_requests, producer()),
+            spec(&t.screenings, evidence()),
+            spec(&t.l2_requests, evidence()),
             spec(&t.l2_verdicts, producer()),
             spec(
                 &t.accounts,

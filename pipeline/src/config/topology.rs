@@ -190,6 +190,11 @@ pub struct TopicsConfig {
     pub audit: String,
     /// How long the raw and dead-letter topics keep data, in milliseconds.
     pub raw_retention_ms: i64,
+    /// How long `screenings` and `l2.requests` keep data, in milliseconds.
+    /// Their records carry L2 evidence: the newest events of a window with
+    /// the senders' chat (personal data), so an erasure certificate states
+    /// this bound. `-1`: forever. Set when Kusanagi creates the topics.
+    pub evidence_retention_ms: i64,
     /// How long `accounts.transitions` keeps moves, in milliseconds: how
     /// far back the state API's `/at` and `/versions` reach (older moves
     /// are in the archive's `transitions` table). `-1`: forever.
@@ -215,6 +220,7 @@ impl Default for TopicsConfig {
             erasures: "erasures".into(),
             audit: "audit".into(),
             raw_retention_ms: 7 * 24 * 3_600_000,
+            evidence_retention_ms: 7 * 24 * 3_600_000,
             transitions_retention_ms: 30 * 24 * 3_600_000,
             raw_max_message_bytes: 8 * 1024 * 1024,
         }

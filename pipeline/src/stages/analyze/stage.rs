@@ -35,8 +35,10 @@ pub const STAGE: &str = "analyze";
 pub const BATCH_DEADLINE: Duration = Duration::from_secs(120);
 
 /// What makes two requests "the same case" for the cache: the tenant, the
-/// account's state, the rules, the window's counts, and its total rounded
-/// to two significant digits.
+/// account's state, the rules, the window's counts, its total rounded to
+/// two significant digits, and what the evidence events show (amounts,
+/// prices, items, the senders' levels and ages, chat; not ids, times or
+/// who sent them). Two cases that differ only in chat are two cases.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ProfileKey {
     tenant_id: String,
@@ -45,6 +47,7 @@ pub struct ProfileKey {
     total_received: i64,
     transaction_count: i32,
     distinct_senders: i32,
+    evidence: u64,
 }
 
 impl ProfileKey {
@@ -58,8 +61,26 @@ impl ProfileKey {
             total_received: two_significant_digits(w.total_received),
             transaction_count: w.transaction_count,
             distinct_senders: w.distinct_senders,
+            evidence: evidence_digest(request),
         }
     }
+}
+
+fn evidence_digest(request: &L2Request) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for e in &request.evidence_events {
+        (
+            e.amount,
+            e.market_avg_price,
+            &e.item_id,
+            e.sender_level,
+            e.sender_account_age_days,
+            &e.chat,
+        )
+            .hash(&mut h);
+    }
+    h.finish()
 }
 
 fn two_significant_digits(v: i64) -> i64 {

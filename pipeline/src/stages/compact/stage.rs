@@ -66,13 +66,15 @@ impl CompactTopics {
                 ),
                 keep(
                     &t.screenings,
-                    None,
-                    &format!("L1 screenings; {broker_default}"),
+                    Some(t.evidence_retention_ms),
+                    "L1 screenings; a screened event's record carries the newest events of its \
+                     window, with the senders' chat unless the tenant's include_chat is false",
                 ),
                 keep(
                     &t.l2_requests,
-                    None,
-                    &format!("L2 requests; {broker_default}"),
+                    Some(t.evidence_retention_ms),
+                    "L2 requests: the newest events of a window, with the senders' chat unless \
+                     the tenant's include_chat is false",
                 ),
                 keep(
                     &t.l2_verdicts,
@@ -83,6 +85,13 @@ impl CompactTopics {
                     &t.transitions,
                     Some(t.transitions_retention_ms),
                     "account moves (the state API forgets the subject at once)",
+                ),
+                keep(
+                    &t.accounts,
+                    None,
+                    "latest account states (compacted): the subject's own record is tombstoned \
+                     at once; another account's queued L2 request may quote the subject's events \
+                     and chat until it is sent and compaction drops that record",
                 ),
                 keep(
                     &t.erasures,
@@ -452,5 +461,22 @@ mod tests {
             let err = check_request(&r(id, subject)).unwrap_err();
             assert!(err.contains(word), "{id:?} {subject:?}: {err}");
         }
+    }
+
+    #[test]
+    fn the_certificate_names_every_topic_that_carries_chat_with_its_retention() {
+        let topology = Topology::default();
+        let topics = CompactTopics::of(&topology);
+        let week = Some(7 * 24 * 3_600_000);
+        for name in ["l2.requests", "screenings"] {
+            let t = topics
+                .retained
+                .iter()
+                .find(|t| t.topic == name)
+                .unwrap_or_else(|| panic!("{name} is not listed"));
+            assert_eq!(t.retention_ms, week, "{name}");
+            assert!(t.note.contains("chat"), "{name}: {}", t.note);
+        }
+        assert!(topics.retained.iter().any(|t| t.topic == "accounts"));
     }
 }

@@ -667,3 +667,115 @@ fn per_tenant_thresholds_apply_to_their_tenant_only() {
         .unwrap();
     assert_eq!(s.triggered_rules.to_vec(), [Rule::R1]);
 }
+
+#[test]
+fn a_screened_event_carries_the_newest_ten_events_of_its_window() {
+    let mut w = PartitionWindows::new(spec());
+    let t = Thresholds::default();
+    for i in 0..12 {
+        let mut e = event(
+            &format!("e{i:02}"),
+            "bob",
+            &format!("mule{i}"),
+            i * 10,
+            5_000,
+        );
+        e.context_metadata.actor_level = 2;
+        e.context_metadata.account_age_days = i as i32;
+        e.action_details.item_id = Some("gem".into());
+        e.action_details.market_avg_price = Some(4_000);
+        e.context_metadata.recent_chat_log = Some(format!("thanks {i}"));
+        let s = w.observe(i, &e, &t).unwrap();
+        if i < 9 {
+            assert!(!s.screened && s.evidence_events.is_empty(), "{i}");
+        }
+    }
+    // An unrelated target's event is not evidence; the 13th is R2 again.
+    w.observe(12, &event("x", "carol", "m", 115, 5), &t);
+    let s = w
+        .observe(13, &event("e12", "bob", "mule12", 120, 5_000), &t)
+        .unwrap();
+    assert!(s.screened);
+    let ids: Vec<&str> = s
+        .evidence_events
+        .iter()
+        .map(|e| e.event_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "e03", "e04", "e05", "e06", "e07", "e08", "e09", "e10", "e11", "e12"
+        ],
+        "the newest ten, oldest first, the event itself last"
+    );
+    let e = &s.evidence_events[0];
+    assert_eq!(
+        (
+            e.amount,
+            e.market_avg_price,
+            e.item_id.as_deref(),
+            e.sender_id.as_str(),
+            e.sender_level,
+            e.sender_account_age_days,
+            e.chat.as_deref()
+        ),
+        (
+            5_000,
+            Some(4_000),
+            Some("gem"),
+            "mule3",
+            2,
+            3,
+            Some("thanks 3")
+        )
+    );
+    assert_eq!(e.event_time, EventTime::from_micros(T0 + 30 * SEC));
+}
+
+#[test]
+fn a_tenant_with_include_chat_off_gets_no_chat_in_its_evidence() {
+    let mut config = ScreenConfig::default();
+    config.evidence.tenants.insert(
+        "kids".into(),
+        super::TenantEvidence {
+            include_chat: false,
+        },
+    );
+    let mut stage = ScreenStage::new(
+        config,
+        "events",
+        "screenings",
+        "events.dlq",
+        Box::new(MemoryLog::default()),
+    );
+    let codec = GameEventCodec::new();
+    let log: Vec<Vec<u8>> = ["default", "kids"]
+        .iter()
+        .enumerate()
+        .map(|(i, tenant)| {
+            let mut e = event(&format!("e{i}"), &format!("bob-{tenant}"), "x", 0, 5);
+            e.tenant_id = (*tenant).into();
+            e.context_metadata.recent_chat_log = Some("振込で".into());
+            codec.encode(&e)
+        })
+        .collect();
+    let out = feed(&mut stage, &log, 0..2);
+    let screenings: Vec<Screening> = out
+        .iter()
+        .map(|r| {
+            RecordCodec::<Screening>::new()
+                .decode(r.payload.as_deref().unwrap())
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        screenings
+            .iter()
+            .all(|s| s.triggered_rules.contains(Rule::R4))
+    );
+    assert_eq!(
+        screenings[0].evidence_events[0].chat.as_deref(),
+        Some("振込で")
+    );
+    assert_eq!(screenings[1].evidence_events[0].chat, None);
+}
