@@ -27,7 +27,7 @@ use crate::runtime::{
 pub const STAGE: &str = "screen";
 
 /// Content type header on every record of the `screenings` topic.
-pub const CONTENT_TYPE: &str = "application/vnd.kusanagi.screening.v1+avro";
+pub const CONTENT_TYPE: &str = "application/vnd.kusanagi.screening.v2+avro";
 
 const METADATA_PREFIX: &str = "screen.v1 replay_from=";
 
