@@ -157,3 +157,39 @@ fn account_records_of_v1_still_load() {
         }
     );
 }
+
+/// `fixtures/account.v1.bin`: an account record as v1 wrote it (restricted,
+/// `e1` in flight, `e2` queued), which the decide stage's tests rebuild
+/// state from. Regenerate with `KUSANAGI_WRITE_FIXTURES=1`.
+#[test]
+fn the_v1_account_fixture_is_a_v1_record() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/account.v1.bin");
+    let v1 = Schema::parse_str(ACCOUNT_V1_AVSC).unwrap();
+    let account = Account {
+        state: AccountState::RestrictedWithdrawal,
+        version: 1,
+        l2_in_flight: Some("e1".into()),
+        l2_queued: Some(QueuedRequest {
+            request_id: "e2".into(),
+            event_time: EventTime::from_micros(AT + 2),
+            rules: rules(),
+            window: window(),
+            evidence_event_ids: vec!["e2".into()],
+            evidence_events: vec![],
+            coalesced: 2,
+        }),
+        ..Account::new("bob", "default", EventTime::from_micros(AT))
+    };
+    let (seen_by_v1, _) = both_ways(&account, ACCOUNT_V1_AVSC);
+    let mut bytes = single_object_header(&v1).to_vec();
+    bytes.extend(apache_avro::to_avro_datum(&v1, seen_by_v1).unwrap());
+    if std::env::var_os("KUSANAGI_WRITE_FIXTURES").is_some() {
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "{}", path.display());
+    assert_eq!(
+        RecordCodec::<Account>::new().decode(&bytes).unwrap(),
+        account
+    );
+}

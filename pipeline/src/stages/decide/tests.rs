@@ -591,3 +591,40 @@ fn an_operator_verdict_is_applied_by_the_rules_and_audited() {
     let out = run(&mut stage, &[("l2.verdicts", v.encode(&model))]);
     assert!(out.iter().all(|r| r.topic != "audit"));
 }
+
+#[test]
+fn an_account_record_written_by_v1_is_rebuilt_and_its_queued_request_sent() {
+    // Restricted, `e1` in flight, `e2` queued: as the previous version
+    // wrote it (schemas/tests/fixtures/account.v1.bin).
+    let v1 = include_bytes!("../../../../schemas/tests/fixtures/account.v1.bin");
+    let changelog = MemoryLog::default();
+    changelog.push(Some(b"bob".to_vec()), Some(v1.to_vec()));
+    let mut stage = DecideStage::new(topics(), Box::new(changelog));
+    stage.on_assign(&[AssignedPartition {
+        topic: "screenings".into(),
+        partition: 2,
+        committed: Some(9),
+        metadata: None,
+    }]);
+    let v = RecordCodec::<Verdict>::new();
+    let out = run(&mut stage, &[("l2.verdicts", v.encode(&verdict("e1", 50)))]);
+    assert_eq!(stage.stats().rebuilt, 1);
+    let request = out
+        .iter()
+        .find(|r| r.topic == "l2.requests")
+        .map(|r| {
+            RecordCodec::<L2Request>::new()
+                .decode(r.payload.as_deref().unwrap())
+                .unwrap()
+        })
+        .expect("the queued request goes out");
+    assert_eq!((request.request_id.as_str(), request.coalesced), ("e2", 2));
+    assert_eq!(request.rules.label(), "R1+R4");
+    assert!(request.evidence_events.is_empty(), "v1 kept no evidence");
+    let account = stage.account(2, "bob").unwrap();
+    assert_eq!(account.state, UnderSurveillance);
+    assert_eq!(account.l2_in_flight.as_deref(), Some("e2"));
+    // It is written back as v2.
+    let written = out.iter().find(|r| r.topic == "accounts").unwrap();
+    assert_ne!(written.payload.as_deref().unwrap()[..10], v1[..10]);
+}
