@@ -237,16 +237,7 @@ pub fn spawn_stage(
                 cfg.batch_max_records,
                 cfg.batch_max_wait_ms,
             );
-            let decide_topics = DecideTopics {
-                screenings: topics.screenings.clone(),
-                verdicts: topics.l2_verdicts.clone(),
-                accounts: topics.accounts.clone(),
-                transitions: topics.transitions.clone(),
-                requests: topics.l2_requests.clone(),
-                dead_letter: topics.dead_letter.clone(),
-                erasures: topics.erasures.clone(),
-                audit: topics.audit.clone(),
-            };
+            let decide_topics = DecideTopics::of(&topics);
             thread.spawn(move || {
                 supervise(&shutdown, || {
                     let reader = replay_reader(decide::STAGE, &settings)?;

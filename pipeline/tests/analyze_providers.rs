@@ -676,16 +676,7 @@ fn as_recent_event(e: &GameEvent, with_chat: bool) -> Value {
 }
 
 fn decide_topics() -> DecideTopics {
-    DecideTopics {
-        screenings: "screenings".into(),
-        verdicts: "l2.verdicts".into(),
-        accounts: "accounts".into(),
-        transitions: "accounts.transitions".into(),
-        requests: "l2.requests".into(),
-        dead_letter: "events.dlq".into(),
-        erasures: "erasures".into(),
-        audit: "audit".into(),
-    }
+    DecideTopics::of(&kusanagi_pipeline::config::TopicsConfig::default())
 }
 
 /// The payloads `out` sends to `l2.requests`.

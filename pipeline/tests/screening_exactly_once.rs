@@ -304,16 +304,7 @@ fn per_account<'a, T>(
 }
 
 fn uninterrupted(events: &BTreeMap<i32, Vec<&OwnedMessage>>) -> Expected {
-    let topics = DecideTopics {
-        screenings: "screenings".into(),
-        verdicts: "l2.verdicts".into(),
-        accounts: "accounts".into(),
-        transitions: "accounts.transitions".into(),
-        requests: "l2.requests".into(),
-        dead_letter: "events.dlq".into(),
-        erasures: "erasures".into(),
-        audit: "audit".into(),
-    };
+    let topics = DecideTopics::of(&kusanagi_pipeline::config::TopicsConfig::default());
     let mut expected = Expected {
         screenings: BTreeMap::new(),
         transitions: BTreeMap::new(),

@@ -58,6 +58,22 @@ pub struct DecideTopics {
     pub audit: String,
 }
 
+impl DecideTopics {
+    /// The topics of a topology's `[topics]`.
+    pub fn of(t: &crate::config::TopicsConfig) -> Self {
+        Self {
+            screenings: t.screenings.clone(),
+            verdicts: t.l2_verdicts.clone(),
+            accounts: t.accounts.clone(),
+            transitions: t.transitions.clone(),
+            requests: t.l2_requests.clone(),
+            dead_letter: t.dead_letter.clone(),
+            erasures: t.erasures.clone(),
+            audit: t.audit.clone(),
+        }
+    }
+}
+
 enum PartitionState {
     Pending,
     Ready(HashMap<String, Account>),

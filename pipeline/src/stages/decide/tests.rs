@@ -308,16 +308,7 @@ proptest! {
 // ------------------------------------------------------------ the stage
 
 fn topics() -> DecideTopics {
-    DecideTopics {
-        screenings: "screenings".into(),
-        verdicts: "l2.verdicts".into(),
-        accounts: "accounts".into(),
-        transitions: "accounts.transitions".into(),
-        requests: "l2.requests".into(),
-        dead_letter: "events.dlq".into(),
-        erasures: "erasures".into(),
-        audit: "audit".into(),
-    }
+    DecideTopics::of(&crate::config::TopicsConfig::default())
 }
 
 fn run(stage: &mut DecideStage, records: &[(&'static str, Vec<u8>)]) -> Vec<OutRecord> {
