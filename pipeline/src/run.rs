@@ -270,6 +270,7 @@ pub fn spawn_stage(
         }
         StageKind::Analyze => {
             let cfg = topology.stages.analyze.clone();
+            let evidence = topology.stages.screen.evidence.clone();
             let lc = loop_config(
                 &[&topics.l2_requests],
                 &cfg.group_id,
@@ -297,7 +298,8 @@ pub fn spawn_stage(
                     };
                     let stage =
                         AnalyzeStage::new(analyzer, &topics.l2_verdicts, &topics.dead_letter)
-                            .map_err(|e| setup(format!("cannot start its async runtime: {e}")))?;
+                            .map_err(|e| setup(format!("cannot start its async runtime: {e}")))?
+                            .with_evidence(evidence.clone());
                     TransactionalLoop::new(stage, &settings, lc.clone(), metrics.clone())
                 })
             })

@@ -506,6 +506,38 @@ fn similar_profiles_are_answered_from_the_cache() {
 }
 
 #[test]
+fn chat_written_before_a_tenant_turned_it_off_does_not_reach_the_model() {
+    // A request already on `l2.requests` with chat, for a tenant whose
+    // include_chat is now off: the analyze stage leaves the chat out.
+    let provider = Arc::new(Provider::default());
+    let addr = serve(provider.clone());
+    let mut off = kusanagi_pipeline::stages::screen::EvidenceConfig::default();
+    off.tenants.insert(
+        "default".into(),
+        TenantEvidence {
+            include_chat: false,
+        },
+    );
+    let mut stage =
+        model_stage(&model(ProviderKind::Openai, addr, 1_000, 1_000), 0).with_evidence(off);
+    let with_chat = request("acct-old", 1);
+    assert!(with_chat.evidence_events.iter().any(|e| e.chat.is_some()));
+    analyse(&mut stage, &[with_chat]);
+    let received = provider.received();
+    assert_eq!(received.len(), 1);
+    assert!(
+        !received[0].body.contains("gem pack for 5k"),
+        "{}",
+        received[0].body
+    );
+    assert_eq!(
+        received[0].recent_events().len(),
+        2,
+        "the events are still there"
+    );
+}
+
+#[test]
 fn the_stage_never_exceeds_the_providers_rate_and_loses_no_request() {
     const N: u32 = 5;
     let provider = Arc::new(Provider {

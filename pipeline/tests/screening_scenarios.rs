@@ -109,6 +109,8 @@ struct Seen {
     screenings: usize,
     fired: BTreeMap<String, RuleSet>,
     requests: usize,
+    /// The most triggers one request stood for.
+    most_coalesced: i32,
     verdicts: usize,
     accounts: BTreeMap<String, Account>,
 }
@@ -132,8 +134,9 @@ fn seen(reader: &Reader, run: &str) -> Seen {
                 *fired = fired.union(s.triggered_rules);
             }
             "l2.requests" => {
-                r.decode(payload).expect("a request");
+                let r = r.decode(payload).expect("a request");
                 out.requests += 1;
+                out.most_coalesced = out.most_coalesced.max(r.coalesced);
             }
             "l2.verdicts" => {
                 v.decode(payload).expect("a verdict");
@@ -263,13 +266,18 @@ fn scenarios_on(kind: BrokerKind) {
     );
     eprintln!(
         "[{kind:?}] {} scenarios, {sent} events: paced in {} rounds took {paced_took:?}, \
-         the burst settled in {:?} with {} requests",
+         the burst settled in {:?} with {} requests (up to {} triggers each)",
         scenarios.len(),
         paced.len(),
         started.elapsed(),
-        settled.requests
+        settled.requests,
+        settled.most_coalesced
     );
     wrong.extend(check(&scenarios, &settled, "b.", "burst"));
+    assert!(
+        settled.most_coalesced > 1,
+        "[{kind:?}] the burst was not coalesced: it tested nothing a paced run does not"
+    );
     stop(&mut run);
     let accounts: HashSet<&String> = scenarios.iter().flat_map(|s| s.accounts.keys()).collect();
     assert!(

@@ -127,8 +127,13 @@ pub struct Core {
     /// Per account, the verdicts that released it (an applied move to
     /// `NORMAL`): withdrawals were allowed from then on.
     pub releases: BTreeMap<String, usize>,
-    /// Releases applied while a newer trigger waited for its own verdict.
+    /// Releases applied on a request older than a trigger of the same
+    /// account (one that arrived after the request was sent).
     pub stale_releases: usize,
+    /// Per account, the screened events seen.
+    triggers: HashMap<String, usize>,
+    /// Per request sent, how many triggers its account had seen then.
+    sent_after: HashMap<String, usize>,
 }
 
 impl Default for Core {
@@ -144,6 +149,8 @@ impl Default for Core {
             verdicts: 0,
             releases: BTreeMap::new(),
             stale_releases: 0,
+            triggers: HashMap::new(),
+            sent_after: HashMap::new(),
         }
     }
 }
@@ -162,11 +169,21 @@ impl Core {
             .entry(s.target_id.clone())
             .or_default()
             .push((s.window_rules, s.window.distinct_senders >= 5));
+        *self.triggers.entry(s.target_id.clone()).or_default() += 1;
         let account = self
             .accounts
             .entry(s.target_id.clone())
             .or_insert_with(|| Account::new(&s.target_id, &s.tenant_id, s.event_time));
-        apply_screening(account, &s).request
+        let request = apply_screening(account, &s).request;
+        self.note_sent(request.as_ref());
+        request
+    }
+
+    fn note_sent(&mut self, request: Option<&L2Request>) {
+        if let Some(r) = request {
+            let seen = self.triggers.get(&r.target_id).copied().unwrap_or(0);
+            self.sent_after.insert(r.request_id.clone(), seen);
+        }
     }
 
     /// The fallback's verdict on `request`, applied; the request it released.
@@ -177,7 +194,6 @@ impl Core {
             .accounts
             .get_mut(&request.target_id)
             .expect("a request names a known account");
-        let newer_pending = account.l2_queued.is_some();
         let effects = apply_verdict(account, &v);
         if effects
             .transitions
@@ -185,8 +201,16 @@ impl Core {
             .any(|t| t.applied && t.to_state == AccountState::Normal)
         {
             *self.releases.entry(request.target_id.clone()).or_default() += 1;
-            self.stale_releases += usize::from(newer_pending);
+            // Stale: a trigger of the account arrived after this request went.
+            let now = self.triggers.get(&request.target_id).copied().unwrap_or(0);
+            let then = self
+                .sent_after
+                .get(&request.request_id)
+                .copied()
+                .unwrap_or(0);
+            self.stale_releases += usize::from(now > then);
         }
+        self.note_sent(effects.request.as_ref());
         effects.request
     }
 

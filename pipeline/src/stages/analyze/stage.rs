@@ -24,6 +24,7 @@ use super::prompt::{Judgment, parse_judgment, prompt_for};
 use crate::runtime::dead_letter::reject_record;
 use crate::runtime::trace::TraceCause;
 use crate::runtime::{InRecord, Metrics, OutRecord, ScreeningTally, Stage, StageError};
+use crate::stages::screen::EvidenceConfig;
 
 /// The stage's name in metrics and logs.
 pub const STAGE: &str = "analyze";
@@ -176,6 +177,10 @@ pub struct AnalyzeStats {
 /// `l2.requests` -> `l2.verdicts`.
 pub struct AnalyzeStage {
     analyzer: Analyzer,
+    /// Whose chat may reach the model (the screen stage's evidence
+    /// settings): requests written before a tenant turned chat off still
+    /// carry it, and lose it here.
+    evidence: EvidenceConfig,
     verdicts_topic: String,
     dead_letter_topic: String,
     requests: RecordCodec<L2Request>,
@@ -200,6 +205,7 @@ impl AnalyzeStage {
             .build()?;
         Ok(Self {
             analyzer,
+            evidence: EvidenceConfig::default(),
             verdicts_topic: verdicts_topic.to_owned(),
             dead_letter_topic: dead_letter_topic.to_owned(),
             requests: RecordCodec::new(),
@@ -209,6 +215,13 @@ impl AnalyzeStage {
             tally: ScreeningTally::default(),
             reported_calls: (0, 0, 0),
         })
+    }
+
+    /// Leaves out of prompts the chat of the tenants `evidence` keeps it
+    /// from (`[stages.screen.evidence]`).
+    pub fn with_evidence(mut self, evidence: EvidenceConfig) -> Self {
+        self.evidence = evidence;
+        self
     }
 
     /// What the stage did so far.
@@ -227,7 +240,14 @@ impl Stage for AnalyzeStage {
         let mut slots: Vec<Option<OutRecord>> = vec![None; batch.len()];
         for (i, record) in batch.iter().enumerate() {
             match record.payload.map(|v| self.requests.decode(v)) {
-                Some(Ok(r)) => decoded.push((i, r)),
+                Some(Ok(mut r)) => {
+                    if !self.evidence.include_chat(&r.tenant_id) {
+                        for e in &mut r.evidence_events {
+                            e.chat = None;
+                        }
+                    }
+                    decoded.push((i, r));
+                }
                 other => {
                     let detail = match other {
                         Some(Err(e)) => e.to_string(),

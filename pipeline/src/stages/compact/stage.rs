@@ -79,7 +79,10 @@ impl CompactTopics {
                 keep(
                     &t.l2_verdicts,
                     None,
-                    &format!("L2 verdicts; {broker_default}"),
+                    &format!(
+                        "L2 verdicts, whose reasoning may quote the evidence it was given; \
+                         {broker_default}"
+                    ),
                 ),
                 keep(
                     &t.transitions,

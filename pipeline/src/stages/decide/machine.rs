@@ -22,10 +22,16 @@
 //! queued request is sent. A burst is thus never judged on less evidence
 //! than any of its events had alone.
 //!
-//! Stale releases. A `NORMAL` verdict on a request older than a queued
-//! trigger (or on another request than the one in flight) is refused with
-//! reason [`NEWER_EVIDENCE_PENDING`]: the verdict on the newest evidence
-//! decides the release. Escalations apply at once. With the fallback
+//! Stale releases. A `NORMAL` verdict on the request in flight while a
+//! trigger is queued behind it (a request older than that trigger) is
+//! refused with reason [`NEWER_EVIDENCE_PENDING`]: the verdict on the newest
+//! evidence decides the release. Escalations apply at once.
+//!
+//! Operators. An operator's verdict (`analyzer = operator:<key>`) walks the
+//! same edges, is never stale, and drops the requests in flight and queued:
+//! the operator judged everything seen so far. A model's answer to a
+//! request no longer in flight is then recorded as refused
+//! ([`SUPERSEDED`]), never applied; the next screened event asks anew. With the fallback
 //! analyzer's score monotone in the rules and the profile, the final state
 //! does not depend on when verdicts arrive (`tests/verdict_timing.rs`).
 //!
@@ -40,6 +46,10 @@ use kusanagi_schemas::{
 
 /// The refusal of a `NORMAL` verdict while newer evidence waits for its own.
 pub const NEWER_EVIDENCE_PENDING: &str = "newer evidence pending";
+
+/// The refusal of a model's verdict on a request no longer in flight (an
+/// operator's verdict came in between).
+pub const SUPERSEDED: &str = "request superseded";
 
 /// The prefix of the analyzer name of an operator's verdict
 /// (`operator:<key name>`), which is never stale.
@@ -210,18 +220,17 @@ fn path(from: AccountState, to: AccountState) -> Vec<AccountState> {
     }
 }
 
+/// Whether `v` is the operator's (`operator:<key name>`).
+fn by_operator(v: &Verdict) -> bool {
+    v.analyzer.starts_with(OPERATOR)
+}
+
 /// Whether `v` is a release that newer evidence overrides: a `NORMAL`
-/// verdict of the analyzer while a trigger is queued, or while another
-/// request than the one it answers is in flight.
+/// verdict on the request in flight while a trigger is queued behind it.
 fn stale_release(account: &Account, v: &Verdict) -> bool {
     v.recommended_action == AccountState::Normal
         && !matches!(account.state, AccountState::Normal | AccountState::Banned)
-        && !v.analyzer.starts_with(OPERATOR)
-        && (account.l2_queued.is_some()
-            || account
-                .l2_in_flight
-                .as_deref()
-                .is_some_and(|id| id != v.request_id))
+        && account.l2_queued.is_some()
 }
 
 /// Applies an L2 verdict on `account`.
@@ -249,6 +258,33 @@ pub fn apply_verdict(account: &mut Account, v: &Verdict) -> Effects {
             evidence.clone(),
         )
     };
+    if by_operator(v) {
+        for to in path(account.state, v.recommended_action) {
+            if !try_move(account, step(account, to), &mut effects) {
+                break;
+            }
+        }
+        // The operator judged everything seen so far: what was waiting for
+        // the model is dropped, and the next screened event asks anew.
+        if account.l2_in_flight.take().is_some() | account.l2_queued.take().is_some() {
+            effects.changed = true;
+        }
+        return effects;
+    }
+    if account.l2_in_flight.as_deref() != Some(v.request_id.as_str()) {
+        // An answer to a request no longer in flight (an operator decided
+        // since): recorded, not applied.
+        if account.state != v.recommended_action {
+            let mut t = step(account, v.recommended_action);
+            t.refusal = Some(if account.state == AccountState::Banned {
+                "BANNED is final".to_owned()
+            } else {
+                SUPERSEDED.to_owned()
+            });
+            effects.transitions.push(t);
+        }
+        return effects;
+    }
     if stale_release(account, v) {
         let mut t = step(account, v.recommended_action);
         t.refusal = Some(NEWER_EVIDENCE_PENDING.to_owned());
@@ -260,16 +296,15 @@ pub fn apply_verdict(account: &mut Account, v: &Verdict) -> Effects {
             }
         }
     }
-    if account.l2_in_flight.as_deref() == Some(v.request_id.as_str()) {
-        account.l2_in_flight = None;
-        effects.changed = true;
-        match account.l2_queued.take() {
-            Some(q) if account.state != AccountState::Banned => {
-                account.l2_in_flight = Some(q.request_id.clone());
-                effects.request = Some(request_from(account, q));
-            }
-            _ => {}
+    // Answered: the queued request (if any) goes next.
+    account.l2_in_flight = None;
+    effects.changed = true;
+    match account.l2_queued.take() {
+        Some(q) if account.state != AccountState::Banned => {
+            account.l2_in_flight = Some(q.request_id.clone());
+            effects.request = Some(request_from(account, q));
         }
+        _ => {}
     }
     effects
 }

@@ -9,5 +9,5 @@ mod stage;
 mod tests;
 
 pub use config::DecideConfig;
-pub use machine::{Effects, NEWER_EVIDENCE_PENDING, apply_screening, apply_verdict};
+pub use machine::{Effects, NEWER_EVIDENCE_PENDING, SUPERSEDED, apply_screening, apply_verdict};
 pub use stage::{DecideStage, DecideStats, DecideTopics, STAGE};

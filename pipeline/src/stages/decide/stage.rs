@@ -444,9 +444,16 @@ impl Stage for DecideStage {
                 let Some(PartitionState::Ready(accounts)) = self.partitions.get_mut(&p) else {
                     unreachable!("ready() ran for every partition of the batch")
                 };
-                // A verdict for an account this copy does not know (erased,
-                // or never restricted) is judged against a fresh NORMAL one,
-                // which is kept only if the verdict changed it.
+                // A verdict for an account this copy does not hold: a
+                // model's answered a request of an account erased since, and
+                // is dropped without a trace (no transition names the erased
+                // id); an operator's is judged against a fresh NORMAL
+                // account, kept if the verdict moved it.
+                let operator = v.analyzer.starts_with("operator:");
+                if !operator && !accounts.contains_key(&v.target_id) {
+                    tracing::debug!(stage = STAGE, request = %v.request_id, "a verdict for an account no longer held: dropped");
+                    continue;
+                }
                 let effects = match accounts.get_mut(&v.target_id) {
                     Some(account) if account.tenant_id != v.tenant_id => {
                         let rejected =
@@ -464,7 +471,7 @@ impl Stage for DecideStage {
                         effects
                     }
                 };
-                if v.analyzer.starts_with("operator:") {
+                if operator {
                     out.push(self.override_audit(&v, &effects));
                 }
                 (effects, v.target_id)

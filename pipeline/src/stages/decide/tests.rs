@@ -165,9 +165,11 @@ fn a_stale_release_is_refused_and_the_newest_evidence_decides() {
     );
     assert_eq!(a.state, RestrictedWithdrawal);
     assert_eq!(e.request.unwrap().request_id, "e2", "the queued one goes");
-    // A stray release while e2 is in flight is stale too.
+    // An answer to a request no longer in flight is recorded, not applied.
     let e = apply_verdict(&mut a, &verdict("old", 0));
     assert_eq!(moves(&e), [(RestrictedWithdrawal, Normal, false)]);
+    assert_eq!(e.transitions[0].refusal.as_deref(), Some(SUPERSEDED));
+    assert_eq!(a.l2_in_flight.as_deref(), Some("e2"));
     // e2's verdict bans, from where the account stands.
     let e = apply_verdict(&mut a, &verdict("e2", 80));
     assert_eq!(
@@ -212,11 +214,19 @@ fn a_ban_goes_through_surveillance_and_is_final() {
     assert!(e.transitions.is_empty() && e.request.is_none());
 }
 
+fn operator(request_id: &str, score: i32) -> Verdict {
+    Verdict {
+        analyzer: "operator:alice".into(),
+        ..verdict(request_id, score)
+    }
+}
+
 #[test]
 fn a_verdict_walks_the_edges_from_any_state() {
-    // From NORMAL (released earlier, or never restricted): one move per edge.
+    // From NORMAL (an operator's verdict on an account never restricted):
+    // one move per edge.
     let mut a = bob();
-    let e = apply_verdict(&mut a, &verdict("x", 50));
+    let e = apply_verdict(&mut a, &operator("op-1", 50));
     assert_eq!(
         moves(&e),
         [
@@ -224,17 +234,47 @@ fn a_verdict_walks_the_edges_from_any_state() {
             (RestrictedWithdrawal, UnderSurveillance, true)
         ]
     );
-    let e = apply_verdict(&mut a, &verdict("y", 50));
+    let e = apply_verdict(&mut a, &operator("op-2", 50));
     assert!(e.transitions.is_empty(), "already there");
     let mut a = bob();
-    let e = apply_verdict(&mut a, &verdict("x", 99));
+    let e = apply_verdict(&mut a, &operator("op-3", 99));
     assert_eq!(e.transitions.len(), 3);
     assert_eq!((a.state, a.version), (Banned, 3));
     // Out of BANNED nothing moves: refused and recorded.
-    let e = apply_verdict(&mut a, &verdict("z", 50));
+    let e = apply_verdict(&mut a, &operator("op-4", 50));
     assert_eq!(moves(&e), [(Banned, UnderSurveillance, false)]);
     assert_eq!(e.transitions[0].refusal.as_deref(), Some("BANNED is final"));
     assert_eq!(a.version, 3);
+    // A model's ban of a restricted account: two moves.
+    let mut b = bob();
+    apply_screening(&mut b, &screening("e1", 1, &[Rule::R4]));
+    let e = apply_verdict(&mut b, &verdict("e1", 99));
+    assert_eq!(
+        moves(&e),
+        [
+            (RestrictedWithdrawal, UnderSurveillance, true),
+            (UnderSurveillance, Banned, true)
+        ]
+    );
+}
+
+#[test]
+fn an_operators_verdict_drops_what_waited_for_the_model() {
+    let mut a = bob();
+    apply_screening(&mut a, &screening("e1", 1, &[Rule::R4]));
+    apply_screening(&mut a, &screening("e2", 2, &[Rule::R2]));
+    let e = apply_verdict(&mut a, &operator("op-1", 0));
+    assert_eq!(moves(&e), [(RestrictedWithdrawal, Normal, true)]);
+    assert!(e.request.is_none() && e.changed);
+    assert!(a.l2_in_flight.is_none() && a.l2_queued.is_none());
+    // The model's late answer does not undo the operator's release.
+    let e = apply_verdict(&mut a, &verdict("e1", 60));
+    assert_eq!(moves(&e), [(Normal, UnderSurveillance, false)]);
+    assert_eq!(e.transitions[0].refusal.as_deref(), Some(SUPERSEDED));
+    assert_eq!(a.state, Normal);
+    // New evidence asks anew.
+    let e = apply_screening(&mut a, &screening("e3", 3, &[Rule::R1]));
+    assert_eq!(e.request.unwrap().request_id, "e3");
 }
 
 // ------------------------------------------------------ property test
@@ -282,7 +322,9 @@ proptest! {
                     prop_assert!(t.refusal.is_none());
                 } else if t.refusal.as_deref() == Some(NEWER_EVIDENCE_PENDING) {
                     prop_assert_eq!(t.to_state, Normal, "only releases wait for newer evidence");
-                    prop_assert!(before.l2_queued.is_some() || before.l2_in_flight.is_some());
+                    prop_assert!(before.l2_queued.is_some());
+                } else if t.refusal.as_deref() == Some(SUPERSEDED) {
+                    prop_assert!(before.l2_in_flight.as_deref() != Some(t.source_id.as_str()));
                 } else {
                     prop_assert!(!state.can_move_to(t.to_state), "refused a legal move {:?}", t);
                     prop_assert!(t.refusal.is_some());
@@ -618,4 +660,29 @@ fn an_account_record_written_by_v1_is_rebuilt_and_its_queued_request_sent() {
     // It is written back as v2.
     let written = out.iter().find(|r| r.topic == "accounts").unwrap();
     assert_ne!(written.payload.as_deref().unwrap()[..10], v1[..10]);
+}
+
+#[test]
+fn a_verdict_for_an_account_erased_meanwhile_leaves_no_trace() {
+    let s = RecordCodec::<Screening>::new();
+    let v = RecordCodec::<Verdict>::new();
+    let e = RecordCodec::<ErasureRequest>::new();
+    let mut stage = DecideStage::new(topics(), Box::new(MemoryLog::default()));
+    let erase = ErasureRequest {
+        request_id: "er-1".into(),
+        subject: "bob".into(),
+        requested_at: EventTime::from_micros(9),
+        requested_by: "cli:test".into(),
+    };
+    run(
+        &mut stage,
+        &[
+            ("screenings", s.encode(&screening("e1", 1, &[Rule::R4]))),
+            ("erasures", e.encode(&erase)),
+        ],
+    );
+    // The analysis of e1 was in flight when bob was erased.
+    let out = run(&mut stage, &[("l2.verdicts", v.encode(&verdict("e1", 90)))]);
+    assert!(out.is_empty(), "{out:?}");
+    assert!(stage.account(2, "bob").is_none(), "not brought back");
 }

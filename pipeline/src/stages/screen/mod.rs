@@ -11,4 +11,4 @@ mod window;
 pub use config::{EvidenceConfig, ScreenConfig, TenantEvidence};
 pub use rules::{SLANG_PATTERN, Thresholds, evaluate, has_slang};
 pub use stage::{CONTENT_TYPE, STAGE, ScreenStage, ScreenStats};
-pub use window::{PartitionWindows, WindowSpec};
+pub use window::{MAX_EVIDENCE_CHAT_BYTES, MAX_EVIDENCE_ITEM_BYTES, PartitionWindows, WindowSpec};

@@ -779,3 +779,29 @@ fn a_tenant_with_include_chat_off_gets_no_chat_in_its_evidence() {
     );
     assert_eq!(screenings[1].evidence_events[0].chat, None);
 }
+
+#[test]
+fn huge_chat_cannot_make_a_screening_too_large_to_produce() {
+    // Ingest accepts events up to 1 MiB: ten of them, each with ~1 MiB of
+    // slang-laden chat and a long item id, in one window.
+    let mut w = PartitionWindows::new(spec());
+    let t = Thresholds::default();
+    let chat = format!("口座{}", "あ".repeat(340_000));
+    let mut last = None;
+    for i in 0..10 {
+        let mut e = event(&format!("e{i}"), "bob", &format!("s{i}"), i, 5);
+        e.context_metadata.recent_chat_log = Some(chat.clone());
+        e.action_details.item_id = Some("i".repeat(100_000));
+        last = w.observe(i, &e, &t);
+    }
+    let s = last.unwrap();
+    assert_eq!(s.evidence_events.len(), 10);
+    for e in &s.evidence_events {
+        let c = e.chat.as_deref().unwrap();
+        assert!(c.len() <= super::MAX_EVIDENCE_CHAT_BYTES + "…".len());
+        assert!(c.starts_with("口座") && c.ends_with('…'), "cut and marked");
+        assert!(e.item_id.as_deref().unwrap().len() <= super::MAX_EVIDENCE_ITEM_BYTES + 3);
+    }
+    let bytes = RecordCodec::<Screening>::new().encode(&s).len();
+    assert!(bytes < 64 * 1024, "{bytes} bytes");
+}

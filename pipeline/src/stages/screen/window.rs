@@ -28,7 +28,8 @@
 //! of its window (at most [`Screening::MAX_EVIDENCE_EVENTS`], oldest
 //! first, the event itself last) with what the L2 analysis reads and the
 //! rules cannot: prices, items, the senders' levels and ages, their chat.
-//! A late event carries only itself, for the reason above.
+//! A late event carries only itself, for the reason above. Chat and item
+//! ids are cut to [`MAX_EVIDENCE_CHAT_BYTES`] and [`MAX_EVIDENCE_ITEM_BYTES`].
 //!
 //! Duplicates. An event_id already retained for its target is a duplicate:
 //! it is not counted again and gets no second screening. Deduplication
@@ -72,6 +73,27 @@ struct Entry {
     detail: Detail,
 }
 
+/// Most bytes of a sender's chat an evidence event carries; longer chat is
+/// cut at a character boundary and ends with `…`. With ids capped at 256
+/// bytes by the event contract, this bounds a screening's evidence (at most
+/// 10 events) to a few tens of kilobytes, far below any record limit: a
+/// player cannot make a screening too large to produce.
+pub const MAX_EVIDENCE_CHAT_BYTES: usize = 2_000;
+/// Most bytes of an item id an evidence event carries (cut the same way).
+pub const MAX_EVIDENCE_ITEM_BYTES: usize = 256;
+
+/// `text`, cut to at most `max` bytes (plus the `…` that says so).
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// The parts of a retained event only the L2 evidence needs.
 #[derive(Debug, Clone)]
 struct Detail {
@@ -89,10 +111,16 @@ impl Detail {
         Self {
             ts: event.timestamp.as_micros(),
             market_avg_price: a.market_avg_price,
-            item_id: a.item_id.as_deref().map(Into::into),
+            item_id: a
+                .item_id
+                .as_deref()
+                .map(|i| clip(i, MAX_EVIDENCE_ITEM_BYTES).into()),
             sender_level: c.actor_level,
             sender_account_age_days: c.account_age_days,
-            chat: c.recent_chat_log.as_deref().map(Into::into),
+            chat: c
+                .recent_chat_log
+                .as_deref()
+                .map(|t| clip(t, MAX_EVIDENCE_CHAT_BYTES).into()),
         }
     }
 }
@@ -122,11 +150,17 @@ fn own_evidence(event: &GameEvent) -> EvidenceEvent {
         event_time: event.timestamp,
         amount: a.currency_amount,
         market_avg_price: a.market_avg_price,
-        item_id: a.item_id.clone(),
+        item_id: a
+            .item_id
+            .as_deref()
+            .map(|i| clip(i, MAX_EVIDENCE_ITEM_BYTES)),
         sender_id: event.actor_id.clone(),
         sender_level: c.actor_level,
         sender_account_age_days: c.account_age_days,
-        chat: c.recent_chat_log.clone(),
+        chat: c
+            .recent_chat_log
+            .as_deref()
+            .map(|t| clip(t, MAX_EVIDENCE_CHAT_BYTES)),
     }
 }
 
