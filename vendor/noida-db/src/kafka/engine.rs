@@ -253,6 +253,13 @@ pub struct EngineState {
     pub txn_pending_offsets: HashMap<String, Vec<PendingTxnOffset>>,
     // transactional.id -> what DescribeTransactions/ListTransactions report.
     pub txn_info: HashMap<String, TxnInfo>,
+    // [Kusanagi patch] The clock's value for the request being applied: set
+    // by the journaling wrappers (and by replay) so that a request applied
+    // again from the journal sees the time it first saw.
+    pub frozen_now: Option<i64>,
+    // [Kusanagi patch] Where every change is written before it is answered
+    // (see journal.rs); `None` for an engine that keeps nothing on disk.
+    pub journal: Option<super::journal::Journal>,
 }
 
 /// An offset committed inside a transaction, waiting for EndTxn.
@@ -357,6 +364,8 @@ impl EngineState {
             txn_partitions: HashMap::new(),
             txn_pending_offsets: HashMap::new(),
             txn_info: HashMap::new(),
+            frozen_now: None,
+            journal: None,
         };
 
         // Pre-create internal topics as a real KRaft broker does
@@ -386,6 +395,9 @@ impl EngineState {
     }
 
     pub fn now_ms(&self) -> i64 {
+        if let Some(now) = self.frozen_now {
+            return now;
+        }
         if let Some(ref clock) = self.clock {
             clock() as i64
         } else {
@@ -1701,7 +1713,11 @@ impl EngineState {
         res
     }
 
-    fn set_offset_metadata(&mut self, key: (String, String, i32), metadata: Option<&str>) {
+    pub(super) fn set_offset_metadata(
+        &mut self,
+        key: (String, String, i32),
+        metadata: Option<&str>,
+    ) {
         match metadata {
             Some(m) if !m.is_empty() => {
                 self.offset_metadata.insert(key, m.to_string());
@@ -2282,7 +2298,7 @@ impl EngineState {
         self.producer_epochs.get(&producer_id).is_some_and(|&expected| producer_epoch < expected)
     }
 
-    fn txn_is_open(&self, tx_id: &str) -> bool {
+    pub(super) fn txn_is_open(&self, tx_id: &str) -> bool {
         self.txn_partitions.get(tx_id).is_some_and(|p| !p.is_empty())
             || self.txn_pending_offsets.get(tx_id).is_some_and(|o| !o.is_empty())
     }
@@ -2303,7 +2319,7 @@ impl EngineState {
     /// Ends `tx_id`'s open transaction: a commit or abort marker on every
     /// partition it wrote to, and its pending offsets applied (commit) or
     /// dropped (abort). Returns an error code (0 = ok).
-    fn complete_txn(
+    pub(super) fn complete_txn(
         &mut self,
         tx_id: &str,
         producer_id: i64,
@@ -2892,13 +2908,13 @@ fn fetch_is_ready(res: &FetchResponse, min_bytes: i32) -> bool {
 
 #[derive(Clone, Debug)]
 pub struct Engine {
-    state: Arc<Mutex<EngineState>>,
+    pub(super) state: Arc<Mutex<EngineState>>,
     // [Kusanagi patch] Signalled whenever records may have become readable
     // (a produce, a transaction's end, a producer's re-init aborting one),
     // so that a Fetch with nothing to return waits up to its `max_wait_ms`
     // for them, as Apache Kafka's delayed fetch does, instead of answering
     // empty at once and having every idle consumer poll in a loop.
-    readable: Arc<Condvar>,
+    pub(super) readable: Arc<Condvar>,
 }
 
 impl Default for Engine {
@@ -2918,7 +2934,7 @@ impl Engine {
         Self::from_state(state)
     }
 
-    fn from_state(state: EngineState) -> Self {
+    pub(super) fn from_state(state: EngineState) -> Self {
         Self { state: Arc::new(Mutex::new(state)), readable: Arc::new(Condvar::new()) }
     }
 
@@ -2932,7 +2948,7 @@ impl Engine {
 
     /// One pass of compaction and retention over every partition.
     pub fn run_log_cleaner(&self) {
-        self.state.lock().unwrap().run_log_cleaner();
+        self.state.lock().unwrap().run_log_cleaner_journaled();
     }
 
     /// Runs the log cleaner once a second in the background (a broker
@@ -2945,7 +2961,7 @@ impl Engine {
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 let Some(state) = weak.upgrade() else { break };
-                state.lock().unwrap().run_log_cleaner();
+                state.lock().unwrap().run_log_cleaner_journaled();
             }
         });
     }
@@ -2959,7 +2975,7 @@ impl Engine {
         req: &CreateTopicsRequest,
         version: i16,
     ) -> CreateTopicsResponse {
-        self.state.lock().unwrap().handle_create_topics(req, version)
+        self.journaled(ApiKey::CreateTopics, req, version, |s| s.handle_create_topics(req, version))
     }
 
     pub fn handle_init_producer_id(
@@ -2967,13 +2983,15 @@ impl Engine {
         req: &InitProducerIdRequest,
         version: i16,
     ) -> InitProducerIdResponse {
-        let res = self.state.lock().unwrap().handle_init_producer_id(req, version);
+        let res = self.journaled(ApiKey::InitProducerId, req, version, |s| {
+            s.handle_init_producer_id(req, version)
+        });
         self.readable.notify_all();
         res
     }
 
     pub fn handle_produce(&self, req: &ProduceRequest, version: i16) -> ProduceResponse {
-        let res = self.state.lock().unwrap().handle_produce(req, version);
+        let res = self.journaled(ApiKey::Produce, req, version, |s| s.handle_produce(req, version));
         self.readable.notify_all();
         res
     }
@@ -3009,7 +3027,7 @@ impl Engine {
         req: &kafka_protocol::messages::DeleteTopicsRequest,
         version: i16,
     ) -> kafka_protocol::messages::DeleteTopicsResponse {
-        self.state.lock().unwrap().handle_delete_topics(req, version)
+        self.journaled(ApiKey::DeleteTopics, req, version, |s| s.handle_delete_topics(req, version))
     }
 
     pub fn handle_create_partitions(
@@ -3017,7 +3035,9 @@ impl Engine {
         req: &kafka_protocol::messages::CreatePartitionsRequest,
         version: i16,
     ) -> kafka_protocol::messages::CreatePartitionsResponse {
-        self.state.lock().unwrap().handle_create_partitions(req, version)
+        self.journaled(ApiKey::CreatePartitions, req, version, |s| {
+            s.handle_create_partitions(req, version)
+        })
     }
 
     pub fn handle_find_coordinator(
@@ -3213,7 +3233,7 @@ impl Engine {
         req: &kafka_protocol::messages::OffsetCommitRequest,
         version: i16,
     ) -> kafka_protocol::messages::OffsetCommitResponse {
-        self.state.lock().unwrap().handle_offset_commit(req, version)
+        self.offsets_journaled(|s| s.handle_offset_commit(req, version))
     }
 
     pub fn handle_offset_fetch(
@@ -3245,7 +3265,7 @@ impl Engine {
         req: &kafka_protocol::messages::DeleteGroupsRequest,
         version: i16,
     ) -> kafka_protocol::messages::DeleteGroupsResponse {
-        self.state.lock().unwrap().handle_delete_groups(req, version)
+        self.offsets_journaled(|s| s.handle_delete_groups(req, version))
     }
 
     pub fn handle_describe_configs(
@@ -3277,7 +3297,9 @@ impl Engine {
         req: &kafka_protocol::messages::AddPartitionsToTxnRequest,
         version: i16,
     ) -> kafka_protocol::messages::AddPartitionsToTxnResponse {
-        self.state.lock().unwrap().handle_add_partitions_to_txn(req, version)
+        self.journaled(ApiKey::AddPartitionsToTxn, req, version, |s| {
+            s.handle_add_partitions_to_txn(req, version)
+        })
     }
 
     pub fn handle_add_offsets_to_txn(
@@ -3285,7 +3307,9 @@ impl Engine {
         req: &kafka_protocol::messages::AddOffsetsToTxnRequest,
         version: i16,
     ) -> kafka_protocol::messages::AddOffsetsToTxnResponse {
-        self.state.lock().unwrap().handle_add_offsets_to_txn(req, version)
+        self.journaled(ApiKey::AddOffsetsToTxn, req, version, |s| {
+            s.handle_add_offsets_to_txn(req, version)
+        })
     }
 
     pub fn handle_end_txn(
@@ -3293,7 +3317,7 @@ impl Engine {
         req: &kafka_protocol::messages::EndTxnRequest,
         version: i16,
     ) -> kafka_protocol::messages::EndTxnResponse {
-        let res = self.state.lock().unwrap().handle_end_txn(req, version);
+        let res = self.journaled(ApiKey::EndTxn, req, version, |s| s.handle_end_txn(req, version));
         self.readable.notify_all();
         res
     }
@@ -3303,7 +3327,9 @@ impl Engine {
         req: &kafka_protocol::messages::TxnOffsetCommitRequest,
         version: i16,
     ) -> kafka_protocol::messages::TxnOffsetCommitResponse {
-        self.state.lock().unwrap().handle_txn_offset_commit(req, version)
+        self.journaled(ApiKey::TxnOffsetCommit, req, version, |s| {
+            s.handle_txn_offset_commit(req, version)
+        })
     }
 
     pub fn handle_alter_configs(
@@ -3311,7 +3337,7 @@ impl Engine {
         req: &kafka_protocol::messages::AlterConfigsRequest,
         version: i16,
     ) -> kafka_protocol::messages::AlterConfigsResponse {
-        self.state.lock().unwrap().handle_alter_configs(req, version)
+        self.journaled(ApiKey::AlterConfigs, req, version, |s| s.handle_alter_configs(req, version))
     }
 
     pub fn handle_incremental_alter_configs(
@@ -3319,7 +3345,9 @@ impl Engine {
         req: &kafka_protocol::messages::IncrementalAlterConfigsRequest,
         version: i16,
     ) -> kafka_protocol::messages::IncrementalAlterConfigsResponse {
-        self.state.lock().unwrap().handle_incremental_alter_configs(req, version)
+        self.journaled(ApiKey::IncrementalAlterConfigs, req, version, |s| {
+            s.handle_incremental_alter_configs(req, version)
+        })
     }
 
     pub fn handle_delete_records(
@@ -3327,7 +3355,9 @@ impl Engine {
         req: &kafka_protocol::messages::DeleteRecordsRequest,
         version: i16,
     ) -> kafka_protocol::messages::DeleteRecordsResponse {
-        self.state.lock().unwrap().handle_delete_records(req, version)
+        self.journaled(ApiKey::DeleteRecords, req, version, |s| {
+            s.handle_delete_records(req, version)
+        })
     }
 
     pub fn handle_offset_delete(
@@ -3335,7 +3365,7 @@ impl Engine {
         req: &kafka_protocol::messages::OffsetDeleteRequest,
         version: i16,
     ) -> kafka_protocol::messages::OffsetDeleteResponse {
-        self.state.lock().unwrap().handle_offset_delete(req, version)
+        self.offsets_journaled(|s| s.handle_offset_delete(req, version))
     }
 
     pub fn handle_describe_transactions(
@@ -3456,7 +3486,11 @@ pub struct PartitionSnapshot {
     pub tombstone_horizons: Vec<(i64, i64)>,
     #[serde(default)]
     pub clean_offset: i64,
-    // active_txns intentionally absent — resolved to empty at save time (§5).
+    /// [Kusanagi patch] Open transactions `(producer_id, first_offset)`: a
+    /// checkpoint keeps them open (the journal replayed after it may end
+    /// them); absent in older snapshots, which saved them as aborted.
+    #[serde(default)]
+    pub active_txns: Vec<(i64, i64)>,
 }
 
 /// Snapshot of a single topic's persistent state.
@@ -3485,6 +3519,31 @@ pub struct Snapshot {
     #[serde(default)]
     pub offset_metadata: Vec<((String, String, i32), String)>,
     pub broker_configs: HashMap<String, String>,
+    /// [Kusanagi patch] The transaction coordinator's and producers' state,
+    /// so that a checkpoint plus the journal after it rebuild the engine
+    /// exactly (absent in older snapshots).
+    #[serde(default)]
+    pub producers: ProducerSnapshot,
+    /// [Kusanagi patch] The first journal file this snapshot does not
+    /// cover: recovery replays it and those after it.
+    #[serde(default)]
+    pub journal_seq: u64,
+}
+
+/// [Kusanagi patch] An offset committed in an open transaction: `(group,
+/// topic, partition, offset, metadata)`.
+pub type PendingOffsetSnapshot = (String, String, i32, i64, Option<String>);
+
+/// [Kusanagi patch] Producer ids, epochs and open transactions.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ProducerSnapshot {
+    pub producer_epochs: Vec<(i64, i16)>,
+    pub txn_producers: Vec<(String, (i64, i16))>,
+    pub txn_partitions: Vec<(String, Vec<(String, i32)>)>,
+    /// `(transactional id, [(group, topic, partition, offset, metadata)])`.
+    pub txn_pending_offsets: Vec<(String, Vec<PendingOffsetSnapshot>)>,
+    /// `(transactional id, (state, timeout_ms, start_ms))`.
+    pub txn_info: Vec<(String, (String, i32, i64))>,
 }
 
 impl EngineState {
@@ -3548,6 +3607,7 @@ impl EngineState {
                                     .map(|(&k, &v)| (k, v))
                                     .collect(),
                                 clean_offset: ps.clean_offset,
+                                active_txns: ps.active_txns.iter().map(|(&k, &v)| (k, v)).collect(),
                             },
                         )
                     })
@@ -3581,6 +3641,35 @@ impl EngineState {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             broker_configs: self.broker_configs.clone(),
+            producers: ProducerSnapshot {
+                producer_epochs: self.producer_epochs.iter().map(|(&k, &v)| (k, v)).collect(),
+                txn_producers: self.txn_producers.iter().map(|(k, &v)| (k.clone(), v)).collect(),
+                txn_partitions: self
+                    .txn_partitions
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
+                    .collect(),
+                txn_pending_offsets: self
+                    .txn_pending_offsets
+                    .iter()
+                    .map(|(k, v)| {
+                        let list = v
+                            .iter()
+                            .map(|p| {
+                                let (g, t, i) = p.key.clone();
+                                (g, t, i, p.offset, p.metadata.clone())
+                            })
+                            .collect();
+                        (k.clone(), list)
+                    })
+                    .collect(),
+                txn_info: self
+                    .txn_info
+                    .iter()
+                    .map(|(k, i)| (k.clone(), (i.state.to_string(), i.timeout_ms, i.start_ms)))
+                    .collect(),
+            },
+            journal_seq: 0,
         }
     }
 
@@ -3602,7 +3691,9 @@ impl EngineState {
                             record_batches: ps.record_batches,
                             high_watermark: ps.high_watermark,
                             producer_seqs,
-                            active_txns: HashMap::new(), // always empty after save (§5)
+                            // [Kusanagi patch] open in a checkpoint; empty in
+                            // older snapshots (saved as aborted, §5).
+                            active_txns: ps.active_txns.into_iter().collect(),
                             aborted_txns: ps.aborted_txns,
                             abort_markers: ps.abort_markers.into_iter().collect(),
                             log_start_offset: ps.log_start_offset,
@@ -3658,11 +3749,50 @@ impl EngineState {
             groups: HashMap::new(), // membership reset; offsets are in committed_offsets (§3.2)
             broker_configs: s.broker_configs,
             clock: None,
-            producer_epochs: HashMap::new(), // fencing state not persisted (§5)
-            txn_producers: HashMap::new(),
-            txn_partitions: HashMap::new(),
-            txn_pending_offsets: HashMap::new(),
-            txn_info: HashMap::new(),
+            // [Kusanagi patch] Producers and transactions as checkpointed
+            // (empty in older snapshots: fencing state was not persisted).
+            producer_epochs: s.producers.producer_epochs.into_iter().collect(),
+            txn_producers: s.producers.txn_producers.into_iter().collect(),
+            txn_partitions: s
+                .producers
+                .txn_partitions
+                .into_iter()
+                .map(|(k, v)| (k, v.into_iter().collect()))
+                .collect(),
+            txn_pending_offsets: s
+                .producers
+                .txn_pending_offsets
+                .into_iter()
+                .map(|(k, v)| {
+                    let list = v
+                        .into_iter()
+                        .map(|(g, t, i, offset, metadata)| PendingTxnOffset {
+                            key: (g, t, i),
+                            offset,
+                            metadata,
+                        })
+                        .collect();
+                    (k, list)
+                })
+                .collect(),
+            txn_info: s
+                .producers
+                .txn_info
+                .into_iter()
+                .map(|(k, (state, timeout_ms, start_ms))| {
+                    let state = match state.as_str() {
+                        "Ongoing" => "Ongoing",
+                        "CompleteCommit" => "CompleteCommit",
+                        "CompleteAbort" => "CompleteAbort",
+                        "PrepareCommit" => "PrepareCommit",
+                        "PrepareAbort" => "PrepareAbort",
+                        _ => "Empty",
+                    };
+                    (k, TxnInfo { state, timeout_ms, start_ms })
+                })
+                .collect(),
+            frozen_now: None,
+            journal: None,
         }
     }
 }

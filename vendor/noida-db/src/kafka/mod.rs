@@ -2,7 +2,9 @@
 
 pub mod codec;
 pub mod connection;
+pub mod durable;
 pub mod engine;
+pub mod journal;
 pub mod log;
 
 #[cfg(test)]

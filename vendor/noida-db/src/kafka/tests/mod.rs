@@ -3,6 +3,7 @@
 
 mod admin;
 mod coordinator;
+mod durability;
 mod idempotence;
 mod log;
 mod offsets;
