@@ -8,13 +8,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kusanagi_connectors::ConnectorError;
-use kusanagi_connectors::kafka::{EmbeddedBroker, KafkaSettings, PartitionReader, ensure_topics};
+use kusanagi_connectors::kafka::{
+    EmbeddedBroker, FlushPolicy, KafkaSettings, PartitionReader, ensure_topics,
+};
 use kusanagi_connectors::llm::LlmClient;
 use kusanagi_schemas::GameEventCodec;
 use rdkafka::producer::FutureProducer;
 
 use crate::api::{self, EventsApi, Keys, Services};
-use crate::config::Topology;
+use crate::config::{BrokerFlush, Topology};
 use crate::erasure::Secrets;
 use crate::runtime::{LoopConfig, Metrics, RuntimeError, Shutdown, TransactionalLoop};
 use crate::stages::analyze::{self, AnalyzeStage, Analyzer};
@@ -74,10 +76,15 @@ impl Brokers {
     /// Starts the embedded broker of `topology`.
     pub fn embed(topology: &Topology) -> Result<Self, RunError> {
         let b = &topology.embedded_broker;
-        let broker = EmbeddedBroker::start(
+        let flush = match b.flush {
+            BrokerFlush::Os => FlushPolicy::Os,
+            BrokerFlush::Always => FlushPolicy::Always,
+        };
+        let broker = EmbeddedBroker::start_with(
             &b.listen,
             &b.data_dir,
             Duration::from_millis(b.snapshot_interval_ms),
+            flush,
         )?;
         let bootstrap = broker.addr().to_string();
         Ok(Self {

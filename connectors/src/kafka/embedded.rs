@@ -1,15 +1,15 @@
 //! The embedded Kafka-protocol broker of `kusanagi run`.
 //!
 //! Design: the broker is the `noida-db` crate's Kafka engine (transactions,
-//! `read_committed`, producer fencing, consumer groups), served on
-//! background threads of this process. Its whole state lives in memory and
-//! is written to `<data_dir>/kafka.json` by a snapshot thread whenever it
-//! changed (checked every `snapshot_interval`), by an atomic rename, and once
-//! more when the broker is dropped. A clean stop therefore loses nothing; a
-//! hard kill (`kill -9`) of the process rolls the broker back to its last
-//! snapshot, which is consistent: records, transaction markers and committed
-//! consumer offsets are saved together, and transactions still open are
-//! saved as aborted.
+//! `read_committed`, producer fencing, consumer groups; our patched copy in
+//! `vendor/noida-db`), served on background threads of this process. It is
+//! durable the way a Kafka broker is: every change (a produce, a
+//! transaction marker, an offset commit, a producer id or epoch) is
+//! appended to a checksummed journal under `<data_dir>` before the request
+//! is answered, so a `kill -9` loses nothing acknowledged. A checkpoint
+//! (`kafka.json`, the whole state) is written every `checkpoint_interval`
+//! when something was journaled, and lets the journal before it go; a start
+//! replays the journal after the last checkpoint (`docs/broker.md`).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -19,17 +19,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use noida::kafka::connection::handle_connection;
-use noida::kafka::engine::{Engine, Snapshot};
+use noida::kafka::engine::Engine;
+pub use noida::kafka::journal::FlushPolicy;
 
 use crate::ConnectorError;
-
-const SNAPSHOT_FILE: &str = "kafka.json";
 
 /// A Kafka-protocol broker running inside this process.
 pub struct EmbeddedBroker {
     addr: SocketAddr,
     engine: Engine,
-    snapshot_path: PathBuf,
+    data_dir: PathBuf,
     stop: Arc<AtomicBool>,
     saver: Option<JoinHandle<()>>,
 }
@@ -38,18 +37,29 @@ impl std::fmt::Debug for EmbeddedBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedBroker")
             .field("addr", &self.addr)
-            .field("snapshot_path", &self.snapshot_path)
+            .field("data_dir", &self.data_dir)
             .finish()
     }
 }
 
 impl EmbeddedBroker {
     /// Starts a broker on `listen` (`127.0.0.1:0` picks a free port),
-    /// restoring the state saved under `data_dir` if there is one.
+    /// recovering the state kept under `data_dir` if there is one, with the
+    /// journal written to the OS before each answer ([`FlushPolicy::Os`]).
     pub fn start(
         listen: &str,
         data_dir: &Path,
-        snapshot_interval: Duration,
+        checkpoint_interval: Duration,
+    ) -> Result<Self, ConnectorError> {
+        Self::start_with(listen, data_dir, checkpoint_interval, FlushPolicy::Os)
+    }
+
+    /// [`EmbeddedBroker::start`] with the journal's flush policy.
+    pub fn start_with(
+        listen: &str,
+        data_dir: &Path,
+        checkpoint_interval: Duration,
+        flush: FlushPolicy,
     ) -> Result<Self, ConnectorError> {
         let fail = |detail: String| ConnectorError::EmbeddedBroker { detail };
         std::fs::create_dir_all(data_dir)
@@ -59,22 +69,23 @@ impl EmbeddedBroker {
         let addr = listener
             .local_addr()
             .map_err(|e| fail(format!("no local address: {e}")))?;
-        let snapshot_path = data_dir.join(SNAPSHOT_FILE);
-        let host = addr.ip().to_string();
-        let port = i32::from(addr.port());
-        let engine = if snapshot_path.exists() {
-            let bytes = std::fs::read(&snapshot_path)
-                .map_err(|e| fail(format!("cannot read {}: {e}", snapshot_path.display())))?;
-            let snapshot = serde_json::from_slice::<Snapshot>(&bytes).map_err(|e| {
-                fail(format!(
-                    "{} is not a broker snapshot ({e}); move it away to start empty",
-                    snapshot_path.display()
-                ))
-            })?;
-            Engine::new_persistent(snapshot, host, port)
-        } else {
-            Engine::new(host, port)
-        };
+        let (engine, recovery) = Engine::open_durable(
+            data_dir,
+            addr.ip().to_string(),
+            i32::from(addr.port()),
+            flush,
+        )
+        .map_err(fail)?;
+        tracing::info!(
+            data_dir = %data_dir.display(),
+            checkpoint = recovery.checkpoint,
+            replayed = recovery.replayed,
+            torn_tail = ?recovery.torn_tail,
+            aborted_open_transactions = recovery.aborted_open_transactions,
+            took_ms = recovery.took.as_millis() as u64,
+            flush = ?flush,
+            "embedded broker recovered"
+        );
         engine.spawn_log_cleaner();
 
         let serving = engine.clone();
@@ -93,28 +104,27 @@ impl EmbeddedBroker {
         let stop = Arc::new(AtomicBool::new(false));
         let saver = {
             let engine = engine.clone();
-            let path = snapshot_path.clone();
+            let dir = data_dir.to_path_buf();
             let stop = stop.clone();
             std::thread::Builder::new()
-                .name("kafka-snapshot".into())
+                .name("kafka-checkpoint".into())
                 .spawn(move || {
-                    let mut last = None;
-                    let mut next = Instant::now() + snapshot_interval;
-                    // Wake often to notice a stop at once; save on schedule.
+                    let mut next = Instant::now() + checkpoint_interval;
+                    // Wake often to notice a stop at once; checkpoint on schedule.
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(Duration::from_millis(50));
                         if Instant::now() >= next {
-                            last = save_if_changed(&engine, &path, last);
-                            next = Instant::now() + snapshot_interval;
+                            checkpoint_if_journaled(&engine, &dir);
+                            next = Instant::now() + checkpoint_interval;
                         }
                     }
                 })
-                .map_err(|e| fail(format!("cannot start the snapshot thread: {e}")))?
+                .map_err(|e| fail(format!("cannot start the checkpoint thread: {e}")))?
         };
         Ok(Self {
             addr,
             engine,
-            snapshot_path,
+            data_dir: data_dir.to_path_buf(),
             stop,
             saver: Some(saver),
         })
@@ -125,9 +135,9 @@ impl EmbeddedBroker {
         self.addr
     }
 
-    /// Writes the broker's state to disk now.
+    /// Writes a checkpoint now (everything is in the journal already).
     pub fn save(&self) {
-        save_if_changed(&self.engine, &self.snapshot_path, None);
+        checkpoint_if_journaled(&self.engine, &self.data_dir);
     }
 }
 
@@ -141,53 +151,14 @@ impl Drop for EmbeddedBroker {
     }
 }
 
-/// What changes when the broker's durable state changes: every partition's
-/// high watermark, log start and aborted transactions, and every committed
-/// offset. (A save turns open transactions into aborted ones; if one later
-/// commits, the high watermark and batch count come out the same, and only
-/// the count of aborted transactions tells the states apart.)
-fn signature(s: &Snapshot) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for (name, topic) in &s.topics {
-        name.hash(&mut h);
-        for (id, p) in &topic.partitions {
-            (
-                id,
-                p.high_watermark,
-                p.log_start_offset,
-                p.record_batches.len(),
-                p.aborted_txns.len(),
-            )
-                .hash(&mut h);
-        }
+/// Writes a checkpoint if anything was journaled since the last one.
+fn checkpoint_if_journaled(engine: &Engine, dir: &Path) {
+    if engine.journaled_since_checkpoint() == 0 {
+        return;
     }
-    let mut offsets: Vec<_> = s.committed_offsets.iter().collect();
-    offsets.sort();
-    offsets.hash(&mut h);
-    s.next_producer_id.hash(&mut h);
-    h.finish()
-}
-
-fn save_if_changed(engine: &Engine, path: &Path, last: Option<u64>) -> Option<u64> {
-    let snapshot = engine.snapshot();
-    let sig = signature(&snapshot);
-    if Some(sig) == last {
-        return last;
-    }
-    let bytes = match serde_json::to_vec(&snapshot) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot serialise the embedded broker's state");
-            return last;
-        }
-    };
-    let tmp = path.with_extension("json.tmp");
-    match std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path)) {
-        Ok(()) => Some(sig),
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot save the embedded broker's state");
-            last
-        }
+    if let Err(e) = engine.checkpoint(dir) {
+        // The journal still holds everything: nothing is lost, recovery
+        // just replays more.
+        tracing::error!(dir = %dir.display(), error = %e, "cannot write the embedded broker's checkpoint");
     }
 }

@@ -13,7 +13,7 @@ pub mod replay;
 pub mod settings;
 
 pub use admin::{TopicSpec, ensure_topics};
-pub use embedded::EmbeddedBroker;
+pub use embedded::{EmbeddedBroker, FlushPolicy};
 pub use produce::enqueue;
 pub use replay::{PartitionReader, RecordVisitor, ReplayedRecord};
 pub use settings::KafkaSettings;

@@ -11,8 +11,8 @@ pub use auth::{AuthConfig, KeyConfig, Role};
 pub use gdpr::GdprConfig;
 pub use load::{ConfigError, ConfigProblem};
 pub use topology::{
-    EmbeddedBrokerConfig, HttpConfig, InstanceConfig, KafkaConfig, LogConfig, LogFormat,
-    StagesConfig, TelemetryConfig, TopicsConfig, Topology,
+    BrokerFlush, EmbeddedBrokerConfig, HttpConfig, InstanceConfig, KafkaConfig, LogConfig,
+    LogFormat, StagesConfig, TelemetryConfig, TopicsConfig, Topology,
 };
 
 /// A stage's consumer group must be named. Problems as (key, message).

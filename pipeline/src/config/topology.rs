@@ -144,8 +144,27 @@ pub struct EmbeddedBrokerConfig {
     /// Where the broker keeps its state. Env: `KUSANAGI_DATA_DIR` (the
     /// broker then uses `<dir>/broker`).
     pub data_dir: PathBuf,
-    /// How often the broker's state is saved when it changed, in milliseconds.
+    /// How often the broker writes a checkpoint (its whole state, when
+    /// anything changed), in milliseconds. Every change is in the journal
+    /// before it is acknowledged anyway; a checkpoint lets the journal
+    /// before it go, and bounds how much a start replays.
     pub snapshot_interval_ms: u64,
+    /// When the journal is made durable before an answer: `os` (written to
+    /// the operating system: survives a crash of the process, as Apache
+    /// Kafka's default) or `always` (also fsynced: survives a power loss,
+    /// at the cost of a disk flush per request).
+    pub flush: BrokerFlush,
+}
+
+/// `embedded_broker.flush`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerFlush {
+    /// Written to the OS before the answer.
+    #[default]
+    Os,
+    /// Fsynced before the answer.
+    Always,
 }
 
 impl Default for EmbeddedBrokerConfig {
@@ -154,6 +173,7 @@ impl Default for EmbeddedBrokerConfig {
             listen: "127.0.0.1:9092".into(),
             data_dir: PathBuf::from("data/broker"),
             snapshot_interval_ms: 5_000,
+            flush: BrokerFlush::Os,
         }
     }
 }

@@ -66,13 +66,38 @@ impl EngineState {
         }
     }
 
-    /// One pass of the log cleaner, journaled.
+    /// One pass of the log cleaner, journaled when it changed anything
+    /// (a pass that changes nothing changes nothing on replay either).
     pub fn run_log_cleaner_journaled(&mut self) {
         let now = self.now_ms();
-        self.journal_append(&Entry::Clean { now_ms: now });
+        let before = self.journal.is_some().then(|| self.log_shape());
         self.frozen_now = Some(now);
         self.run_log_cleaner();
         self.frozen_now = None;
+        if before.is_some_and(|b| b != self.log_shape()) {
+            self.journal_append(&Entry::Clean { now_ms: now });
+        }
+    }
+
+    /// What the log cleaner can change: every partition's log start,
+    /// compacted prefix, tombstone horizons, batch count and bytes.
+    fn log_shape(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut topics: Vec<_> = self.topics.iter().collect();
+        topics.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, t) in topics {
+            name.hash(&mut h);
+            let mut parts: Vec<_> = t.partitions.iter().collect();
+            parts.sort_by_key(|(id, _)| **id);
+            for (id, p) in parts {
+                let bytes: usize = p.record_batches.iter().map(|(_, b)| b.len()).sum();
+                (id, p.log_start_offset, p.clean_offset, p.record_batches.len(), bytes)
+                    .hash(&mut h);
+                p.tombstone_horizons.len().hash(&mut h);
+            }
+        }
+        h.finish()
     }
 
     /// Every committed offset with its metadata.
@@ -315,6 +340,11 @@ impl Engine {
             .map_err(|e| format!("cannot write a checkpoint in {}: {e}", dir.display()))?;
         recovery.took = started.elapsed();
         Ok((engine, recovery))
+    }
+
+    /// Entries journaled since the last checkpoint (0 without a journal).
+    pub fn journaled_since_checkpoint(&self) -> u64 {
+        self.state.lock().unwrap().journal.as_ref().map_or(0, Journal::written)
     }
 
     /// Writes a checkpoint to `dir` and drops the journal files it covers.

@@ -284,6 +284,8 @@ pub struct Journal {
     seq: u64,
     file: File,
     policy: FlushPolicy,
+    /// Entries appended to this file.
+    written: u64,
 }
 
 impl fmt::Debug for Journal {
@@ -309,12 +311,17 @@ impl Journal {
                 let _ = d.sync_all();
             }
         }
-        Ok(Self { dir: dir.to_path_buf(), seq, file, policy })
+        Ok(Self { dir: dir.to_path_buf(), seq, file, policy, written: 0 })
     }
 
     /// The file being written.
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// Entries appended since this file was started (the last checkpoint).
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     /// Appends `entry`, durable as the policy says when this returns.
@@ -327,6 +334,7 @@ impl Journal {
         if self.policy == FlushPolicy::Always {
             self.file.sync_data()?;
         }
+        self.written += 1;
         Ok(())
     }
 

@@ -1,0 +1,150 @@
+//! The embedded broker keeps what it acknowledged across `kill -9`
+//! (`kusanagi broker`, its own process, SIGKILLed and restarted on the same
+//! data directory and port), through its journal (`docs/broker.md`):
+//! - 20,000 events from an idempotent producer (`acks=all`), every one
+//!   acknowledged, the broker killed at once (well inside its checkpoint
+//!   interval), restarted; the same producer (alive across the kill) and a
+//!   new one send 10,000 more: a `read_committed` reader counts each of the
+//!   30,000 once;
+//! - a transaction open when the broker is killed: its records are never
+//!   seen by `read_committed` readers, and a new producer with the same
+//!   transactional id carries on.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{ChildGuard, Reader, free_port, producer, tempdir::TempDir, wait_for_port};
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+fn broker(dir: &Path, addr: &str, generation: u32) -> ChildGuard {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("broker-{generation}.log")))
+        .expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_kusanagi"))
+        .args(["broker", "--listen", addr, "--data-dir"])
+        .arg(dir.join("data"))
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start kusanagi broker");
+    wait_for_port(addr, Duration::from_secs(30));
+    ChildGuard {
+        child,
+        name: format!("broker-{generation}"),
+    }
+}
+
+fn create_topic(addr: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .expect("admin");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let done = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, 3, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ))
+        .expect("create topic");
+    assert!(done.iter().all(|r| r.is_ok()), "{done:?}");
+}
+
+fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, range: std::ops::Range<u32>) {
+    for i in range {
+        let value = format!("ev-{i:06}");
+        let mut record = BaseRecord::to(topic).key(&value).payload(&value);
+        loop {
+            match p.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120))
+        .expect("every event acknowledged");
+}
+
+fn values(addr: &str, topic: &str, want: usize) -> Vec<String> {
+    let mut reader = Reader::new(addr, &[topic]);
+    reader.read_until(Duration::from_secs(60), |m| m.len() >= want);
+    reader.drain(Duration::from_secs(2));
+    reader
+        .of(topic)
+        .map(|m| String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap())
+        .collect()
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_event() {
+    let dir = TempDir::new("durability");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut b = broker(dir.path(), &addr, 1);
+    create_topic(&addr, "events.raw");
+    let live = producer(&addr);
+    send(&live, "events.raw", 0..20_000);
+    b.kill9(); // every event acknowledged, no checkpoint since the topic was made
+    let _b = broker(dir.path(), &addr, 2);
+    // The producer that lived across the kill goes on, and a new one.
+    send(&live, "events.raw", 20_000..25_000);
+    send(&producer(&addr), "events.raw", 25_000..30_000);
+    let got = values(&addr, "events.raw", 30_000);
+    let distinct: HashSet<&String> = got.iter().collect();
+    assert_eq!(distinct.len(), 30_000, "every acknowledged event is there");
+    assert_eq!(got.len(), 30_000, "and each once");
+}
+
+#[test]
+fn a_transaction_open_at_kill_9_is_never_read_and_its_id_carries_on() {
+    let dir = TempDir::new("durability-txn");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut b = broker(dir.path(), &addr, 1);
+    create_topic(&addr, "out");
+    let txn = |id: &str| -> ThreadedProducer<DefaultProducerContext> {
+        let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &addr)
+            .set("transactional.id", id)
+            .create()
+            .expect("transactional producer");
+        p.init_transactions(Duration::from_secs(30)).expect("init");
+        p
+    };
+    let first = txn("stage-a");
+    first.begin_transaction().unwrap();
+    send(&first, "out", 0..100);
+    first.commit_transaction(Duration::from_secs(30)).unwrap();
+    first.begin_transaction().unwrap();
+    send(&first, "out", 100..200); // acknowledged, never committed
+    b.kill9();
+    drop(first);
+    let _b = broker(dir.path(), &addr, 2);
+    let next = txn("stage-a");
+    next.begin_transaction().unwrap();
+    send(&next, "out", 200..300);
+    next.commit_transaction(Duration::from_secs(30)).unwrap();
+    let got = values(&addr, "out", 200);
+    let want: Vec<String> = (0..100)
+        .chain(200..300)
+        .map(|i| format!("ev-{i:06}"))
+        .collect();
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted, want,
+        "the open transaction's records are never read"
+    );
+}
