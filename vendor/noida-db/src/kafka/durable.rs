@@ -66,24 +66,36 @@ impl EngineState {
         }
     }
 
-    /// One pass of the log cleaner, journaled when it changed anything
-    /// (a pass that changes nothing changes nothing on replay either).
+    /// The background tick's durable part: transactions past their
+    /// timeout aborted (timeouts.rs), then a pass of the log cleaner.
+    fn tick(&mut self) {
+        self.expire_transactions();
+        self.run_log_cleaner();
+    }
+
+    /// [`EngineState::tick`], journaled when it changed anything (a tick
+    /// that changes nothing changes nothing on replay either).
     pub fn run_log_cleaner_journaled(&mut self) {
         let now = self.now_ms();
         let before = self.journal.is_some().then(|| self.log_shape());
         self.frozen_now = Some(now);
-        self.run_log_cleaner();
+        self.tick();
         self.frozen_now = None;
         if before.is_some_and(|b| b != self.log_shape()) {
             self.journal_append(&Entry::Clean { now_ms: now });
         }
     }
 
-    /// What the log cleaner can change: every partition's log start,
-    /// compacted prefix, tombstone horizons, batch count and bytes.
+    /// What the tick can change: every partition's log start, compacted
+    /// prefix, tombstone horizons, batch count and bytes; the producers'
+    /// epochs and the transactions in progress.
     fn log_shape(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut epochs: Vec<_> = self.producer_epochs.iter().collect();
+        epochs.sort();
+        epochs.hash(&mut h);
+        self.txn_info.values().filter(|i| i.state == "Ongoing").count().hash(&mut h);
         let mut topics: Vec<_> = self.topics.iter().collect();
         topics.sort_by(|a, b| a.0.cmp(b.0));
         for (name, t) in topics {
@@ -135,7 +147,7 @@ impl EngineState {
             }
             Entry::Clean { now_ms } => {
                 self.frozen_now = Some(now_ms);
-                self.run_log_cleaner();
+                self.tick();
                 self.frozen_now = None;
                 Ok(())
             }

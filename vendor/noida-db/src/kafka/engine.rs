@@ -2951,6 +2951,14 @@ impl Engine {
         self.state.lock().unwrap().run_log_cleaner_journaled();
     }
 
+    /// [Kusanagi patch] One round of the background tick's timeouts: expired
+    /// sessions evicted, expired transactions aborted (journaled).
+    pub fn run_timeouts(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.expire_sessions();
+        state.run_log_cleaner_journaled();
+    }
+
     /// Runs the log cleaner once a second in the background (a broker
     /// checks every 5 minutes by default; a dev server shouldn't make
     /// anyone wait that long to see retention work). Stops once the engine
@@ -2961,7 +2969,10 @@ impl Engine {
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 let Some(state) = weak.upgrade() else { break };
-                state.lock().unwrap().run_log_cleaner_journaled();
+                let mut state = state.lock().unwrap();
+                // [Kusanagi patch] Timeouts as in Kafka (timeouts.rs).
+                state.expire_sessions();
+                state.run_log_cleaner_journaled();
             }
         });
     }

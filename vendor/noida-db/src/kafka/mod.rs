@@ -6,6 +6,7 @@ pub mod durable;
 pub mod engine;
 pub mod journal;
 pub mod log;
+pub mod timeouts;
 
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@ mod idempotence;
 mod log;
 mod offsets;
 mod produce_fetch;
+mod timeouts;
 mod topics;
 mod transactions;
 

@@ -1,0 +1,155 @@
+//! [Kusanagi patch] Timeouts as in Kafka: expired sessions are evicted by
+//! the engine's tick, transactions past their timeout are aborted.
+
+use kafka_protocol::messages::add_partitions_to_txn_request::{
+    AddPartitionsToTxnRequest, AddPartitionsToTxnTopic,
+};
+use kafka_protocol::messages::end_txn_request::EndTxnRequest;
+use kafka_protocol::messages::produce_request::{
+    PartitionProduceData, ProduceRequest, TopicProduceData,
+};
+use kafka_protocol::messages::{
+    GroupId, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, ProducerId,
+    SyncGroupRequest, TopicName, TransactionalId,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::T;
+use crate::kafka::engine::GroupLifecycleState;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+/// A one-member group, stable: (member id, generation).
+fn stable_group(t: &T, group: &str) -> (StrBytes, i32) {
+    let mut join = JoinGroupRequest::default();
+    join.protocols.push(
+        kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol::default()
+            .with_name(s("range")),
+    );
+    join.group_id = GroupId(s(group));
+    join.protocol_type = s("consumer");
+    join.session_timeout_ms = 6000;
+    let first = t.engine.handle_join_group(&join, 5);
+    join.member_id = first.member_id.clone();
+    let joined = t.engine.handle_join_group(&join, 5);
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = GroupId(s(group));
+    sync.member_id = joined.member_id.clone();
+    sync.generation_id = joined.generation_id;
+    assert_eq!(t.engine.handle_sync_group(&sync, 3).error_code, 0);
+    (joined.member_id, joined.generation_id)
+}
+
+fn heartbeat(t: &T, group: &str, member: &StrBytes, generation: i32) -> i16 {
+    let mut hb = HeartbeatRequest::default();
+    hb.group_id = GroupId(s(group));
+    hb.member_id = member.clone();
+    hb.generation_id = generation;
+    t.engine.handle_heartbeat(&hb, 4).error_code
+}
+
+#[test]
+fn a_member_that_stops_heartbeating_is_evicted_and_the_rest_rebalance() {
+    let t = T::new();
+    let (live, generation) = stable_group(&t, "g");
+    // A second member that died: joined with the live one, never heard
+    // from again.
+    {
+        let mut state = t.engine.state.lock().unwrap();
+        let group = state.groups.get_mut("g").unwrap();
+        let mut dead = group.members.values().next().unwrap().clone();
+        dead.member_id = "dead-member".into();
+        dead.group_instance_id = Some("copy-b".into());
+        group.members.insert(dead.member_id.clone(), dead);
+    }
+    t.advance(4_000);
+    assert_eq!(heartbeat(&t, "g", &live, generation), 0);
+    t.engine.run_timeouts();
+    assert_eq!(t.engine.state.lock().unwrap().groups["g"].members.len(), 2, "not yet");
+    t.advance(3_000); // the dead member's session (6 s) is over
+    t.engine.run_timeouts();
+    {
+        let state = t.engine.state.lock().unwrap();
+        let group = &state.groups["g"];
+        assert!(!group.members.contains_key("dead-member"));
+        assert_eq!(group.state, GroupLifecycleState::PreparingRebalance);
+        assert_eq!(group.generation_id, generation + 1);
+    }
+    // The live member hears of the rebalance at its next heartbeat.
+    assert_eq!(heartbeat(&t, "g", &live, generation), 27);
+    // Alone, it then makes the group stable again.
+    t.advance(10_000);
+    t.engine.run_timeouts();
+    let state = t.engine.state.lock().unwrap();
+    assert!(state.groups["g"].members.len() <= 1);
+}
+
+#[test]
+fn a_lone_member_that_dies_leaves_the_group_empty() {
+    let t = T::new();
+    stable_group(&t, "solo");
+    t.advance(6_001);
+    t.engine.run_timeouts();
+    let state = t.engine.state.lock().unwrap();
+    assert_eq!(state.groups["solo"].state, GroupLifecycleState::Empty);
+    assert!(state.groups["solo"].members.is_empty());
+}
+
+#[test]
+fn a_transaction_open_past_its_timeout_is_aborted_and_its_producer_fenced() {
+    let t = T::new();
+    t.create_topic("out", 1);
+    let mut init = InitProducerIdRequest::default();
+    init.transactional_id = Some(TransactionalId(s("stage-a")));
+    init.transaction_timeout_ms = 10_000;
+    let r = t.engine.handle_init_producer_id(&init, 1);
+    let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+    let mut add = AddPartitionsToTxnRequest::default();
+    add.v3_and_below_transactional_id = TransactionalId(s("stage-a"));
+    add.v3_and_below_producer_id = ProducerId(pid);
+    add.v3_and_below_producer_epoch = epoch;
+    let mut topic = AddPartitionsToTxnTopic::default();
+    topic.name = TopicName(s("out"));
+    topic.partitions = vec![0];
+    add.v3_and_below_topics = vec![topic];
+    t.engine.handle_add_partitions_to_txn(&add, 1);
+    let mut produce = ProduceRequest::default();
+    produce.acks = -1;
+    let mut td = TopicProduceData::default();
+    td.name = TopicName(s("out"));
+    let mut pd = PartitionProduceData::default();
+    pd.index = 0;
+    let mut batch = super::record_batch(&[b"pending"], pid, epoch, 0);
+    batch[21..23].copy_from_slice(&0x0010i16.to_be_bytes()); // transactional
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    pd.records = Some(bytes::Bytes::from(batch));
+    td.partition_data.push(pd);
+    produce.topic_data.push(td);
+    assert_eq!(
+        t.engine.handle_produce(&produce, 8).responses[0].partition_responses[0].error_code,
+        0
+    );
+    let open =
+        |t: &T| t.engine.state.lock().unwrap().topics["out"].partitions[&0].active_txns.len();
+    t.advance(9_000);
+    t.engine.run_timeouts();
+    assert_eq!(open(&t), 1, "within its timeout");
+    t.advance(2_000);
+    t.engine.run_timeouts();
+    assert_eq!(open(&t), 0, "aborted after 10 s");
+    {
+        let state = t.engine.state.lock().unwrap();
+        let p = &state.topics["out"].partitions[&0];
+        assert_eq!(p.aborted_txns, vec![(pid, 0)]);
+        assert_eq!(state.producer_epochs[&pid], epoch + 1, "fenced");
+    }
+    let mut end = EndTxnRequest::default();
+    end.transactional_id = TransactionalId(s("stage-a"));
+    end.producer_id = ProducerId(pid);
+    end.producer_epoch = epoch;
+    end.committed = true;
+    assert_eq!(t.engine.handle_end_txn(&end, 1).error_code, 47, "the old producer is fenced");
+}

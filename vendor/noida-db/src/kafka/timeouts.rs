@@ -1,0 +1,80 @@
+//! [Kusanagi patch] Timeouts as in Apache Kafka: a group member whose
+//! session expired is removed (its partitions go to the others at the next
+//! rebalance), and a transaction open past its `transaction.timeout.ms` is
+//! aborted and its producer fenced. noida-db 0.2.3 checked a member's
+//! session only when that member itself heartbeated, and never timed a
+//! transaction out, so a killed consumer kept its partitions, and a killed
+//! transactional producer held back every `read_committed` reader of its
+//! partitions, until they came back.
+//!
+//! Both run on the engine's background tick (once a second). Evictions
+//! change only group membership, which is not durable; transaction aborts
+//! are part of the journaled tick (`durable.rs`), so recovery repeats them.
+
+use super::engine::{EngineState, GroupLifecycleState};
+
+impl EngineState {
+    /// Removes every member of a stable group whose session expired (no
+    /// heartbeat for `session.timeout.ms`); the group then rebalances
+    /// among the members left (they learn it from their next heartbeat:
+    /// REBALANCE_IN_PROGRESS). Members inside a rebalance are left to it.
+    /// Returns how many were removed.
+    pub fn expire_sessions(&mut self) -> usize {
+        let now = self.now_ms();
+        let mut removed = 0;
+        for group in self.groups.values_mut() {
+            if group.state != GroupLifecycleState::Stable {
+                continue;
+            }
+            let expired: Vec<String> = group
+                .members
+                .values()
+                .filter(|m| now - m.last_heartbeat_ms > i64::from(m.session_timeout_ms))
+                .map(|m| m.member_id.clone())
+                .collect();
+            if expired.is_empty() {
+                continue;
+            }
+            for id in &expired {
+                group.members.remove(id);
+                group.assignments.remove(id);
+            }
+            removed += expired.len();
+            if group.members.is_empty() {
+                group.state = GroupLifecycleState::Empty;
+                group.leader_id = None;
+            } else {
+                group.state = GroupLifecycleState::PreparingRebalance;
+                group.generation_id += 1;
+                group.rebalance_start_ms = now;
+            }
+        }
+        removed
+    }
+
+    /// Aborts every transaction open longer than its timeout (the one its
+    /// producer gave in InitProducerId) and fences its producer (epoch
+    /// bumped), as Kafka's transaction coordinator does. Returns how many.
+    pub fn expire_transactions(&mut self) -> usize {
+        let now = self.now_ms();
+        let expired: Vec<String> = self
+            .txn_info
+            .iter()
+            .filter(|(tid, info)| {
+                info.state == "Ongoing"
+                    && info.start_ms >= 0
+                    && now - info.start_ms > i64::from(info.timeout_ms)
+                    && self.txn_is_open(tid)
+            })
+            .map(|(tid, _)| tid.clone())
+            .collect();
+        for tid in &expired {
+            let Some(&(pid, epoch)) = self.txn_producers.get(tid) else { continue };
+            self.complete_txn(tid, pid, epoch, false);
+            let bumped = epoch.wrapping_add(1);
+            self.txn_producers.insert(tid.clone(), (pid, bumped));
+            self.producer_epochs.insert(pid, bumped);
+        }
+        expired.len()
+    }
+}
