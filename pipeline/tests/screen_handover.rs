@@ -1,14 +1,9 @@
 //! Scaling by consumer groups, as an operator sees it: two copies of the
 //! screen stage share the partitions of `events`; when one is stopped
-//! (scale-down, `kafka.static_membership = false`), the other takes its
-//! partitions over, the lag of every partition is in its metrics, and
-//! every event is screened once.
-//!
-//! A copy that is *killed* hands its partitions over only when the broker
-//! expires its session. Neither broker available here does: noida-db
-//! 0.2.3 (and so the embedded broker) checks a member's session only when
-//! that member itself heartbeats, and Tansu 0.6 did not either in our
-//! runs, so that case cannot be shown on this machine (`docs/testing.md`).
+//! (scale-down, `kafka.static_membership = false`) or killed with SIGKILL,
+//! the other takes its partitions over (a killed copy's once the broker
+//! expires its session: `session_timeout_ms`), the lag of every partition
+//! is in its metrics, and every event is screened once.
 
 mod common;
 
@@ -90,7 +85,16 @@ fn start(dir: &Path, name: &str, topology: &Path, addr: &str) -> ChildGuard {
     g
 }
 
-fn handover(kind: BrokerKind) {
+/// How copy B goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gone {
+    /// SIGTERM: it finishes its batch and leaves the group.
+    Stopped,
+    /// SIGKILL: its session must expire in the broker.
+    Killed,
+}
+
+fn handover(kind: BrokerKind, gone: Gone) {
     let broker = Broker::start(kind);
     let dir = TempDir::new("handover");
     let keys = dir.path().join("keys.toml");
@@ -140,11 +144,14 @@ fn handover(kind: BrokerKind) {
     // group); A takes its partitions over, and the events written to them
     // meanwhile.
     let killed = Instant::now();
-    assert_eq!(
-        b.terminate(Duration::from_secs(60)),
-        Some(0),
-        "a clean stop"
-    );
+    match gone {
+        Gone::Stopped => assert_eq!(
+            b.terminate(Duration::from_secs(60)),
+            Some(0),
+            "a clean stop"
+        ),
+        Gone::Killed => b.kill9(),
+    }
     produce_all(
         &producer(&broker.bootstrap),
         "events",
@@ -166,7 +173,7 @@ fn handover(kind: BrokerKind) {
         std::thread::sleep(Duration::from_millis(100));
     };
     eprintln!(
-        "copy A owned all {PARTITIONS} partitions {took:?} after B was told to stop (session timeout {SESSION_TIMEOUT_MS} ms)"
+        "[{kind:?}] copy A owned all {PARTITIONS} partitions {took:?} after B was {gone:?} (session timeout {SESSION_TIMEOUT_MS} ms)"
     );
 
     // Every event is screened exactly once, and A's lag drains to 0.
@@ -199,10 +206,20 @@ fn handover(kind: BrokerKind) {
 
 #[test]
 fn screen_partitions_move_to_the_surviving_copy_on_noida_db() {
-    handover(BrokerKind::NoidaDb);
+    handover(BrokerKind::NoidaDb, Gone::Stopped);
 }
 
 #[test]
 fn screen_partitions_move_to_the_surviving_copy_on_embedded_broker() {
-    handover(BrokerKind::Embedded);
+    handover(BrokerKind::Embedded, Gone::Stopped);
+}
+
+#[test]
+fn a_killed_copys_partitions_move_when_its_session_expires_on_noida_db() {
+    handover(BrokerKind::NoidaDb, Gone::Killed);
+}
+
+#[test]
+fn a_killed_copys_partitions_move_when_its_session_expires_on_embedded_broker() {
+    handover(BrokerKind::Embedded, Gone::Killed);
 }
