@@ -14,34 +14,32 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{ChildGuard, Reader, free_port, producer, tempdir::TempDir, wait_for_port};
+use common::{
+    ChildGuard, Reader, free_port, kusanagi_with_env, produce_all, producer, tempdir::TempDir,
+    wait_for_port,
+};
 use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 
+/// `kusanagi broker` on `addr`, its data in `<dir>/data` (the same for
+/// every generation, so a restart recovers what the last one left).
 fn broker(dir: &Path, addr: &str, generation: u32) -> ChildGuard {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(format!("broker-{generation}.log")))
-        .expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_kusanagi"))
-        .args(["broker", "--listen", addr, "--data-dir"])
-        .arg(dir.join("data"))
-        .env("RUST_LOG", "info")
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start kusanagi broker");
+    let topology = dir.join("topology.toml");
+    std::fs::write(&topology, "").expect("topology");
+    let data = dir.join("data");
+    let data = data.to_str().expect("a UTF-8 temp path");
+    let child = kusanagi_with_env(
+        dir,
+        &format!("broker-{generation}"),
+        &topology,
+        &["broker", "--listen", addr, "--data-dir", data],
+        &[],
+    );
     wait_for_port(addr, Duration::from_secs(30));
-    ChildGuard {
-        child,
-        name: format!("broker-{generation}"),
-    }
+    child
 }
 
 fn create_topic(addr: &str, topic: &str) {
@@ -61,22 +59,16 @@ fn create_topic(addr: &str, topic: &str) {
     assert!(done.iter().all(|r| r.is_ok()), "{done:?}");
 }
 
+/// Sends `ev-<i>` for each `i` of `range`, keyed by itself, and waits for
+/// every acknowledgement.
 fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, range: std::ops::Range<u32>) {
-    for i in range {
-        let value = format!("ev-{i:06}");
-        let mut record = BaseRecord::to(topic).key(&value).payload(&value);
-        loop {
-            match p.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        }
-    }
-    p.flush(Duration::from_secs(120))
-        .expect("every event acknowledged");
+    let records: Vec<(String, Vec<u8>)> = range
+        .map(|i| {
+            let value = format!("ev-{i:06}");
+            (value.clone(), value.into_bytes())
+        })
+        .collect();
+    produce_all(p, topic, &records);
 }
 
 fn values(addr: &str, topic: &str, want: usize) -> Vec<String> {
