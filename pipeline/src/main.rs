@@ -243,7 +243,9 @@ fn init_logs(topology: &Topology, quiet_default: bool) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: not in a file, journald or `docker logs`.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match topology.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

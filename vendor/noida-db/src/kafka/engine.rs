@@ -1568,6 +1568,13 @@ impl EngineState {
             group.awaiting_members.clear();
         }
 
+        // [Kusanagi patch] A SyncGroup answered counts as a heartbeat, as
+        // on Kafka (the session restarts with the assignment).
+        let now = self.now_ms();
+        let group = self.groups.get_mut(&group_id).expect("looked up above");
+        if let Some(m) = group.members.get_mut(&m_id) {
+            m.last_heartbeat_ms = now;
+        }
         if let Some(assignment) = group.assignments.get(&m_id) {
             res.assignment = bytes::Bytes::copy_from_slice(assignment);
         } else if let Some(m) = group.members.get(&m_id)
@@ -3088,8 +3095,9 @@ impl Engine {
 
         let group_id = req.group_id.as_str().to_string();
         loop {
-            let state = self.state.lock().unwrap();
-            let group = match state.groups.get(&group_id) {
+            let mut state = self.state.lock().unwrap();
+            let now = state.now_ms();
+            let group = match state.groups.get_mut(&group_id) {
                 Some(g) => g,
                 None => {
                     resp.error_code = 25; // UNKNOWN_MEMBER_ID
@@ -3098,15 +3106,35 @@ impl Engine {
             };
             // Removed while waiting: replaced by a newer instance with the
             // same group.instance.id, or expired.
-            if !group.members.contains_key(member_id.as_str()) {
+            let Some(member) = group.members.get(member_id.as_str()) else {
                 resp.error_code = if req.group_instance_id.is_some() { 82 } else { 25 };
                 return resp;
+            };
+            // [Kusanagi patch] An unanswered JoinGroup belongs to whichever
+            // round is gathering now. A round can complete and be restarted
+            // (a new member arriving) before this loop sees it complete;
+            // the restart forgets who had joined, yet this member cannot
+            // join again while its request is open. It used to be left out
+            // of the new round, which then waited for it until the
+            // rebalance timeout (5 minutes with librdkafka's defaults):
+            // two consumers starting together under load sat unassigned.
+            if group.state == GroupLifecycleState::PreparingRebalance
+                && !group.awaiting_members.contains_key(member_id.as_str())
+            {
+                let protocols = member.protocols.clone();
+                group.awaiting_members.insert(member_id.as_str().to_string(), protocols);
+                group.try_complete_join();
             }
 
             if group.state == GroupLifecycleState::CompletingRebalance
                 || group.state == GroupLifecycleState::Stable
                 || group.state == GroupLifecycleState::Dead
             {
+                // [Kusanagi patch] The session runs from the answer, as on
+                // Kafka: a long round does not count against it.
+                if let Some(m) = group.members.get_mut(member_id.as_str()) {
+                    m.last_heartbeat_ms = now;
+                }
                 let mut final_resp = kafka_protocol::messages::JoinGroupResponse::default();
                 final_resp.generation_id = group.generation_id;
                 final_resp.protocol_type = Some(kafka_protocol::protocol::StrBytes::from_string(
@@ -3154,25 +3182,18 @@ impl Engine {
                 return final_resp;
             }
 
-            let now = state.now_ms();
             let max_timeout =
                 group.members.values().map(|m| m.rebalance_timeout_ms).max().unwrap_or(0);
             if group.rebalance_start_ms > 0 && now - group.rebalance_start_ms >= max_timeout as i64
             {
-                drop(state);
-                let mut st = self.state.lock().unwrap();
-                if let Some(g) = st.groups.get_mut(&group_id)
-                    && g.state == GroupLifecycleState::PreparingRebalance
-                {
-                    g.state = GroupLifecycleState::CompletingRebalance;
+                if group.state == GroupLifecycleState::PreparingRebalance {
+                    group.state = GroupLifecycleState::CompletingRebalance;
                 }
                 continue;
             }
 
+            group.try_complete_join();
             drop(state);
-            if let Some(g) = self.state.lock().unwrap().groups.get_mut(&group_id) {
-                g.try_complete_join();
-            }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }

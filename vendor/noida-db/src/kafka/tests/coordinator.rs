@@ -439,3 +439,73 @@ fn test_static_membership_replaces_member_without_rebalance() {
     let d = t.engine.handle_describe_groups(&describe, 5);
     assert_eq!(d.groups[0].group_state.as_str(), "Empty");
 }
+
+/// [Kusanagi patch] A JoinGroup still unanswered when its round completes
+/// and at once restarts (a new member arriving in between) joins the new
+/// round. Found by a suite that started two consumers together on a busy
+/// machine: the waiting member was left out of the new round, which waited
+/// for it until the rebalance timeout, so neither consumer got partitions.
+#[test]
+fn a_join_still_waiting_when_its_round_restarts_is_part_of_the_next_round() {
+    use crate::kafka::engine::GroupLifecycleState;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let t = T::new();
+    let join_request = |group: &str| {
+        let mut j = JoinGroupRequest::default();
+        j.protocols.push(
+            JoinGroupRequestProtocol::default().with_name(StrBytes::from_static_str("range")),
+        );
+        j.group_id = GroupId(StrBytes::from_string(group.to_string()));
+        j.protocol_type = StrBytes::from_static_str("consumer");
+        j.session_timeout_ms = 6_000;
+        j.rebalance_timeout_ms = 60_000;
+        j
+    };
+    let mut raced = 0;
+    for attempt in 0..10 {
+        let group = format!("race-{attempt}");
+        // A joins and waits for its round (the group's first: it waits for
+        // the initial rebalance delay).
+        let mut a = join_request(&group);
+        a.member_id = t.engine.handle_join_group(&a, 5).member_id;
+        let (tx, a_answer) = mpsc::channel();
+        let engine = t.engine.clone();
+        std::thread::spawn(move || tx.send(engine.handle_join_group(&a, 5)).unwrap());
+
+        // B arrives the moment the round completes, before A is answered.
+        let mut b = join_request(&group);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut state = t.engine.state.lock().unwrap();
+            if state.groups[&group].state == GroupLifecycleState::CompletingRebalance {
+                b.member_id = state.handle_join_group(&b, 5, "b", "/127.0.0.1").member_id;
+                let again = state.handle_join_group(&b, 5, "b", "/127.0.0.1");
+                assert_eq!(again.error_code, 0);
+                assert_eq!(state.groups[&group].state, GroupLifecycleState::PreparingRebalance);
+                break;
+            }
+            drop(state);
+            assert!(Instant::now() < deadline, "the first round never completed");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let engine = t.engine.clone();
+        let (tx, b_answer) = mpsc::channel();
+        std::thread::spawn(move || tx.send(engine.handle_join_group(&b, 5)).unwrap());
+
+        let a = a_answer.recv_timeout(Duration::from_secs(5)).expect("A answered");
+        let b = b_answer.recv_timeout(Duration::from_secs(5)).expect("B answered");
+        assert_eq!((a.error_code, b.error_code), (0, 0));
+        assert_eq!(b.generation_id, 2, "B's round is the second");
+        if a.generation_id == 2 {
+            // A was still waiting: it is answered in the same round as B,
+            // and its leader knows both members.
+            raced += 1;
+            assert_eq!(a.leader, b.leader);
+            let leader = if a.leader == a.member_id { &a } else { &b };
+            assert_eq!(leader.members.len(), 2, "the leader assigns to both");
+        }
+    }
+    assert!(raced > 0, "B never arrived while A was waiting: the case was not exercised");
+}
