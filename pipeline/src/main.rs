@@ -214,6 +214,25 @@ enum CatalogCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Move a partition's archived offset back to the broker's log end,
+    /// after the broker lost records it had acknowledged (the archive
+    /// stage refuses the partition and logs `log_end`; docs/operators.md,
+    /// "The broker went backwards"). The records the broker holds from
+    /// there on are then archived, beside the lost ones already archived.
+    Rewind {
+        /// The topic (`events`, `screenings`, `accounts.transitions`, `audit`).
+        #[arg(long)]
+        topic: String,
+        /// The partition.
+        #[arg(long)]
+        partition: i32,
+        /// The new next offset to archive: the partition's log end.
+        #[arg(long)]
+        to: i64,
+        /// Why (kept in the catalog's history).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {
@@ -278,6 +297,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Catalog {
             command: CatalogCommand::Ls { table, tier, json },
         } => commands::catalog_ls(&topology, table.map(Table::name), tier, json).await,
+        Command::Catalog {
+            command:
+                CatalogCommand::Rewind {
+                    topic,
+                    partition,
+                    to,
+                    reason,
+                },
+        } => commands::catalog_rewind(&topology, &topic, partition, to, &reason).await,
         Command::Tier { now, dry_run } => {
             init_logs(&topology, true);
             commands::tier(&topology, now.as_deref(), dry_run).await

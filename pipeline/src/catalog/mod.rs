@@ -11,6 +11,6 @@ pub mod tiers;
 pub use log::{Catalog, CatalogError};
 pub use model::{
     Action, CatalogState, Commit, Conflict, Erasure, ErasureState, FileEntry, FileKey, OffsetRange,
-    Progress, Purge, PurgedFile, Tier, Unchanged,
+    Progress, Purge, PurgedFile, Rewind, Tier, Unchanged,
 };
 pub use tiers::{Reconciled, STAGING, Tiers, staged};

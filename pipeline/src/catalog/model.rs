@@ -145,6 +145,24 @@ pub struct Progress {
     pub to: i64,
 }
 
+/// An operator moves a partition's archived offset back, after the broker
+/// lost records it had acknowledged (`kusanagi catalog rewind`): the
+/// records it holds from `to` on are new ones that reuse offsets the
+/// archive already has, and are archived again from `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rewind {
+    /// The source topic.
+    pub topic: String,
+    /// The source partition.
+    pub partition: i32,
+    /// The next offset to archive before the rewind (what the operator saw).
+    pub from: i64,
+    /// The next offset to archive after it: the broker's log end.
+    pub to: i64,
+    /// Why, in the operator's words (kept in the catalog's history).
+    pub reason: String,
+}
+
 /// An erasure request as the archive knows it: its subject is marked
 /// deleted from the commit that records it on (the logical delete every
 /// reader of the archive honours), and the files rewritten for it are
@@ -224,6 +242,8 @@ pub enum Action {
     Remove(FileKey),
     /// A partition's archived offsets move forward.
     Progress(Progress),
+    /// A partition's archived offset moves back (an operator's decision).
+    Rewind(Rewind),
     /// A subject is marked deleted (an erasure request is recorded).
     Erase(Erasure),
     /// Files were rewritten without an erased subject's rows (with their
@@ -442,6 +462,19 @@ impl CatalogState {
                     }
                     progressed.push((&p.topic, p.partition));
                 }
+                Action::Rewind(r) => {
+                    let found = self.next_offset(&r.topic, r.partition);
+                    let twice = progressed.contains(&(&r.topic, r.partition));
+                    if found != Some(r.from) || !(0..r.from).contains(&r.to) || twice {
+                        return Err(Conflict::Progress {
+                            topic: r.topic.clone(),
+                            partition: r.partition,
+                            expected: Some(r.from),
+                            found,
+                        });
+                    }
+                    progressed.push((&r.topic, r.partition));
+                }
                 Action::Erase(e) => {
                     let twice = actions
                         .iter()
@@ -504,6 +537,9 @@ impl CatalogState {
                 }
                 Action::Progress(p) => {
                     self.progress.insert((p.topic.clone(), p.partition), p.to);
+                }
+                Action::Rewind(r) => {
+                    self.progress.insert((r.topic.clone(), r.partition), r.to);
                 }
                 Action::Erase(e) => {
                     self.erasures.insert(
@@ -624,6 +660,46 @@ mod tests {
             id: String::new(),
             actions,
         }
+    }
+
+    #[test]
+    fn a_rewind_moves_an_offset_back_only_from_where_the_operator_saw_it() {
+        let mut s = CatalogState::default();
+        s.apply(&commit(1, vec![progress(None, 100)])).unwrap();
+        let rewind = |from, to| {
+            Action::Rewind(Rewind {
+                topic: "events".into(),
+                partition: 0,
+                from,
+                to,
+                reason: "broker lost its disk".into(),
+            })
+        };
+        assert!(s.check(&[rewind(90, 60)]).is_err(), "not where it stands");
+        assert!(s.check(&[rewind(100, 100)]).is_err(), "not back");
+        assert!(s.check(&[rewind(100, 120)]).is_err(), "not forward");
+        assert!(s.check(&[rewind(100, -1)]).is_err());
+        assert!(
+            s.check(&[rewind(100, 60), progress(Some(100), 110)])
+                .is_err(),
+            "and not moved twice in one commit"
+        );
+        s.apply(&commit(2, vec![rewind(100, 60)])).unwrap();
+        assert_eq!(s.next_offset("events", 0), Some(60));
+        // The archive goes on from there as from any offset.
+        s.apply(&commit(3, vec![progress(Some(60), 75)])).unwrap();
+        assert_eq!(s.next_offset("events", 0), Some(75));
+        // A partition never archived cannot be rewound.
+        assert!(
+            s.check(&[Action::Rewind(Rewind {
+                topic: "events".into(),
+                partition: 1,
+                from: 5,
+                to: 0,
+                reason: String::new(),
+            })])
+            .is_err()
+        );
     }
 
     #[test]

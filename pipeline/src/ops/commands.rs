@@ -17,7 +17,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use super::restore::{Restored, TimeRange, restore};
 use super::stats::stats;
 use super::verify::{selected, verify};
-use crate::catalog::{Catalog, Tier, Tiers};
+use crate::catalog::{Action, Catalog, Rewind, Tier, Tiers};
 use crate::config::Topology;
 use crate::erasure::{Erased, Secrets};
 use crate::stages::archive::Table;
@@ -103,6 +103,43 @@ pub async fn catalog_ls(
         files.len(),
         catalog.state().version(),
         catalog.url()
+    );
+    Ok(())
+}
+
+/// `kusanagi catalog rewind`: moves `topic`/`partition`'s archived offset
+/// back to `to` (the broker's log end), after the broker lost records it
+/// had acknowledged; the archive stage then archives the records that
+/// reuse those offsets.
+pub async fn catalog_rewind(
+    topology: &Topology,
+    topic: &str,
+    partition: i32,
+    to: i64,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let (_, mut catalog) = open(topology, "catalog-rewind").await?;
+    let Some(from) = catalog.state().next_offset(topic, partition) else {
+        anyhow::bail!("the catalog has archived nothing of {topic}/{partition}: nothing to rewind");
+    };
+    anyhow::ensure!(
+        (0..from).contains(&to),
+        "--to {to} is not below {topic}/{partition}'s archived offset {from}: a rewind only moves it back"
+    );
+    let rewind = Action::Rewind(Rewind {
+        topic: topic.to_owned(),
+        partition,
+        from,
+        to,
+        reason: reason.to_owned(),
+    });
+    let version = catalog
+        .commit("rewind", vec![rewind])
+        .await
+        .with_context(|| format!("committing the rewind to {}", catalog.url()))?;
+    println!(
+        "{topic}/{partition}: archived offset {from} -> {to} (catalog version {version}). \
+         Restart the archive stage's copies: they archive {topic}/{partition} from offset {to}."
     );
     Ok(())
 }

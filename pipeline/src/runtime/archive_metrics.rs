@@ -26,6 +26,12 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabel {
+    topic: String,
+    partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
 }
@@ -41,6 +47,7 @@ pub struct ArchiveMetrics {
     erased_rows: Counter,
     commits: Family<OutcomeLabel, Counter>,
     open_rows: Gauge,
+    refused: Family<PartitionLabel, Gauge>,
     stored_bytes: Family<TableTier, Gauge>,
     stored_json_bytes: Family<TableTier, Gauge>,
     compression_ratio: Family<TableTier, Gauge<f64, AtomicU64>>,
@@ -57,6 +64,7 @@ impl ArchiveMetrics {
             erased_rows: Counter::default(),
             commits: Family::default(),
             open_rows: Gauge::default(),
+            refused: Family::default(),
             stored_bytes: Family::default(),
             stored_json_bytes: Family::default(),
             compression_ratio: Family::default(),
@@ -100,6 +108,11 @@ impl ArchiveMetrics {
             "archive_open_rows",
             "Rows buffered in the archive stage's open files",
             m.open_rows.clone(),
+        );
+        registry.register(
+            "archive_refused_partitions",
+            "1 while this copy refuses a partition whose log in the broker ends below the offset already archived (the broker lost records; docs/operators.md)",
+            m.refused.clone(),
         );
         registry.register(
             "archive_stored_bytes",
@@ -158,6 +171,16 @@ impl ArchiveMetrics {
     /// A catalog commit ended with `outcome`.
     pub fn commit(&self, outcome: &'static str) {
         self.commits.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// `topic`/`partition` is refused (the broker went backwards), or no
+    /// longer (this copy gave it up).
+    pub fn refused(&self, topic: &str, partition: i32, refused: bool) {
+        let l = PartitionLabel {
+            topic: topic.to_owned(),
+            partition,
+        };
+        self.refused.get_or_create(&l).set(i64::from(refused));
     }
 
     /// Rows buffered now.

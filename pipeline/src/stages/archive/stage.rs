@@ -26,7 +26,7 @@
 //! - A record that cannot be decoded goes to the dead-letter topic (flushed
 //!   before the commit that moves past it), so nothing is lost silently.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +44,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::config::ArchiveStageConfig;
 use super::file::{WrittenFile, write_file};
 use super::layout::PartitionKey;
+use super::log_check::{LogCheck, check};
 use super::open_files::{OpenFile, OpenFiles};
 use super::table::{Decoders, Row, Table};
 use crate::catalog::tiers::{promote, promote_staged};
@@ -163,6 +164,10 @@ struct Position {
     read: Option<i64>,
     /// The seek to `archived` has not taken yet.
     seek_pending: bool,
+    /// The broker could not be asked whether its log still holds
+    /// `archived` when the partition was taken on (`log_check`): the first
+    /// record read answers instead.
+    unchecked: bool,
 }
 
 /// One copy of the archive stage. Blocking: run it on its own thread.
@@ -182,6 +187,9 @@ pub struct ArchiveStage {
     decoders: Decoders,
     open: OpenFiles,
     positions: BTreeMap<(String, i32), Position>,
+    /// Assigned partitions whose log went back below the catalog's offset:
+    /// paused, not archived (`log_check`).
+    refused: BTreeSet<(String, i32)>,
     dead_letters: Vec<&'static str>,
     /// Committed files whose move into place failed: retried every loop.
     unpromoted: bool,
@@ -284,6 +292,7 @@ impl ArchiveStage {
             decoders: Decoders::new(),
             open: OpenFiles::default(),
             positions: BTreeMap::new(),
+            refused: BTreeSet::new(),
             dead_letters: Vec::new(),
             unpromoted: false,
             last_write: Instant::now(),
@@ -406,6 +415,7 @@ impl ArchiveStage {
                     self.open.take();
                     for p in &parts {
                         self.positions.remove(p);
+                        self.release(p);
                     }
                 }
                 RebalanceEvent::Lost => {
@@ -414,6 +424,9 @@ impl ArchiveStage {
                     self.open.take();
                     self.dead_letters.clear();
                     self.positions.clear();
+                    for p in std::mem::take(&mut self.refused) {
+                        self.metrics.archive.refused(&p.0, p.1, false);
+                    }
                 }
             }
         }
@@ -433,33 +446,109 @@ impl ArchiveStage {
         }
         for (topic, partition) in parts {
             let archived = self.catalog.state().next_offset(topic, *partition);
-            self.warn_if_aged_out(topic, *partition, archived);
-            self.start_at(topic, *partition, archived);
+            self.take_on(topic, *partition, archived);
         }
         tracing::info!(stage = STAGE, partitions = ?parts, "partitions assigned");
         true
     }
 
-    /// Records the catalog's offset points at that retention has deleted
-    /// were never archived: say so loudly (the stage goes on from the
-    /// first record still there).
-    fn warn_if_aged_out(&self, topic: &str, partition: i32, archived: Option<i64>) {
-        let Ok((low, _)) = self
+    /// Reads `topic`/`partition` from `archived` on, unless its log went
+    /// back below that (then refuses it).
+    fn take_on(&mut self, topic: &str, partition: i32, archived: Option<i64>) {
+        match self.log_check(topic, partition, archived) {
+            Some(LogCheck::WentBack { log_end }) => {
+                self.refuse(topic, partition, archived, log_end)
+            }
+            Some(_) => self.start_at(topic, partition, archived),
+            None => {
+                self.start_at(topic, partition, archived);
+                if let Some(pos) = self.positions.get_mut(&(topic.to_owned(), partition)) {
+                    pos.unchecked = true;
+                }
+            }
+        }
+    }
+
+    /// Checks `topic`/`partition`'s log in the broker against `next`, the
+    /// offset the stage would read from; says loudly when retention deleted
+    /// records before they were archived (the stage goes on from the first
+    /// record still there). `None`: the broker did not answer (the stage
+    /// reads on; a fetch out of range is looked into again).
+    fn log_check(&self, topic: &str, partition: i32, next: Option<i64>) -> Option<LogCheck> {
+        let (low, high) = self
             .consumer
             .fetch_watermarks(topic, partition, Duration::from_secs(5))
-        else {
-            return;
-        };
-        let from = archived.unwrap_or(0);
-        if from < low {
+            .map_err(|e| tracing::warn!(stage = STAGE, topic, partition, error = %e, "cannot read the partition's offsets"))
+            .ok()?;
+        let found = check(next, low, high);
+        if let LogCheck::AgedOut { first_available } = found {
             tracing::error!(
                 stage = STAGE,
                 topic,
                 partition,
-                from,
-                first_available = low,
+                from = next.unwrap_or(0),
+                first_available,
                 "records were deleted by the topic's retention before they were archived"
             );
+        }
+        Some(found)
+    }
+
+    /// Stops archiving `topic`/`partition`: its log ends at `log_end`,
+    /// below `archived`. The records the broker takes next reuse offsets
+    /// the archive holds; reading on would skip them silently.
+    fn refuse(&mut self, topic: &str, partition: i32, archived: Option<i64>, log_end: i64) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::warn!(stage = STAGE, topic, partition, error = %e, "cannot pause the partition");
+        }
+        self.positions.remove(&(topic.to_owned(), partition));
+        self.refused.insert((topic.to_owned(), partition));
+        self.metrics.archive.refused(topic, partition, true);
+        tracing::error!(
+            stage = STAGE,
+            topic,
+            partition,
+            archived = archived.unwrap_or(0),
+            log_end,
+            "the broker's log of this partition went back below the offset already archived: \
+             the broker lost records it had acknowledged, or is not the one the archive was \
+             made from. This partition is not archived until an operator decides; see \
+             docs/operators.md, \"The broker went backwards\""
+        );
+    }
+
+    /// `topic`/`partition` came back from before `next`, where this copy
+    /// had read to: archives what was read (real records, acknowledged
+    /// before the broker lost them), then refuses the partition.
+    fn jumped_back(&mut self, topic: &str, partition: i32, next: i64, offset: i64) {
+        tracing::warn!(
+            stage = STAGE,
+            topic,
+            partition,
+            read_to = next,
+            came_back_at = offset,
+            "the partition's records came again from an earlier offset"
+        );
+        if !self.write("broker") {
+            return; // re-read from the catalog's offsets, checked again (`resync`)
+        }
+        let log_end = self
+            .consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(5))
+            .map_or(offset, |(_, high)| high);
+        self.refuse(topic, partition, Some(next), log_end);
+    }
+
+    /// A refused partition is given up (revoked): its next owner checks it
+    /// again.
+    fn release(&mut self, p: &(String, i32)) {
+        if self.refused.remove(p) {
+            self.metrics.archive.refused(&p.0, p.1, false);
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&p.0, p.1);
+            let _ = self.consumer.resume(&tpl);
         }
     }
 
@@ -473,6 +562,7 @@ impl ArchiveStage {
                 archived,
                 read: None,
                 seek_pending: !sought,
+                unchecked: false,
             },
         );
     }
@@ -506,9 +596,21 @@ impl ArchiveStage {
             }
             return;
         }
-        if pos.read.or(pos.archived).is_some_and(|next| offset < next) {
-            return; // archived already, or already in an open file
+        if let Some(next) = pos.read.or(pos.archived)
+            && offset < next
+        {
+            // Archived already, or already in an open file. But once this
+            // copy has read the partition past `offset` (or sought to
+            // `next` without being able to check the log first), an earlier
+            // record means the consumer was sent back: librdkafka starts
+            // again from the log's start when its position is past the
+            // log's end, i.e. the broker went backwards.
+            if pos.read.is_some() || pos.unchecked {
+                self.jumped_back(m.topic(), m.partition(), next, offset);
+            }
+            return;
         }
+        pos.unchecked = false;
         pos.read = Some(offset + 1);
         let Some(table) = self.topics.table_of(m.topic()) else {
             return;
@@ -857,7 +959,7 @@ impl ArchiveStage {
         let keys: Vec<(String, i32)> = self.positions.keys().cloned().collect();
         for (topic, partition) in keys {
             let archived = self.catalog.state().next_offset(&topic, partition);
-            self.start_at(&topic, partition, archived);
+            self.take_on(&topic, partition, archived);
         }
         if refreshed && let Err(e) = self.promote_staged() {
             tracing::warn!(stage = STAGE, error = %e, "cannot move committed files into place yet");
