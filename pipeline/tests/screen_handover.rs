@@ -158,10 +158,14 @@ fn handover(kind: BrokerKind, gone: Gone) {
         &events(2_000, 20_000),
     );
     let mut max_lag = 0;
+    let mut moved = None;
     let took = loop {
         let sa = seen(&addr_a, &key);
         for p in sb.lag.keys() {
             max_lag = max_lag.max(sa.lag.get(p).copied().unwrap_or(0));
+        }
+        if sa.assigned == Some(PARTITIONS as i64) {
+            moved.get_or_insert(killed.elapsed());
         }
         if sa.assigned == Some(PARTITIONS as i64) && sa.lag.len() == PARTITIONS as usize {
             break killed.elapsed();
@@ -173,7 +177,8 @@ fn handover(kind: BrokerKind, gone: Gone) {
         std::thread::sleep(Duration::from_millis(100));
     };
     eprintln!(
-        "[{kind:?}] copy A owned all {PARTITIONS} partitions {took:?} after B was {gone:?} (session timeout {SESSION_TIMEOUT_MS} ms)"
+        "[{kind:?}] copy A was assigned all {PARTITIONS} partitions {:?} after B was {gone:?}, and reported their lag after {took:?} (session timeout {SESSION_TIMEOUT_MS} ms)",
+        moved.unwrap_or(took)
     );
 
     // Every event is screened exactly once, and A's lag drains to 0.

@@ -84,9 +84,11 @@ impl KafkaSettings {
             .set("partition.assignment.strategy", "range")
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            // A tenth of the session: a live copy hears of a dead one's
+            // eviction (and rejoins) within a tenth of the session after it.
             .set(
                 "heartbeat.interval.ms",
-                (self.session_timeout_ms / 4).max(100).to_string(),
+                (self.session_timeout_ms / 10).max(100).to_string(),
             )
             .set(
                 "fetch.message.max.bytes",

@@ -7,7 +7,8 @@
 //! transactional producer held back every `read_committed` reader of its
 //! partitions, until they came back.
 //!
-//! Both run on the engine's background tick (once a second). Evictions
+//! Both run on the engine's background tick (sessions every 100 ms,
+//! transactions once a second, with the log cleaner). Evictions
 //! change only group membership, which is not durable; transaction aborts
 //! are part of the journaled tick (`durable.rs`), so recovery repeats them.
 
