@@ -14,6 +14,12 @@
 //! share whatever else the machine is doing; the report gives each mode's
 //! medians over the rounds and its ratio to `memory` in the same run.
 //!
+//! Then recovery: a crash image (the data directory copied while the
+//! broker runs, as a SIGKILL leaves it) holding the records of a produce
+//! run and no checkpoint, started again: how long until it serves, and so
+//! how many journal entries a second recovery replays. A checkpoint every
+//! `snapshot_interval_ms` bounds what a crash leaves to replay.
+//!
 //! `cargo bench -p kusanagi-connectors --bench broker` (env:
 //! `BROKER_BENCH_RECORDS`, default 200000; `BROKER_BENCH_ROUNDS`, default 3).
 
@@ -254,6 +260,44 @@ fn run(bootstrap: &str, records: usize, values: &[Vec<u8>]) -> Figures {
     }
 }
 
+/// Produces `records` into a broker that never checkpoints, copies its data
+/// directory (a crash image), and times a broker started on the copy.
+/// Returns (seconds to recover, journal bytes).
+fn recovery(round: usize, records: usize, values: &[Vec<u8>]) -> (f64, u64) {
+    let base = std::env::temp_dir().join(format!(
+        "kusanagi-broker-bench-{}-{round}-recovery",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&base);
+    let (live, image) = (base.join("live"), base.join("image"));
+    let _cleanup = TempDir(base.clone());
+    let broker = EmbeddedBroker::start_with(
+        "127.0.0.1:0",
+        &live,
+        Duration::from_secs(3_600),
+        FlushPolicy::Os,
+    )
+    .expect("embedded broker");
+    run(&broker.addr().to_string(), records, values);
+    std::fs::create_dir_all(&image).unwrap();
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(&live).unwrap().flatten() {
+        bytes += std::fs::copy(entry.path(), image.join(entry.file_name())).unwrap();
+    }
+    let started = Instant::now();
+    let recovered = EmbeddedBroker::start_with(
+        "127.0.0.1:0",
+        &image,
+        Duration::from_secs(3_600),
+        FlushPolicy::Os,
+    )
+    .expect("recovered broker");
+    let took = started.elapsed().as_secs_f64();
+    drop(recovered);
+    std::mem::forget(broker); // as a crash would: no last checkpoint
+    (took, bytes)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -297,6 +341,10 @@ fn main() {
             results.push((mode, f));
         }
     }
+    let mut recoveries = Vec::new();
+    for round in 0..rounds {
+        recoveries.push(recovery(round, records, &values));
+    }
     let of = |mode: Mode, pick: fn(&Figures) -> f64| {
         median(
             results
@@ -339,4 +387,13 @@ fn main() {
             consume / base.2
         );
     }
+    let held = records as u64 + LATENCY_RATE * LATENCY_SECONDS;
+    let took = median(recoveries.iter().map(|r| r.0).collect());
+    let bytes = median(recoveries.iter().map(|r| r.1 as f64).collect());
+    println!(
+        "recovery of a crash image of {held} records ({:.1} MB of journal, no checkpoint): {took:.2} s, \
+         {:.0} records/s replayed (median of {rounds})",
+        bytes / 1e6,
+        held as f64 / took
+    );
 }
