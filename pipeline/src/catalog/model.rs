@@ -67,6 +67,16 @@ pub struct OffsetRange {
     pub first: i64,
     /// The last offset held.
     pub last: i64,
+    /// How many times the catalog's offset of `topic`/`partition` had been
+    /// rewound (`Action::Rewind`) when these records were archived: after
+    /// a rewind the same offsets hold other records, so their files get
+    /// other names. Absent (0) until a first rewind.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rewinds: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One Parquet file of the archive.
@@ -359,6 +369,7 @@ pub struct CatalogState {
     version: u64,
     files: BTreeMap<FileKey, FileEntry>,
     progress: BTreeMap<(String, i32), i64>,
+    rewinds: BTreeMap<(String, i32), u32>,
     erasures: BTreeMap<String, ErasureState>,
 }
 
@@ -374,6 +385,10 @@ pub struct Snapshot {
     /// Every erasure recorded.
     #[serde(default)]
     pub erasures: Vec<ErasureState>,
+    /// How many times each partition's offset was rewound: (topic,
+    /// partition, rewinds); only those rewound.
+    #[serde(default)]
+    pub rewinds: Vec<(String, i32, u32)>,
 }
 
 impl CatalogState {
@@ -396,6 +411,14 @@ impl CatalogState {
     /// archived yet).
     pub fn next_offset(&self, topic: &str, partition: i32) -> Option<i64> {
         self.progress.get(&(topic.to_owned(), partition)).copied()
+    }
+
+    /// How many times `topic`/`partition`'s offset was rewound.
+    pub fn rewinds(&self, topic: &str, partition: i32) -> u32 {
+        self.rewinds
+            .get(&(topic.to_owned(), partition))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Every partition's next offset to archive: (topic, partition, offset).
@@ -540,6 +563,10 @@ impl CatalogState {
                 }
                 Action::Rewind(r) => {
                     self.progress.insert((r.topic.clone(), r.partition), r.to);
+                    *self
+                        .rewinds
+                        .entry((r.topic.clone(), r.partition))
+                        .or_default() += 1;
                 }
                 Action::Erase(e) => {
                     self.erasures.insert(
@@ -584,6 +611,11 @@ impl CatalogState {
                 .map(|((t, p), o)| (t.clone(), *p, *o))
                 .collect(),
             erasures: self.erasures.values().cloned().collect(),
+            rewinds: self
+                .rewinds
+                .iter()
+                .map(|((t, p), n)| (t.clone(), *p, *n))
+                .collect(),
         }
     }
 
@@ -602,6 +634,7 @@ impl CatalogState {
                 .into_iter()
                 .map(|e| (e.erasure.request_id.clone(), e))
                 .collect(),
+            rewinds: s.rewinds.into_iter().map(|(t, p, n)| ((t, p), n)).collect(),
         }
     }
 }
@@ -684,8 +717,12 @@ mod tests {
                 .is_err(),
             "and not moved twice in one commit"
         );
+        assert_eq!(s.rewinds("events", 0), 0);
         s.apply(&commit(2, vec![rewind(100, 60)])).unwrap();
         assert_eq!(s.next_offset("events", 0), Some(60));
+        assert_eq!(s.rewinds("events", 0), 1, "counted, for the files' names");
+        let again = CatalogState::from_snapshot(s.to_snapshot());
+        assert_eq!(again.rewinds("events", 0), 1, "and kept in checkpoints");
         // The archive goes on from there as from any offset.
         s.apply(&commit(3, vec![progress(Some(60), 75)])).unwrap();
         assert_eq!(s.next_offset("events", 0), Some(75));

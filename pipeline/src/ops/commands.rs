@@ -126,6 +126,18 @@ pub async fn catalog_rewind(
         (0..from).contains(&to),
         "--to {to} is not below {topic}/{partition}'s archived offset {from}: a rewind only moves it back"
     );
+    // Only a log that went back is rewound, and never past its end.
+    let log_end = log_end(topology, topic, partition)?;
+    anyhow::ensure!(
+        log_end < from,
+        "the broker's log of {topic}/{partition} ends at {log_end}, not below the archived offset \
+         {from}: it did not go back, and a rewind would archive its records twice"
+    );
+    anyhow::ensure!(
+        to <= log_end,
+        "--to {to} is past the broker's log end of {topic}/{partition} ({log_end}): the records \
+         from {log_end} to {to} would never be archived"
+    );
     let rewind = Action::Rewind(Rewind {
         topic: topic.to_owned(),
         partition,
@@ -142,6 +154,26 @@ pub async fn catalog_rewind(
          Restart the archive stage's copies: they archive {topic}/{partition} from offset {to}."
     );
     Ok(())
+}
+
+/// The end of `topic`/`partition`'s log in the topology's brokers
+/// (`kafka.bootstrap`, else the embedded broker's `listen` address).
+fn log_end(topology: &Topology, topic: &str, partition: i32) -> anyhow::Result<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let bootstrap = if topology.kafka.bootstrap.is_empty() {
+        topology.embedded_broker.listen.clone()
+    } else {
+        topology.kafka.bootstrap.clone()
+    };
+    let consumer: BaseConsumer = topology
+        .kafka_settings(&bootstrap)
+        .consumer_config("kusanagi-catalog-rewind", None)
+        .create()
+        .context("creating a Kafka client")?;
+    let (_, high) = consumer
+        .fetch_watermarks(topic, partition, std::time::Duration::from_secs(10))
+        .with_context(|| format!("reading the end of {topic}/{partition} from {bootstrap}"))?;
+    Ok(high)
 }
 
 /// `kusanagi tier`: one tiering pass.

@@ -33,6 +33,22 @@ pub struct WrittenFile {
     pub entry: FileEntry,
 }
 
+impl WrittenFile {
+    /// Marks each offset range with how many times the catalog rewound its
+    /// partition (`rewinds(topic, partition)`), and names the file from
+    /// them: after a rewind the same offsets are other records, and their
+    /// file must not take the name of one archived before it.
+    pub fn after_rewinds(mut self, key: &PartitionKey, rewinds: impl Fn(&str, i32) -> u32) -> Self {
+        for r in &mut self.entry.offsets {
+            r.rewinds = rewinds(&r.topic, r.partition);
+        }
+        if self.entry.offsets.iter().any(|r| r.rewinds > 0) {
+            self.entry.path = key.file_path(&self.entry.offsets);
+        }
+        self
+    }
+}
+
 /// The SHA-256 of `bytes`, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -66,6 +82,7 @@ pub fn write_file(
             partition,
             first,
             last,
+            rewinds: 0,
         })
         .collect();
     let batch = to_batch(key.table, rows)?;

@@ -61,6 +61,9 @@ impl PartitionKey {
         h.update(self.dir().as_bytes());
         for r in offsets {
             h.update(format!("\n{}/{}/{}-{}", r.topic, r.partition, r.first, r.last).as_bytes());
+            if r.rewinds > 0 {
+                h.update(format!("@{}", r.rewinds).as_bytes());
+            }
         }
         let digest = h.finalize();
         let id: String = digest[..10].iter().map(|b| format!("{b:02x}")).collect();
@@ -103,12 +106,22 @@ mod tests {
             partition: 2,
             first: 10,
             last,
+            rewinds: 0,
         };
         let a = k.file_path(&[r(20)]);
         assert!(a.starts_with("events/tenant=game-1/dt=2026-03-04/hour=05/part-"));
         assert!(a.ends_with(".parquet"));
         assert_eq!(a, k.file_path(&[r(20)]), "the same offsets, the same name");
         assert_ne!(a, k.file_path(&[r(21)]));
+        let rewound = OffsetRange {
+            rewinds: 1,
+            ..r(20)
+        };
+        assert_ne!(
+            a,
+            k.file_path(&[rewound]),
+            "the same offsets after a rewind are other records"
+        );
     }
 
     #[test]

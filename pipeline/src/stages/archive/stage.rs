@@ -164,10 +164,6 @@ struct Position {
     read: Option<i64>,
     /// The seek to `archived` has not taken yet.
     seek_pending: bool,
-    /// The broker could not be asked whether its log still holds
-    /// `archived` when the partition was taken on (`log_check`): the first
-    /// record read answers instead.
-    unchecked: bool,
 }
 
 /// One copy of the archive stage. Blocking: run it on its own thread.
@@ -190,6 +186,9 @@ pub struct ArchiveStage {
     /// Assigned partitions whose log went back below the catalog's offset:
     /// paused, not archived (`log_check`).
     refused: BTreeSet<(String, i32)>,
+    /// Partitions (re)taken on in this loop iteration: sought to the
+    /// catalog's offset after the record polled with the rebalance.
+    just_taken: BTreeSet<(String, i32)>,
     dead_letters: Vec<&'static str>,
     /// Committed files whose move into place failed: retried every loop.
     unpromoted: bool,
@@ -293,6 +292,7 @@ impl ArchiveStage {
             open: OpenFiles::default(),
             positions: BTreeMap::new(),
             refused: BTreeSet::new(),
+            just_taken: BTreeSet::new(),
             dead_letters: Vec::new(),
             unpromoted: false,
             last_write: Instant::now(),
@@ -313,6 +313,13 @@ impl ArchiveStage {
                 .map(|r| r.map(|m| m.detach()));
             let mut ok = self.handle_rebalances();
             match polled {
+                // Fetched before its partition was sought to the catalog's
+                // offset: it comes again if it is still to be archived.
+                Some(Ok(m))
+                    if !self.just_taken.is_empty()
+                        && self
+                            .just_taken
+                            .contains(&(m.topic().to_owned(), m.partition())) => {}
                 Some(Ok(m)) => self.read(m),
                 Some(Err(e)) => self.consumer_error(e)?,
                 None => {}
@@ -402,6 +409,7 @@ impl ArchiveStage {
 
     /// Handles the rebalances `poll` saw; false if writing on a revoke failed.
     fn handle_rebalances(&mut self) -> bool {
+        self.just_taken.clear();
         let events =
             std::mem::take(&mut *self.consumer.context().0.lock().expect("rebalance lock"));
         let mut ok = true;
@@ -424,8 +432,8 @@ impl ArchiveStage {
                     self.open.take();
                     self.dead_letters.clear();
                     self.positions.clear();
-                    for p in std::mem::take(&mut self.refused) {
-                        self.metrics.archive.refused(&p.0, p.1, false);
+                    for p in self.refused.clone() {
+                        self.release(&p);
                     }
                 }
             }
@@ -459,14 +467,12 @@ impl ArchiveStage {
             Some(LogCheck::WentBack { log_end }) => {
                 self.refuse(topic, partition, archived, log_end)
             }
-            Some(_) => self.start_at(topic, partition, archived),
-            None => {
-                self.start_at(topic, partition, archived);
-                if let Some(pos) = self.positions.get_mut(&(topic.to_owned(), partition)) {
-                    pos.unchecked = true;
-                }
-            }
+            // Checked, or the broker did not answer: then the first record
+            // tells (`read`: one from before `archived` means the log went
+            // back).
+            Some(_) | None => self.start_at(topic, partition, archived),
         }
+        self.just_taken.insert((topic.to_owned(), partition));
     }
 
     /// Checks `topic`/`partition`'s log in the broker against `next`, the
@@ -562,7 +568,6 @@ impl ArchiveStage {
                 archived,
                 read: None,
                 seek_pending: !sought,
-                unchecked: false,
             },
         );
     }
@@ -599,18 +604,15 @@ impl ArchiveStage {
         if let Some(next) = pos.read.or(pos.archived)
             && offset < next
         {
-            // Archived already, or already in an open file. But once this
-            // copy has read the partition past `offset` (or sought to
-            // `next` without being able to check the log first), an earlier
-            // record means the consumer was sent back: librdkafka starts
+            // Once the seek to the catalog's offset holds (records fetched
+            // before it are dropped by librdkafka, or by `run` when polled
+            // with the rebalance), a record from before where this copy
+            // reads means the consumer was sent back: librdkafka starts
             // again from the log's start when its position is past the
             // log's end, i.e. the broker went backwards.
-            if pos.read.is_some() || pos.unchecked {
-                self.jumped_back(m.topic(), m.partition(), next, offset);
-            }
+            self.jumped_back(m.topic(), m.partition(), next, offset);
             return;
         }
-        pos.unchecked = false;
         pos.read = Some(offset + 1);
         let Some(table) = self.topics.table_of(m.topic()) else {
             return;
@@ -739,7 +741,10 @@ impl ArchiveStage {
                 self.subject_filter_fpp,
                 now_ms,
             ) {
-                Ok(w) => written.push(w),
+                Ok(w) => {
+                    let state = self.catalog.state();
+                    written.push(w.after_rewinds(&key, |t, p| state.rewinds(t, p)));
+                }
                 Err(e) => {
                     tracing::error!(stage = STAGE, partition = %key.dir(), error = %e, "cannot write a Parquet file; re-reading");
                     return self.retry_later();

@@ -1616,6 +1616,11 @@ impl EngineState {
         }
 
         if group.state == GroupLifecycleState::PreparingRebalance {
+            // [Kusanagi patch] As on Kafka, the heartbeat keeps the session
+            // alive while the member is told to rejoin.
+            if let Some(m) = group.members.get_mut(&m_id) {
+                m.last_heartbeat_ms = now;
+            }
             res.error_code = 27; // REBALANCE_IN_PROGRESS
             return res;
         }
@@ -3191,7 +3196,21 @@ impl Engine {
             if group.rebalance_start_ms > 0 && now - group.rebalance_start_ms >= max_timeout as i64
             {
                 if group.state == GroupLifecycleState::PreparingRebalance {
-                    group.state = GroupLifecycleState::CompletingRebalance;
+                    // [Kusanagi patch] As on Kafka, the round completes
+                    // without the members that did not rejoin in time: they
+                    // leave the group (and rejoin as new members if alive).
+                    let late: Vec<String> = group
+                        .members
+                        .keys()
+                        .filter(|m| !group.awaiting_members.contains_key(*m))
+                        .cloned()
+                        .collect();
+                    for m in &late {
+                        group.members.remove(m);
+                        group.assignments.remove(m);
+                    }
+                    group.initial_until = None;
+                    group.try_complete_join();
                 }
                 continue;
             }

@@ -15,22 +15,29 @@
 use super::engine::{EngineState, GroupLifecycleState};
 
 impl EngineState {
-    /// Removes every member of a stable group whose session expired (no
-    /// heartbeat for `session.timeout.ms`); the group then rebalances
-    /// among the members left (they learn it from their next heartbeat:
-    /// REBALANCE_IN_PROGRESS). Members inside a rebalance are left to it.
-    /// Returns how many were removed.
+    /// Removes every member whose session expired (no heartbeat for
+    /// `session.timeout.ms`), as Kafka's coordinator does: in a stable
+    /// group, and in a round being completed (a leader that died after its
+    /// JoinGroup was answered would otherwise hold the group there), the
+    /// rest start a new round; in a round gathering joins, only members
+    /// without an open JoinGroup can expire, and the round may then
+    /// complete without them. Members learn of a new round from their next
+    /// heartbeat or SyncGroup (REBALANCE_IN_PROGRESS). Returns how many
+    /// were removed.
     pub fn expire_sessions(&mut self) -> usize {
         let now = self.now_ms();
         let mut removed = 0;
         for group in self.groups.values_mut() {
-            if group.state != GroupLifecycleState::Stable {
-                continue;
-            }
+            let gathering = match group.state {
+                GroupLifecycleState::Stable | GroupLifecycleState::CompletingRebalance => false,
+                GroupLifecycleState::PreparingRebalance => true,
+                _ => continue,
+            };
             let expired: Vec<String> = group
                 .members
                 .values()
                 .filter(|m| now - m.last_heartbeat_ms > i64::from(m.session_timeout_ms))
+                .filter(|m| !(gathering && group.awaiting_members.contains_key(&m.member_id)))
                 .map(|m| m.member_id.clone())
                 .collect();
             if expired.is_empty() {
@@ -39,15 +46,24 @@ impl EngineState {
             for id in &expired {
                 group.members.remove(id);
                 group.assignments.remove(id);
+                group.awaiting_members.remove(id);
             }
             removed += expired.len();
+            if group.leader_id.as_ref().is_some_and(|l| !group.members.contains_key(l)) {
+                group.leader_id = None;
+            }
             if group.members.is_empty() {
                 group.state = GroupLifecycleState::Empty;
-                group.leader_id = None;
+                group.awaiting_members.clear();
+                group.assignments.clear();
+            } else if gathering {
+                group.try_complete_join();
             } else {
                 group.state = GroupLifecycleState::PreparingRebalance;
                 group.generation_id += 1;
                 group.rebalance_start_ms = now;
+                group.assignments.clear();
+                group.awaiting_members.clear();
             }
         }
         removed

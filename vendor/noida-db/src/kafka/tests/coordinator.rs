@@ -310,8 +310,11 @@ fn test_rebalance_trigger_returns_rebalance_in_progress() {
     hb_req.member_id = c1_step2.member_id.clone();
     hb_req.generation_id = 1; // old generation!
     let hb_resp = t.engine.handle_heartbeat(&hb_req, 4);
-    // Generation was incremented when rebalance was triggered
-    assert!(hb_resp.error_code == 22 || hb_resp.error_code == 27);
+    // Generation was incremented when rebalance was triggered.
+    // [Kusanagi patch] The requests give no rebalance timeout (0), so C2's
+    // round completes at once without C1, which did not rejoin: as on
+    // Kafka, C1 is then no longer a member (25) and joins again as new.
+    assert!([22, 25, 27].contains(&hb_resp.error_code), "{}", hb_resp.error_code);
 }
 
 #[test]

@@ -116,6 +116,96 @@ fn a_lone_member_that_dies_leaves_the_group_empty() {
     assert!(state.groups["solo"].members.is_empty());
 }
 
+/// A leader that dies after its JoinGroup was answered, before its
+/// SyncGroup, is evicted after its session; the follower gets
+/// REBALANCE_IN_PROGRESS and forms the group alone. (The round used to stay
+/// in CompletingRebalance for good: sessions were checked in stable groups
+/// only, and the follower's rejoin was answered with the same dead leader.)
+#[test]
+fn a_leader_that_dies_before_its_sync_is_evicted_and_the_follower_carries_on() {
+    let t = T::new();
+    let join = |member: &StrBytes| {
+        let mut j = JoinGroupRequest::default();
+        j.protocols.push(
+            kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol::default()
+                .with_name(s("range")),
+        );
+        j.group_id = GroupId(s("dl"));
+        j.protocol_type = s("consumer");
+        j.session_timeout_ms = 6000;
+        j.rebalance_timeout_ms = 60_000;
+        j.member_id = member.clone();
+        j
+    };
+    let (leader, follower) = {
+        let mut state = t.engine.state.lock().unwrap();
+        let a = state.handle_join_group(&join(&s("")), 5, "a", "/h").member_id;
+        let b = state.handle_join_group(&join(&s("")), 5, "b", "/h").member_id;
+        state.handle_join_group(&join(&a), 5, "a", "/h");
+        state.handle_join_group(&join(&b), 5, "b", "/h");
+        let group = state.groups.get_mut("dl").unwrap();
+        group.initial_until = None;
+        group.try_complete_join();
+        assert_eq!(group.state, GroupLifecycleState::CompletingRebalance);
+        let leader = group.leader_id.clone().unwrap();
+        let follower = if leader == a.as_str() { b } else { a };
+        (s(&leader), follower)
+    };
+    let generation = t.engine.state.lock().unwrap().groups["dl"].generation_id;
+    // The leader dies here. The follower heartbeats; the leader's session ends.
+    t.advance(3_000);
+    assert_eq!(heartbeat(&t, "dl", &follower, generation), 0);
+    t.advance(3_500);
+    assert_eq!(t.engine.state.lock().unwrap().expire_sessions(), 1, "the dead leader is evicted");
+    {
+        let state = t.engine.state.lock().unwrap();
+        let group = &state.groups["dl"];
+        assert!(!group.members.contains_key(leader.as_str()));
+        assert_eq!(group.state, GroupLifecycleState::PreparingRebalance);
+    }
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = GroupId(s("dl"));
+    sync.member_id = follower.clone();
+    sync.generation_id = generation;
+    assert_eq!(t.engine.handle_sync_group(&sync, 3).error_code, 27, "rejoin");
+    let rejoined = t.engine.handle_join_group(&join(&follower), 5);
+    assert_eq!(rejoined.error_code, 0);
+    assert_eq!(rejoined.leader, follower, "the follower leads now");
+    assert_eq!(rejoined.members.len(), 1);
+    sync.generation_id = rejoined.generation_id;
+    assert_eq!(t.engine.handle_sync_group(&sync, 3).error_code, 0);
+    assert_eq!(t.engine.state.lock().unwrap().groups["dl"].state, GroupLifecycleState::Stable);
+}
+
+/// A member told to rejoin stays alive through its heartbeats, and one
+/// that never rejoins (its session over, no open JoinGroup) is dropped so
+/// that the round completes without it.
+#[test]
+fn heartbeats_keep_a_rejoining_member_alive_and_a_silent_one_is_dropped_from_the_round() {
+    let t = T::new();
+    let (live, generation) = stable_group(&t, "rj");
+    {
+        let mut state = t.engine.state.lock().unwrap();
+        let group = state.groups.get_mut("rj").unwrap();
+        let mut silent = group.members.values().next().unwrap().clone();
+        silent.member_id = "silent".into();
+        group.members.insert("silent".into(), silent);
+        // A new round, as when a member joins.
+        group.state = GroupLifecycleState::PreparingRebalance;
+        group.generation_id += 1;
+        group.awaiting_members.clear();
+    }
+    for _ in 0..4 {
+        t.advance(2_000);
+        assert_eq!(heartbeat(&t, "rj", &live, generation), 27, "rejoin, and alive");
+        t.engine.state.lock().unwrap().expire_sessions();
+    }
+    let state = t.engine.state.lock().unwrap();
+    let group = &state.groups["rj"];
+    assert!(group.members.contains_key(live.as_str()), "heartbeats kept it");
+    assert!(!group.members.contains_key("silent"), "no heartbeat, no join: dropped");
+}
+
 #[test]
 fn a_transaction_open_past_its_timeout_is_aborted_and_its_producer_fenced() {
     let t = T::new();
