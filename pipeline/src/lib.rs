@@ -7,11 +7,12 @@
 //! |---|---|
 //! | [`config`] | the topology file, typed and validated; environment overrides |
 //! | [`runtime`] | the [`runtime::Stage`] trait and the exactly-once [`runtime::TransactionalLoop`] that runs any stage; metrics; dead letters |
-//! | [`stages`] | one folder per stage: [`stages::ingest`] (`events.raw` -> `events`, `events.dlq`) |
+//! | [`stages`] | one folder per stage, in data-flow order: [`stages::ingest`] (`events.raw` -> `events`), [`stages::screen`] (-> `screenings`), [`stages::decide`] (-> `accounts`, `l2.requests`), [`stages::analyze`] (-> `l2.verdicts`), [`stages::view`] (the state API), [`stages::archive`] (-> Parquet), [`stages::tier`] and [`stages::compact`] (the archive's tiers and erasures) |
+//! | [`erasure`] | GDPR erasure: requests, the subjects' secret salt, certificates |
 //! | [`catalog`] | the archive catalog: Parquet files per tier, their contents and checksums, archived offsets; atomic commits |
 //! | [`api`] | HTTP: event intake, health, metrics |
 //! | [`run`] | starting a process: broker, topics, stages, HTTP |
-//! | [`ops`] | operator commands over the archive: verify, restore, stats |
+//! | [`ops`] | operator commands over the archive: verify, restore, stats, catalog |
 //! | [`demo`] | synthetic game traffic with RMT patterns, a live status line and a summary |
 #![warn(missing_docs)]
 
