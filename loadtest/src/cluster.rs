@@ -147,10 +147,10 @@ impl Cluster {
 
     fn cleanup(&mut self) {
         drop(self.brokers.take());
-        if let Some(dir) = self.data_dir.take() {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                eprintln!("loadtest: cannot remove {}: {e}", dir.display());
-            }
+        if let Some(dir) = self.data_dir.take()
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            eprintln!("loadtest: cannot remove {}: {e}", dir.display());
         }
     }
 }

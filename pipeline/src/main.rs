@@ -232,6 +232,11 @@ enum CatalogCommand {
         /// Why (kept in the catalog's history).
         #[arg(long)]
         reason: String,
+        /// Skip the check that the broker's log ends below the archived
+        /// offset (for a partition the archive refused whose log has grown
+        /// past that offset again since).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -304,8 +309,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     partition,
                     to,
                     reason,
+                    force,
                 },
-        } => commands::catalog_rewind(&topology, &topic, partition, to, &reason).await,
+        } => commands::catalog_rewind(&topology, &topic, partition, to, &reason, force).await,
         Command::Tier { now, dry_run } => {
             init_logs(&topology, true);
             commands::tier(&topology, now.as_deref(), dry_run).await

@@ -216,14 +216,26 @@ fn went_back(running: bool) {
     );
     assert_eq!(a.terminate(Duration::from_secs(60)), Some(0));
 
-    // The operator rewinds to where the new broker began (it was empty).
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kusanagi"))
-        .arg("--topology")
-        .arg(&topology)
-        .args(["catalog", "rewind", "--topic", "events", "--partition", "0"])
-        .args(["--to", "0", "--reason", "broker replaced by an empty one"])
-        .output()
-        .expect("kusanagi catalog rewind");
+    // A rewind past the broker's log end is refused (it would skip the
+    // records between); the operator rewinds to where the new broker began
+    // (it was empty).
+    let rewind = |to: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kusanagi"))
+            .arg("--topology")
+            .arg(&topology)
+            .args(["catalog", "rewind", "--topic", "events", "--partition", "0"])
+            .args(["--to", to, "--reason", "broker replaced by an empty one"])
+            .output()
+            .expect("kusanagi catalog rewind")
+    };
+    let past = rewind("500");
+    assert!(!past.status.success());
+    assert!(
+        String::from_utf8_lossy(&past.stderr).contains("past the broker's log end"),
+        "{}",
+        String::from_utf8_lossy(&past.stderr)
+    );
+    let out = rewind("0");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

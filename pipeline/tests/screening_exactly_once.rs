@@ -104,7 +104,7 @@ fn workload() -> Vec<GameEvent> {
             clock - jitter,
             rng.random_range(100..20_000),
         );
-        if i % 62 == 0 && i / 62 < 2 * RMT {
+        if i.is_multiple_of(62) && i / 62 < 2 * RMT {
             // A scripted RMT account every 62 events, each twice, ~40
             // minutes apart: the second round finds the account restricted
             // with an L2 request in flight (state a restarted stage must
@@ -131,7 +131,7 @@ fn workload() -> Vec<GameEvent> {
                 }
                 _ => e.context_metadata.recent_chat_log = Some("口座に5万おねがい".into()), // R4
             }
-            if rmt % 4 != 0 {
+            if !rmt.is_multiple_of(4) {
                 e.target_id = format!("acct_{rmt:04}");
             }
         }

@@ -379,20 +379,19 @@ mod tests {
                         if let (Some(t), Some(n)) = (
                             o.get("type").and_then(|t| t.as_str()),
                             o.get("name").and_then(|n| n.as_str()),
-                        ) {
-                            if matches!(t, "record" | "enum" | "fixed") {
-                                assert!(!defined.contains(&n.to_owned()), "{n} defined twice");
-                                defined.push(n.to_owned());
-                            }
+                        ) && matches!(t, "record" | "enum" | "fixed")
+                        {
+                            assert!(!defined.contains(&n.to_owned()), "{n} defined twice");
+                            defined.push(n.to_owned());
                         }
                         for (k, x) in o {
-                            if k == "type" || k == "items" {
-                                if let Some(name) = x.as_str() {
-                                    assert!(
-                                        !defined.contains(&name.to_owned()),
-                                        "a reference to {name}"
-                                    );
-                                }
+                            if (k == "type" || k == "items")
+                                && let Some(name) = x.as_str()
+                            {
+                                assert!(
+                                    !defined.contains(&name.to_owned()),
+                                    "a reference to {name}"
+                                );
                             }
                             walk(x, defined);
                         }

@@ -183,7 +183,7 @@ impl Catalog {
             let path = log_path(commit.version);
             if self.store.put_if_absent(&path, Bytes::from(bytes)).await? {
                 self.state.apply(&commit)?;
-                if commit.version % CHECKPOINT_EVERY == 0 {
+                if commit.version.is_multiple_of(CHECKPOINT_EVERY) {
                     self.write_checkpoint().await;
                 }
                 return Ok(commit.version);

@@ -144,10 +144,10 @@ fn committed_staged(catalog: &Catalog, tier: Tier, staged_path: &str) -> Option<
 /// into place. A file another process moved already is fine.
 pub async fn promote(store: &TierStore, files: &[(String, String)]) -> Result<(), ConnectorError> {
     for (path, sha) in files {
-        if let Err(e) = store.rename(&staged(path, sha), path).await {
-            if !store.exists(path).await? {
-                return Err(e);
-            }
+        if let Err(e) = store.rename(&staged(path, sha), path).await
+            && !store.exists(path).await?
+        {
+            return Err(e);
         }
     }
     Ok(())

@@ -117,6 +117,7 @@ pub async fn catalog_rewind(
     partition: i32,
     to: i64,
     reason: &str,
+    force: bool,
 ) -> anyhow::Result<()> {
     let (_, mut catalog) = open(topology, "catalog-rewind").await?;
     let Some(from) = catalog.state().next_offset(topic, partition) else {
@@ -127,17 +128,22 @@ pub async fn catalog_rewind(
         "--to {to} is not below {topic}/{partition}'s archived offset {from}: a rewind only moves it back"
     );
     // Only a log that went back is rewound, and never past its end.
-    let log_end = log_end(topology, topic, partition)?;
-    anyhow::ensure!(
-        log_end < from,
-        "the broker's log of {topic}/{partition} ends at {log_end}, not below the archived offset \
-         {from}: it did not go back, and a rewind would archive its records twice"
-    );
-    anyhow::ensure!(
-        to <= log_end,
-        "--to {to} is past the broker's log end of {topic}/{partition} ({log_end}): the records \
-         from {log_end} to {to} would never be archived"
-    );
+    // `--force`: its end has passed the archived offset again since the
+    // archive refused it (new records arrived meanwhile).
+    if !force {
+        let log_end = log_end(topology, topic, partition)?;
+        anyhow::ensure!(
+            log_end < from,
+            "the broker's log of {topic}/{partition} ends at {log_end}, not below the archived \
+             offset {from}: it did not go back, and a rewind would archive its records twice \
+             (--force if the archive refused it and records have arrived since)"
+        );
+        anyhow::ensure!(
+            to <= log_end,
+            "--to {to} is past the broker's log end of {topic}/{partition} ({log_end}): the \
+             records from {log_end} to {to} would never be archived"
+        );
+    }
     let rewind = Action::Rewind(Rewind {
         topic: topic.to_owned(),
         partition,
