@@ -2,6 +2,19 @@
 
 use thiserror::Error;
 
+/// Whose problem a failure is: it decides whether to retry, to stop and
+/// tell the operator, or to report a defect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// The configuration or the input is wrong: a retry does not help.
+    User,
+    /// A system outside the process failed or is unreachable: a retry may.
+    External,
+    /// A defect of ours: a retry may get past it, and it must be reported.
+    Internal,
+}
+
 /// A failure at the edge of the process.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -73,6 +86,20 @@ impl ConnectorError {
     /// Whether the object asked for does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
+    }
+
+    /// Whose problem it is.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::KafkaConfig { .. } | Self::Http { .. } | Self::EmbeddedBroker { .. } => {
+                ErrorClass::User
+            }
+            Self::Storage { operation, .. } if operation == "open" => ErrorClass::User,
+            Self::CreateTopic { .. } => ErrorClass::External,
+            Self::Kafka { .. } | Self::Storage { .. } | Self::NotFound { .. } => {
+                ErrorClass::External
+            }
+        }
     }
 
     /// Whether retrying the same operation may succeed.

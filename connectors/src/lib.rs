@@ -13,4 +13,4 @@ pub mod kafka;
 pub mod llm;
 pub mod storage;
 
-pub use error::ConnectorError;
+pub use error::{ConnectorError, ErrorClass};

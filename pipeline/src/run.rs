@@ -18,9 +18,9 @@ use rdkafka::producer::FutureProducer;
 use crate::api::{self, EventsApi, Keys, Services};
 use crate::config::{BrokerFlush, Topology};
 use crate::erasure::Secrets;
-use crate::runtime::{LoopConfig, Metrics, RuntimeError, Shutdown, TransactionalLoop};
+use crate::runtime::{Backoff, LoopConfig, Metrics, RuntimeError, Shutdown, StageLoop};
 use crate::stages::analyze::{self, AnalyzeStage, Analyzer};
-use crate::stages::archive::{self, ArchiveStage, ArchiveTopics};
+use crate::stages::archive::{self, ArchiveCopy, ArchiveStage, ArchiveTopics};
 use crate::stages::compact::{self, CompactStage};
 use crate::stages::decide::{self, DecideStage, DecideTopics};
 use crate::stages::ingest::{self, IngestStage};
@@ -210,7 +210,7 @@ pub fn spawn_stage(
                         cfg.max_event_bytes,
                         max_record,
                     );
-                    TransactionalLoop::new(stage, &settings, lc.clone(), metrics.clone())
+                    StageLoop::kafka(stage, &settings, lc.clone(), metrics.clone())
                 })
             })
         }
@@ -232,7 +232,7 @@ pub fn spawn_stage(
                         &topics.dead_letter,
                         Box::new(reader),
                     );
-                    TransactionalLoop::new(stage, &settings, lc.clone(), metrics.clone())
+                    StageLoop::kafka(stage, &settings, lc.clone(), metrics.clone())
                 })
             })
         }
@@ -249,7 +249,7 @@ pub fn spawn_stage(
                 supervise(&shutdown, || {
                     let reader = replay_reader(decide::STAGE, &settings)?;
                     let stage = DecideStage::new(decide_topics.clone(), Box::new(reader));
-                    TransactionalLoop::new(stage, &settings, lc.clone(), metrics.clone())
+                    StageLoop::kafka(stage, &settings, lc.clone(), metrics.clone())
                 })
             })
         }
@@ -271,7 +271,7 @@ pub fn spawn_stage(
                                 detail: e.message,
                             }
                         })?;
-                    TransactionalLoop::new(stage, &settings, lc.clone(), metrics.clone())
+                    StageLoop::kafka(stage, &settings, lc.clone(), metrics.clone())
                 })
             })
         }
@@ -307,7 +307,7 @@ pub fn spawn_stage(
                         AnalyzeStage::new(analyzer, &topics.l2_verdicts, &topics.dead_letter)
                             .map_err(|e| setup(format!("cannot start its async runtime: {e}")))?
                             .with_evidence(evidence.clone());
-                    TransactionalLoop::new(stage, &settings, lc.clone(), metrics.clone())
+                    StageLoop::kafka(stage, &settings, lc.clone(), metrics.clone())
                 })
             })
         }
@@ -321,20 +321,33 @@ pub fn spawn_stage(
                 audit: topics.audit.clone(),
                 dead_letter: topics.dead_letter.clone(),
             };
-            // Needed only once the archive records an erasure.
-            let secrets = Secrets::load(&topology.gdpr, topology.kafka.bootstrap.is_empty());
+            let lc = LoopConfig {
+                input_topics: archive_topics.inputs(),
+                ..loop_config(
+                    &[],
+                    &cfg.group_id,
+                    ARCHIVE_BATCH_RECORDS,
+                    ARCHIVE_BATCH_WAIT_MS,
+                )
+            };
+            let copy = ArchiveCopy {
+                instance: instance.clone(),
+                max_dead_letter_bytes: (settings.message_max_bytes as usize)
+                    .saturating_sub(64 * 1024),
+                metrics: metrics.clone(),
+                // Needed only once the archive records an erasure.
+                secrets: Secrets::load(&topology.gdpr, topology.kafka.bootstrap.is_empty()),
+                rt: tokio::runtime::Handle::current(),
+            };
             thread.spawn(move || {
-                supervise_with(&shutdown, || {
-                    ArchiveStage::new(
+                supervise(&shutdown, || {
+                    let stage = ArchiveStage::new(
                         cfg.clone(),
                         archive_topics.clone(),
                         &archive,
-                        &settings,
-                        &instance,
-                        metrics.clone(),
-                        secrets.clone(),
-                    )?
-                    .run(&shutdown)
+                        copy.clone(),
+                    )?;
+                    StageLoop::kafka(stage, &settings, lc.clone(), metrics.clone())
                 })
             })
         }
@@ -379,15 +392,24 @@ fn replay_reader(
     })
 }
 
+/// Most records the archive takes in one turn of its loop, and the
+/// longest wait for them: it buffers into open files, so these only bound
+/// how long a turn takes, not what is committed at once.
+const ARCHIVE_BATCH_RECORDS: usize = 10_000;
+const ARCHIVE_BATCH_WAIT_MS: u64 = 50;
+
 /// How long a replay may go without reading anything before it fails.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs a stage loop, recreating it after a fatal error until `shutdown`.
 fn supervise<S: crate::runtime::Stage>(
     shutdown: &Shutdown,
-    mut make: impl FnMut() -> Result<TransactionalLoop<S>, RuntimeError>,
+    mut make: impl FnMut() -> Result<
+        StageLoop<S, crate::runtime::kafka::KafkaSource, crate::runtime::kafka::KafkaOutput>,
+        RuntimeError,
+    >,
 ) -> Result<(), RuntimeError> {
-    supervise_with(shutdown, || make().and_then(|l| l.run(shutdown)))
+    supervise_with(shutdown, || make().and_then(|mut l| l.run(shutdown)))
 }
 
 /// Runs `run_once` (a stage from start to stop) again after a fatal error,
@@ -396,20 +418,16 @@ fn supervise_with(
     shutdown: &Shutdown,
     mut run_once: impl FnMut() -> Result<(), RuntimeError>,
 ) -> Result<(), RuntimeError> {
-    let mut restarts = 0u32;
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
     while !shutdown.is_triggered() {
         let result = run_once();
         match result {
             Ok(()) => return Ok(()),
-            Err(
-                e @ (RuntimeError::Fenced { .. }
-                | RuntimeError::Client { .. }
-                | RuntimeError::Setup { .. }),
-            ) => return Err(e),
+            Err(e) if !e.is_retriable() => return Err(e),
             Err(e) => {
-                restarts += 1;
-                tracing::error!(error = %e, restarts, "stage failed; restarting its Kafka clients");
-                shutdown.sleep(Duration::from_secs(u64::from(restarts.min(10))));
+                let delay = backoff.next_delay();
+                tracing::error!(error = %e, restarts = backoff.failures(), "stage failed; restarting its Kafka clients");
+                shutdown.sleep(delay);
             }
         }
     }

@@ -1,4 +1,6 @@
-//! The one trait every Kafka-to-Kafka stage implements.
+//! The one trait every consuming stage implements.
+
+use super::{Metrics, Sink, StageError};
 
 /// One consumed record, as the runtime hands it to a stage.
 #[derive(Debug, Clone, Copy)]
@@ -74,10 +76,11 @@ pub struct AssignedPartition {
     pub metadata: Option<String>,
 }
 
-/// A Kafka-to-Kafka stage: turns a batch of consumed records into records
-/// to produce. The runtime ([`super::TransactionalLoop`]) does the rest:
-/// consuming, producing, and committing outputs with the consumed offsets
-/// in one transaction.
+/// A stage: turns a batch of consumed records into records to produce.
+/// The runtime ([`super::StageLoop`]) does the rest: consuming, producing,
+/// and committing outputs with the consumed offsets in one transaction,
+/// or, for a stage whose output is kept elsewhere, through its
+/// [`Sink`].
 ///
 /// `process` must be deterministic given the records (and the state the
 /// stage rebuilt in [`Stage::on_assign`]): after an aborted transaction
@@ -87,8 +90,8 @@ pub trait Stage: Send {
     /// Processes a batch, appending what to produce to `out`.
     ///
     /// An `Err` aborts the transaction; the runtime rewinds and retries the
-    /// batch after a back-off, so return one only for failures that a retry
-    /// can mend (an unreachable dependency), never for bad input.
+    /// batch after a back-off when [`StageError::is_retriable`], and stops
+    /// otherwise. Never return one for bad input: dead-letter it.
     fn process(
         &mut self,
         batch: &[InRecord<'_>],
@@ -110,7 +113,7 @@ pub trait Stage: Send {
     /// Called after the transaction of the last batch committed: record
     /// what it did in `metrics` here (counts of aborted batches are
     /// dropped by [`Stage::on_rewind`]).
-    fn on_commit(&mut self, _metrics: &super::Metrics) {}
+    fn on_commit(&mut self, _metrics: &Metrics) {}
 
     /// Metadata to commit with the next offset of `(topic, partition)`, in
     /// the same transaction as the batch just processed (at most a few
@@ -119,14 +122,13 @@ pub trait Stage: Send {
     fn commit_metadata(&self, _topic: &str, _partition: i32) -> Option<String> {
         None
     }
-}
 
-/// A failure inside a stage that a retry may mend.
-#[derive(Debug, thiserror::Error)]
-#[error("{stage}: {message}")]
-pub struct StageError {
-    /// The stage.
-    pub stage: &'static str,
-    /// What failed.
-    pub message: String,
+    /// A stage whose output is kept outside Kafka returns its sink here:
+    /// the runtime then reads each partition from the sink's offsets and
+    /// commits through it ([`super::sink`]) instead of in a Kafka
+    /// transaction. The stage's outputs (dead letters) are sent as they
+    /// come and flushed before each sink commit.
+    fn sink(&mut self) -> Option<&mut dyn Sink> {
+        None
+    }
 }

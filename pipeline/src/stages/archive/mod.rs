@@ -8,17 +8,17 @@
 //! | [`layout`] | Hive-style partition paths and deterministic file names |
 //! | [`open_files`] | rows buffered per table partition, and when to write them |
 //! | [`file`] | one Parquet file and its catalog entry |
-//! | [`log_check`] | whether the broker's log still holds what the catalog says is archived |
-//! | [`stage`] | the loop: read, buffer, write, commit, move into place |
+//! | [`flight`] | a rotation's files on their way in: written, staged, committed, in place |
+//! | [`stage`] | the stage on the runtime's loop: decode, buffer, and the catalog as its sink |
 
 pub mod config;
 pub mod file;
+pub mod flight;
 pub mod layout;
-pub mod log_check;
 pub mod open_files;
 pub mod stage;
 pub mod table;
 
 pub use config::ArchiveStageConfig;
-pub use stage::{ArchiveStage, ArchiveTopics, STAGE};
+pub use stage::{ArchiveCopy, ArchiveStage, ArchiveTopics, STAGE};
 pub use table::Table;

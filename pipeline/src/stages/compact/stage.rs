@@ -146,10 +146,7 @@ struct Pending {
 }
 
 fn failed(message: impl std::fmt::Display) -> StageError {
-    StageError {
-        stage: STAGE,
-        message: message.to_string(),
-    }
+    StageError::external(STAGE, message)
 }
 
 /// The test-only crash hook: `KUSANAGI_FAULT_COMPACT_ABORT_AT=<step>`

@@ -158,9 +158,11 @@ impl DecideStage {
         // To the end as it is now, waiting for a transaction still open
         // there (the previous owner's last batch, whose commit marker may
         // reach `accounts` after its offsets were committed).
-        let fail = |message: String| StageError {
-            stage: STAGE,
-            message: format!("rebuilding the accounts of partition {partition}: {message}"),
+        let fail = |message: String| {
+            StageError::external(
+                STAGE,
+                format!("rebuilding the accounts of partition {partition}: {message}"),
+            )
         };
         let end = self
             .source

@@ -143,9 +143,11 @@ impl ScreenStage {
                         _ => undecodable += 1,
                     }
                 })
-                .map_err(|message| StageError {
-                    stage: STAGE,
-                    message: format!("rebuilding the windows of partition {partition}: {message}"),
+                .map_err(|message| {
+                    StageError::external(
+                        STAGE,
+                        format!("rebuilding the windows of partition {partition}: {message}"),
+                    )
                 })?;
             tracing::info!(
                 stage = STAGE,

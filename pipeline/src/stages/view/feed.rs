@@ -90,7 +90,7 @@ fn kafka_error(operation: &'static str, source: KafkaError) -> RuntimeError {
     RuntimeError::Fatal {
         stage: STAGE,
         operation,
-        source,
+        detail: source.to_string(),
     }
 }
 

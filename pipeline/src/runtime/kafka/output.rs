@@ -1,0 +1,248 @@
+//! [`Output`] on a librdkafka producer: transactional for Kafka-to-Kafka
+//! stages (`transactional.id` = `<group>-<instance id>`, stable across
+//! restarts, so a restarted copy's `init_transactions` aborts what its dead
+//! predecessor left open), idempotent and non-transactional for sinks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kusanagi_connectors::kafka::KafkaSettings;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::runtime::output::{NextOffset, Output, OutputFailure};
+use crate::runtime::{Backoff, OutRecord, RuntimeError};
+
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Counts records the broker did not take: a sink commit that would move
+/// past one is not made.
+#[derive(Default)]
+pub struct Deliveries {
+    failed: AtomicU64,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            tracing::warn!(error = %e, "a record was not delivered");
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A stage copy's producer.
+pub struct KafkaOutput {
+    producer: BaseProducer<Deliveries>,
+    /// Failed deliveries already reported by [`Output::flush`].
+    failed_seen: u64,
+}
+
+impl KafkaOutput {
+    /// A transactional producer with id `transactional_id`; fences any
+    /// predecessor with the same id (`init_transactions`).
+    pub fn transactional(
+        stage: &'static str,
+        settings: &KafkaSettings,
+        transactional_id: &str,
+    ) -> Result<Self, RuntimeError> {
+        let producer = settings
+            .transactional_producer_config(transactional_id)
+            .create_with_context(Deliveries::default())
+            .map_err(|source| RuntimeError::Client {
+                stage,
+                client: "producer",
+                source,
+            })?;
+        init_transactions(stage, &producer)?;
+        Ok(Self {
+            producer,
+            failed_seen: 0,
+        })
+    }
+
+    /// An idempotent producer without transactions.
+    pub fn plain(stage: &'static str, settings: &KafkaSettings) -> Result<Self, RuntimeError> {
+        let producer = settings
+            .producer_config()
+            .create_with_context(Deliveries::default())
+            .map_err(|source| RuntimeError::Client {
+                stage,
+                client: "producer",
+                source,
+            })?;
+        Ok(Self {
+            producer,
+            failed_seen: 0,
+        })
+    }
+
+    /// Serves delivery reports in 1 ms polls until nothing is in flight.
+    ///
+    /// `commit_transaction` flushes first, but rust-rdkafka's flush polls in
+    /// slices of up to 100 ms that always run to their end, which put a
+    /// 100 ms floor under every transaction. Draining here first leaves that
+    /// flush nothing to wait for; delivery failures still fail the commit.
+    fn await_deliveries(&self) {
+        let deadline = Instant::now() + KAFKA_TIMEOUT;
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            self.producer.poll(Duration::from_millis(1));
+        }
+    }
+
+    fn queue(&self, record: &OutRecord) -> Result<(), OutputFailure> {
+        let mut base =
+            BaseRecord::<Vec<u8>, Vec<u8>>::to(&record.topic).headers(record.kafka_headers());
+        if let Some(payload) = &record.payload {
+            base = base.payload(payload);
+        }
+        if let Some(p) = record.partition {
+            base = base.partition(p);
+        }
+        if let Some(k) = &record.key {
+            base = base.key(k);
+        }
+        if let Some(ts) = record.timestamp_ms {
+            base = base.timestamp(ts);
+        }
+        loop {
+            match self.producer.send(base) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    self.producer.poll(Duration::from_millis(10));
+                    base = back;
+                }
+                Err((e, _)) => return Err(classify("produce", e)),
+            }
+        }
+    }
+}
+
+/// Sorts a client error: fenced, fatal, or abortable.
+fn classify(operation: &'static str, e: KafkaError) -> OutputFailure {
+    let fenced = matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced)
+    );
+    if fenced {
+        return OutputFailure::Fenced { operation };
+    }
+    match &e {
+        KafkaError::Transaction(t) if t.is_fatal() => OutputFailure::Fatal {
+            operation,
+            detail: e.to_string(),
+        },
+        _ => OutputFailure::Abortable {
+            operation,
+            detail: e.to_string(),
+        },
+    }
+}
+
+impl Output<ConsumerGroupMetadata> for KafkaOutput {
+    fn transact(
+        &mut self,
+        group: &ConsumerGroupMetadata,
+        out: &[OutRecord],
+        offsets: &[NextOffset],
+    ) -> Result<(), OutputFailure> {
+        let txn = |op: &'static str, r: Result<(), KafkaError>| r.map_err(|e| classify(op, e));
+        txn("begin_transaction", self.producer.begin_transaction())?;
+        for record in out {
+            self.queue(record)?;
+        }
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for o in offsets {
+            let added = tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.offset));
+            added.map_err(|e| classify("send_offsets_to_transaction", e))?;
+            if let (Some(m), Some(mut e)) = (&o.metadata, tpl.find_partition(&o.topic, o.partition))
+            {
+                e.set_metadata(m.clone());
+            }
+        }
+        txn(
+            "send_offsets_to_transaction",
+            self.producer
+                .send_offsets_to_transaction(&tpl, group, KAFKA_TIMEOUT),
+        )?;
+        self.await_deliveries();
+        txn(
+            "commit_transaction",
+            self.producer.commit_transaction(KAFKA_TIMEOUT),
+        )
+    }
+
+    fn abort(&mut self) -> Result<(), OutputFailure> {
+        match self.producer.abort_transaction(KAFKA_TIMEOUT) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let not_open = matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::State));
+                match classify("abort_transaction", e) {
+                    OutputFailure::Abortable { .. } if not_open => Ok(()),
+                    OutputFailure::Abortable { detail, .. } => {
+                        tracing::warn!(error = %detail, "abort_transaction failed");
+                        Ok(())
+                    }
+                    stop => Err(stop),
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, out: &[OutRecord]) -> Result<(), OutputFailure> {
+        for record in out {
+            self.queue(record)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), OutputFailure> {
+        let flushed = self.producer.flush(KAFKA_TIMEOUT);
+        let failed = self.producer.context().failed.load(Ordering::Relaxed);
+        let newly_failed = failed != self.failed_seen;
+        self.failed_seen = failed;
+        match flushed {
+            Err(e) => Err(classify("flush", e)),
+            Ok(()) if newly_failed => Err(OutputFailure::Abortable {
+                operation: "flush",
+                detail: "records were not delivered".into(),
+            }),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    fn poll(&mut self) {
+        self.producer.poll(Duration::ZERO);
+    }
+}
+
+fn init_transactions(
+    stage: &'static str,
+    producer: &BaseProducer<Deliveries>,
+) -> Result<(), RuntimeError> {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(3));
+    let mut attempt = 0u32;
+    loop {
+        match producer.init_transactions(KAFKA_TIMEOUT) {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 && !matches!(&e, KafkaError::Transaction(t) if t.is_fatal()) => {
+                attempt += 1;
+                tracing::warn!(stage, error = %e, attempt, "init_transactions failed; retrying");
+                std::thread::sleep(backoff.next_delay());
+            }
+            Err(e) => {
+                return Err(RuntimeError::Fatal {
+                    stage,
+                    operation: "init_transactions",
+                    detail: e.to_string(),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The producer side of a stage loop, as a port: a Kafka-to-Kafka stage
+//! commits its outputs with the consumed offsets in one transaction
+//! ([`Output::transact`]); a sink stage sends its few outputs (dead
+//! letters) as they come and waits for them before its sink commits
+//! ([`Output::send`], [`Output::flush`]). [`super::kafka::KafkaOutput`] is
+//! the real one.
+
+use super::OutRecord;
+
+/// The next offset to commit for one partition, with the metadata the
+/// stage keeps there ([`super::Stage::commit_metadata`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextOffset {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The offset after the last record processed.
+    pub offset: i64,
+    /// Metadata committed with it.
+    pub metadata: Option<String>,
+}
+
+/// Why producing or committing failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutputFailure {
+    /// The transaction (or the sends) can be aborted and the batch tried
+    /// again from the committed offsets.
+    #[error("{operation}: {detail}")]
+    Abortable {
+        /// What was attempted.
+        operation: &'static str,
+        /// The client's error.
+        detail: String,
+    },
+    /// Another copy with the same transactional id took over: stop.
+    #[error("fenced during {operation}")]
+    Fenced {
+        /// What was attempted.
+        operation: &'static str,
+    },
+    /// The producer can go on no more; it must be created again.
+    #[error("fatal error during {operation}: {detail}")]
+    Fatal {
+        /// What was attempted.
+        operation: &'static str,
+        /// The client's error.
+        detail: String,
+    },
+}
+
+/// What the loop asks of its producer. `G` is the consumer's group
+/// metadata ([`super::Source::Group`]).
+pub trait Output<G> {
+    /// Produces `out` and commits it with `offsets` in one transaction
+    /// carrying `group` (so a copy that lost its partitions is fenced).
+    fn transact(
+        &mut self,
+        group: &G,
+        out: &[OutRecord],
+        offsets: &[NextOffset],
+    ) -> Result<(), OutputFailure>;
+
+    /// Aborts the open transaction, if any.
+    fn abort(&mut self) -> Result<(), OutputFailure>;
+
+    /// Queues `out` outside any transaction.
+    fn send(&mut self, out: &[OutRecord]) -> Result<(), OutputFailure>;
+
+    /// Waits until everything queued was delivered; an error if anything
+    /// sent since the last flush was not.
+    fn flush(&mut self) -> Result<(), OutputFailure>;
+
+    /// Serves delivery reports without waiting.
+    fn poll(&mut self) {}
+}
