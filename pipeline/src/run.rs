@@ -169,8 +169,13 @@ impl StageKind {
 }
 
 /// Runs `kind` on its own thread until `shutdown`, restarting its clients
-/// after a fatal Kafka error; a fenced copy or a bad configuration ends it.
-/// The view stage fills `view`, which the HTTP server serves.
+/// after an error a restart can mend; a fenced copy or a bad configuration
+/// ends it. The view stage fills `view`, which the HTTP server serves.
+///
+/// # Panics
+///
+/// When called outside the process's tokio runtime: the stages do their
+/// object-storage I/O on it.
 pub fn spawn_stage(
     kind: StageKind,
     topology: &Topology,
@@ -255,7 +260,12 @@ pub fn spawn_stage(
         }
         StageKind::Compact => {
             let cfg = topology.stages.compact.clone();
-            let lc = loop_config(&[&topics.erasures], &cfg.group_id, 16, 200);
+            let lc = loop_config(
+                &[&topics.erasures],
+                &cfg.group_id,
+                cfg.batch_max_records,
+                cfg.batch_max_wait_ms,
+            );
             let topology = topology.clone();
             thread.spawn(move || {
                 let secrets = Secrets::load(&topology.gdpr, topology.kafka.bootstrap.is_empty())

@@ -114,7 +114,7 @@ pub struct ArchiveStage {
     open: OpenFiles,
     /// A committed rotation whose move into place failed: retried every
     /// turn of the loop.
-    unplaced: Option<Flight>,
+    not_in_place: Option<Flight>,
     last_commit: Instant,
     metrics: Metrics,
 }
@@ -181,7 +181,7 @@ impl ArchiveStage {
             rt,
             decoders: Decoders::new(),
             open: OpenFiles::default(),
-            unplaced: None,
+            not_in_place: None,
             last_commit: Instant::now(),
             metrics,
         })
@@ -436,21 +436,21 @@ impl Sink for ArchiveStage {
             Ok(_) => {}
             Err((left, e)) => {
                 tracing::warn!(stage = STAGE, error = %e, state = left.name(), "files committed but not yet moved into place; retrying");
-                self.unplaced = Some(left);
+                self.not_in_place = Some(left);
             }
         }
         Ok(())
     }
 
     fn tick(&mut self) {
-        if self.unplaced.is_none() {
+        if self.not_in_place.is_none() {
             return;
         }
         // Through the catalog: a file a tier pass moved meanwhile must not
         // come back here.
         let (hot, rt) = (self.hot.clone(), self.rt.clone());
         match rt.block_on(recover(&hot, &mut self.catalog)) {
-            Ok(_) => self.unplaced = None,
+            Ok(_) => self.not_in_place = None,
             Err(e) => {
                 tracing::warn!(stage = STAGE, error = %e, "committed files still not in place; retrying")
             }
