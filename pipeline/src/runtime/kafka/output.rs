@@ -52,14 +52,10 @@ impl KafkaOutput {
         settings: &KafkaSettings,
         transactional_id: &str,
     ) -> Result<Self, RuntimeError> {
-        let producer = settings
-            .transactional_producer_config(transactional_id)
-            .create_with_context(Deliveries::default())
-            .map_err(|source| RuntimeError::Client {
-                stage,
-                client: "producer",
-                source,
-            })?;
+        let producer = create(
+            stage,
+            settings.transactional_producer_config(transactional_id),
+        )?;
         init_transactions(stage, &producer)?;
         Ok(Self {
             producer,
@@ -69,14 +65,7 @@ impl KafkaOutput {
 
     /// An idempotent producer without transactions.
     pub fn plain(stage: &'static str, settings: &KafkaSettings) -> Result<Self, RuntimeError> {
-        let producer = settings
-            .producer_config()
-            .create_with_context(Deliveries::default())
-            .map_err(|source| RuntimeError::Client {
-                stage,
-                client: "producer",
-                source,
-            })?;
+        let producer = create(stage, settings.producer_config())?;
         Ok(Self {
             producer,
             failed_seen: 0,
@@ -122,6 +111,19 @@ impl KafkaOutput {
             }
         }
     }
+}
+
+fn create(
+    stage: &'static str,
+    config: rdkafka::ClientConfig,
+) -> Result<BaseProducer<Deliveries>, RuntimeError> {
+    config
+        .create_with_context(Deliveries::default())
+        .map_err(|source| RuntimeError::Client {
+            stage,
+            client: "producer",
+            source,
+        })
 }
 
 /// Sorts a client error: fenced, fatal, or abortable.

@@ -119,6 +119,9 @@ pub struct StageLoop<S, Src, Out> {
     owned: BTreeSet<(String, i32)>,
     /// For a sink stage: where each partition stands.
     positions: Option<Positions>,
+    /// For a sink stage: partitions this loop paused because the sink could
+    /// not say where to read them from.
+    sink_paused: BTreeSet<(String, i32)>,
     /// For a sink stage: what it sent (dead letters) since its last
     /// commit, counted in the metrics once the commit holds.
     sink_sent: Vec<OutRecord>,
@@ -178,6 +181,7 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
             output,
             owned: BTreeSet::new(),
             positions,
+            sink_paused: BTreeSet::new(),
             sink_sent: Vec::new(),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
         }

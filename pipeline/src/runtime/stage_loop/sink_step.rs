@@ -148,7 +148,9 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
             Ok(d) => d,
             Err(e) => {
                 for (topic, partition) in &parts {
-                    self.source.pause(topic, *partition);
+                    if self.sink_paused.insert((topic.clone(), *partition)) {
+                        self.source.pause(topic, *partition);
+                    }
                 }
                 return Err(Failure::stage(e));
             }
@@ -158,10 +160,15 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
             let bounds = self.source.log_bounds(&part.0, part.1);
             match self.positions().place(part, durable, bounds) {
                 Placement::Read(next) => {
+                    // Resume first: librdkafka restarts a resumed partition
+                    // at the application's position, undoing a seek made
+                    // before. Only what this loop paused is resumed.
+                    if self.sink_paused.remove(part) {
+                        self.source.resume(&part.0, part.1);
+                    }
                     if !self.source.seek(&part.0, part.1, next) {
                         self.positions().seek_failed(part);
                     }
-                    self.source.resume(&part.0, part.1);
                     assigned.push(AssignedPartition {
                         topic: part.0.clone(),
                         partition: part.1,
@@ -236,6 +243,9 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
             self.source.resume(&p.0, p.1);
             self.sink().refused(&p.0, p.1, false);
         }
+        for p in std::mem::take(&mut self.sink_paused) {
+            self.source.resume(&p.0, p.1);
+        }
     }
 
     /// Forgets `p`; a refused partition is resumed (its next owner checks
@@ -244,6 +254,9 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
         if self.positions().remove(p) {
             self.source.resume(&p.0, p.1);
             self.sink().refused(&p.0, p.1, false);
+        }
+        if self.sink_paused.remove(p) {
+            self.source.resume(&p.0, p.1);
         }
     }
 

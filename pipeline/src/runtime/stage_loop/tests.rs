@@ -315,3 +315,23 @@ fn a_revoke_commits_what_was_read_first() {
     assert_eq!(sink.rows, ["0:0", "0:1", "0:2"]);
     assert_eq!(sink.commits[0].0, "rebalance");
 }
+
+#[test]
+fn a_partition_the_sink_cannot_place_yet_is_paused_then_read_from_the_sinks_offset() {
+    let world = World::with_logs(&[(0, 10)]);
+    world.at(0, assign(&[0]));
+    world.0.borrow_mut().committed.insert(tp(0), 2);
+    let mut stage = FakeStage::sink();
+    let sink = stage.sink.as_mut().unwrap();
+    sink.offsets.insert(tp(0), 6);
+    sink.positions_failures = 2;
+    let (result, stage) = run(&world, stage);
+    result.unwrap();
+    // Resumed before the seek: a resume after it would restart at the
+    // group's offset (2), and those records would look like the broker
+    // going back.
+    let sink = sink_of(&stage);
+    assert_eq!(sink.rows, ["0:6", "0:7", "0:8", "0:9"]);
+    assert!(sink.refused.is_empty());
+    assert!(world.0.borrow().paused.is_empty());
+}

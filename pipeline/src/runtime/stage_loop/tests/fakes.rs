@@ -43,6 +43,9 @@ pub struct State {
     pub logs: BTreeMap<Tp, Vec<Vec<u8>>>,
     pub committed: BTreeMap<Tp, i64>,
     pub positions: BTreeMap<Tp, i64>,
+    /// After the last record the application was given (librdkafka's
+    /// application position); a seek does not move it.
+    pub app_positions: BTreeMap<Tp, i64>,
     pub paused: BTreeSet<Tp>,
     pub generation: u64,
     pub pending: Vec<RebalanceEvent>,
@@ -143,6 +146,7 @@ impl FakeSource {
                         for p in parts {
                             let at = s.committed.get(p).copied().unwrap_or(0);
                             s.positions.insert(p.clone(), at);
+                            s.app_positions.remove(p);
                         }
                     }
                     RebalanceEvent::Revoked(parts) => {
@@ -221,6 +225,7 @@ impl Source for FakeSource {
         s.idle_since = None;
         s.delivered += 1;
         s.positions.insert(p.clone(), at + 1);
+        s.app_positions.insert(p.clone(), at + 1);
         let payload = s.logs[&p][at as usize].clone();
         Some(Ok(Consumed {
             topic: p.0.clone(),
@@ -274,12 +279,22 @@ impl Source for FakeSource {
             .insert((topic.into(), partition));
     }
 
+    /// As librdkafka does, a resume restarts the fetch at the application's
+    /// position (or the group's committed offset, if it was given nothing
+    /// yet), not where a seek put it.
     fn resume(&mut self, topic: &str, partition: i32) {
-        self.world
-            .0
-            .borrow_mut()
-            .paused
-            .remove(&(topic.into(), partition));
+        let mut s = self.world.0.borrow_mut();
+        let p = (topic.to_owned(), partition);
+        s.paused.remove(&p);
+        if s.positions.contains_key(&p) {
+            let at = s
+                .app_positions
+                .get(&p)
+                .or(s.committed.get(&p))
+                .copied()
+                .unwrap_or(0);
+            s.positions.insert(p, at);
+        }
     }
 
     fn log_bounds(&self, topic: &str, partition: i32) -> Option<LogBounds> {
@@ -380,6 +395,8 @@ pub struct FakeSink {
     pub rows: Vec<String>,
     pub offsets: BTreeMap<Tp, i64>,
     pub commit_failures: VecDeque<SinkFailure>,
+    /// How many of the next reads of the sink's offsets fail.
+    pub positions_failures: u32,
     pub commits: Vec<(&'static str, Vec<ReadRange>)>,
     pub refused: Vec<(Tp, bool)>,
 }
@@ -468,6 +485,10 @@ fn dead(r: &InRecord<'_>) -> OutRecord {
 
 impl Sink for FakeSink {
     fn positions(&mut self, partitions: &[Tp]) -> Result<Vec<Option<i64>>, StageError> {
+        if self.positions_failures > 0 {
+            self.positions_failures -= 1;
+            return Err(StageError::external("test", "the catalog is unreachable"));
+        }
         Ok(partitions
             .iter()
             .map(|p| self.offsets.get(p).copied())
