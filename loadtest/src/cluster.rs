@@ -10,8 +10,9 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use kusanagi_connectors::kafka::KafkaSettings;
 use kusanagi_pipeline::config::Topology;
-use kusanagi_pipeline::run::{self, Brokers, StageKind};
+use kusanagi_pipeline::run::{self, Brokers};
 use kusanagi_pipeline::runtime::{Metrics, RuntimeError, Shutdown};
+use kusanagi_pipeline::stages::registry::StageSpec;
 
 /// Which brokers a run uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +48,7 @@ pub struct Cluster {
     /// `embedded` or `external`.
     pub mode: &'static str,
     shutdown: Shutdown,
-    stages: Vec<(StageKind, JoinHandle<Result<(), RuntimeError>>)>,
+    stages: Vec<(&'static StageSpec, JoinHandle<Result<(), RuntimeError>>)>,
     brokers: Option<Brokers>,
     data_dir: Option<PathBuf>,
 }
@@ -59,7 +60,7 @@ impl Cluster {
         mut topology: Topology,
         target: Target,
         run: &str,
-        stages: &[StageKind],
+        stages: &[&'static StageSpec],
     ) -> anyhow::Result<Self> {
         let shutdown = Shutdown::new();
         match target {
@@ -105,16 +106,17 @@ impl Cluster {
                 let view = std::sync::Arc::new(kusanagi_pipeline::stages::view::View::new(
                     cluster.topology.stages.view.max_versions,
                 ));
-                for &kind in stages {
-                    let handle = run::spawn_stage(
-                        kind,
-                        &cluster.topology,
-                        &cluster.settings,
-                        &metrics,
-                        &cluster.shutdown,
-                        &view,
-                    );
-                    cluster.stages.push((kind, handle));
+                let ctx = run::stage_context(
+                    &cluster.topology,
+                    &cluster.settings,
+                    &metrics,
+                    &cluster.shutdown,
+                    &view,
+                );
+                for &spec in stages {
+                    let handle = run::spawn_stage(spec, &ctx)
+                        .with_context(|| format!("starting the {} stage", spec.name))?;
+                    cluster.stages.push((spec, handle));
                 }
                 Ok(cluster)
             }
@@ -132,10 +134,10 @@ impl Cluster {
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.trigger();
         let mut result = Ok(());
-        for (kind, handle) in std::mem::take(&mut self.stages) {
+        for (spec, handle) in std::mem::take(&mut self.stages) {
             let joined = match tokio::task::spawn_blocking(move || handle.join()).await {
-                Ok(Ok(r)) => r.with_context(|| format!("the {} stage failed", kind.name())),
-                _ => Err(anyhow::anyhow!("the {} stage panicked", kind.name())),
+                Ok(Ok(r)) => r.with_context(|| format!("the {} stage failed", spec.name)),
+                _ => Err(anyhow::anyhow!("the {} stage panicked", spec.name)),
             };
             if result.is_ok() {
                 result = joined;

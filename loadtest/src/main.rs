@@ -34,7 +34,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use kusanagi_pipeline::config::Topology;
-use kusanagi_pipeline::run::StageKind;
+use kusanagi_pipeline::stages::registry::StageSpec;
+use kusanagi_pipeline::stages::{ingest, screen};
 
 use crate::cluster::{Cluster, Target};
 use crate::ledger::RunIds;
@@ -149,9 +150,9 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         });
     }
 
-    let stages: &[StageKind] = match args.until {
-        observe::Watch::Events => &[StageKind::Ingest],
-        observe::Watch::Screenings => &[StageKind::Ingest, StageKind::Screen],
+    let stages: &[&'static StageSpec] = match args.until {
+        observe::Watch::Events => &[&ingest::SPEC],
+        observe::Watch::Screenings => &[&ingest::SPEC, &screen::SPEC],
     };
     let cluster = rt.block_on(Cluster::start(topology, target, ids.run(), stages))?;
     // The figures are out before the teardown, which can take a while (the

@@ -7,11 +7,11 @@
 //! |---|---|
 //! | [`config`] | the topology file, typed and validated; environment overrides |
 //! | [`runtime`] | the [`runtime::Stage`] trait and the one [`runtime::StageLoop`] that runs every consuming stage (a Kafka transaction per batch, or a [`runtime::Sink`]'s commit); its ports on Kafka; metrics; dead letters |
-//! | [`stages`] | one folder per stage, in data-flow order: [`stages::ingest`] (`events.raw` -> `events`), [`stages::screen`] (-> `screenings`), [`stages::decide`] (-> `accounts`, `l2.requests`), [`stages::analyze`] (-> `l2.verdicts`), [`stages::view`] (the state API), [`stages::archive`] (-> Parquet), [`stages::tier`] and [`stages::compact`] (the archive's tiers and erasures) |
+//! | [`stages`] | one folder per stage, each building itself from the topology ([`stages::registry`]), in data-flow order: [`stages::ingest`] (`events.raw` -> `events`), [`stages::screen`] (-> `screenings`), [`stages::decide`] (-> `accounts`, `l2.requests`), [`stages::analyze`] (-> `l2.verdicts`), [`stages::view`] (the state API), [`stages::archive`] (-> Parquet), [`stages::tier`] and [`stages::compact`] (the archive's tiers and erasures) |
 //! | [`erasure`] | GDPR erasure: requests, the subjects' secret salt, certificates |
 //! | [`catalog`] | the archive catalog: Parquet files per tier, their contents and checksums, archived offsets; atomic commits |
 //! | [`api`] | HTTP: event intake, health, metrics |
-//! | [`run`] | starting a process: broker, topics, stages, HTTP |
+//! | [`run`] | starting a process: broker, topics, the registry's stages on threads sharing one tokio runtime, HTTP |
 //! | [`ops`] | operator commands over the archive: verify, restore, stats, catalog |
 //! | [`demo`] | synthetic game traffic with RMT patterns, a live status line and a summary |
 #![warn(missing_docs)]

@@ -13,11 +13,13 @@ use kusanagi_pipeline::config::{KeyConfig, LogFormat, Role, Topology};
 use kusanagi_pipeline::demo::{self, DemoOptions};
 use kusanagi_pipeline::ops::commands::{self, RestoreTarget};
 use kusanagi_pipeline::ops::erasures;
-use kusanagi_pipeline::run::{self, Brokers, StageKind};
+use kusanagi_pipeline::run::{self, Brokers};
 use kusanagi_pipeline::runtime::trace::Telemetry;
 use kusanagi_pipeline::runtime::{Metrics, Shutdown};
 use kusanagi_pipeline::stages::archive::Table;
+use kusanagi_pipeline::stages::registry::{self, StageSpec};
 use kusanagi_pipeline::stages::view::View;
+use kusanagi_pipeline::stages::{archive, ingest, view};
 
 /// Kusanagi: real-time screening and archiving of game-economy events over Kafka.
 #[derive(Parser)]
@@ -54,8 +56,8 @@ enum Command {
     /// `KUSANAGI_INSTANCE_ID`.
     Stage {
         /// The stage.
-        #[arg(value_enum)]
-        name: StageKind,
+        #[arg(value_parser = stage_names())]
+        name: String,
     },
     /// Run only the embedded Kafka-protocol broker.
     Broker {
@@ -395,8 +397,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                      (use `kusanagi run` for the embedded broker)"
                 );
             }
+            let spec = registry::find(&name).context("clap checked the stage's name")?;
             let brokers = Brokers::connect_or_embed(&topology)?;
-            serve(&topology, brokers, &[name], None).await
+            serve(&topology, brokers, &[spec], None).await
         }
         Command::Run {
             demo,
@@ -421,9 +424,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 },
                 keep_running,
             ));
-            serve(&topology, brokers, &StageKind::enabled(&topology), demo).await
+            serve(&topology, brokers, &registry::enabled(&topology), demo).await
         }
     }
+}
+
+/// The registry's stages, each with what it does, for `kusanagi stage`.
+fn stage_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        registry::STAGES
+            .iter()
+            .map(|s| clap::builder::PossibleValue::new(s.name).help(s.about)),
+    )
 }
 
 fn default_requester() -> String {
@@ -527,7 +539,7 @@ fn keys_cmd(command: KeysCommand) -> anyhow::Result<()> {
 async fn serve(
     topology: &Topology,
     brokers: Brokers,
-    stages: &[StageKind],
+    stages: &[&'static StageSpec],
     demo: Option<(DemoOptions, bool)>,
 ) -> anyhow::Result<()> {
     // Keys first: a server with no key would leave its routes open.
@@ -541,7 +553,7 @@ async fn serve(
 async fn serve_with(
     topology: &Topology,
     brokers: Brokers,
-    stages: &[StageKind],
+    stages: &[&'static StageSpec],
     demo: Option<(DemoOptions, bool)>,
     keys: Arc<kusanagi_pipeline::api::Keys>,
     local_key: Option<PathBuf>,
@@ -553,17 +565,16 @@ async fn serve_with(
     tokio::spawn(run::shutdown_on_signal(shutdown.clone()));
     let view = Arc::new(View::new(topology.stages.view.max_versions));
 
-    let handles: Vec<_> = stages
-        .iter()
-        .map(|&kind| {
-            (
-                kind,
-                run::spawn_stage(kind, topology, &settings, &metrics, &shutdown, &view),
-            )
-        })
-        .collect();
-    let with_events = stages.contains(&StageKind::Ingest);
-    let serves_view = stages.contains(&StageKind::View).then(|| Arc::clone(&view));
+    let ctx = run::stage_context(topology, &settings, &metrics, &shutdown, &view);
+    let mut handles = Vec::with_capacity(stages.len());
+    for spec in stages {
+        let handle = run::spawn_stage(spec, &ctx)
+            .with_context(|| format!("starting the {} stage's thread", spec.name))?;
+        handles.push((*spec, handle));
+    }
+    let runs = |name: &str| stages.iter().any(|s| s.name == name);
+    let with_events = runs(ingest::STAGE);
+    let serves_view = runs(view::STAGE).then(|| Arc::clone(&view));
     let http = if topology.http.enabled {
         let with_view = serves_view.is_some();
         let (addr, task) = run::serve_http(
@@ -598,7 +609,7 @@ async fn serve_with(
     };
 
     let mut failed = None;
-    let show_archive = demo.is_some() && stages.contains(&StageKind::Archive);
+    let show_archive = demo.is_some() && runs(archive::STAGE);
     if let Some((options, keep_running)) = demo {
         println!(
             "demo: sending {} records at {}/s to `{}`",
@@ -627,15 +638,15 @@ async fn serve_with(
         let _ = task.await;
     }
     let mut first_error = None;
-    for (kind, handle) in handles {
+    for (spec, handle) in handles {
         match tokio::task::spawn_blocking(move || handle.join()).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => {
-                eprintln!("kusanagi: the {} stage stopped: {e}", kind.name());
+                eprintln!("kusanagi: the {} stage stopped: {e}", spec.name);
                 first_error.get_or_insert(anyhow::Error::from(e));
             }
             _ => {
-                first_error.get_or_insert(anyhow::anyhow!("the {} stage panicked", kind.name()));
+                first_error.get_or_insert(anyhow::anyhow!("the {} stage panicked", spec.name));
             }
         }
     }

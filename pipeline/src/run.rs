@@ -8,25 +8,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kusanagi_connectors::ConnectorError;
-use kusanagi_connectors::kafka::{
-    EmbeddedBroker, FlushPolicy, KafkaSettings, PartitionReader, ensure_topics,
-};
-use kusanagi_connectors::llm::LlmClient;
+use kusanagi_connectors::kafka::{EmbeddedBroker, FlushPolicy, KafkaSettings, ensure_topics};
 use kusanagi_schemas::GameEventCodec;
 use rdkafka::producer::FutureProducer;
 
 use crate::api::{self, EventsApi, Keys, Services};
 use crate::config::{BrokerFlush, Topology};
-use crate::erasure::Secrets;
-use crate::runtime::{Backoff, LoopConfig, Metrics, RuntimeError, Shutdown, StageLoop};
-use crate::stages::analyze::{self, AnalyzeStage, Analyzer};
-use crate::stages::archive::{self, ArchiveCopy, ArchiveStage, ArchiveTopics};
-use crate::stages::compact::{self, CompactStage};
-use crate::stages::decide::{self, DecideStage, DecideTopics};
-use crate::stages::ingest::{self, IngestStage};
-use crate::stages::screen::{self, ScreenStage};
-use crate::stages::tier;
-use crate::stages::view::{self, View, ViewFeed, ViewTopics};
+use crate::runtime::{Metrics, RuntimeError, Shutdown};
+use crate::stages::registry::{StageContext, StageSpec};
+use crate::stages::view::View;
 
 /// Why a process could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -109,339 +99,42 @@ pub async fn prepare_topics(topology: &Topology, settings: &KafkaSettings) -> Re
     }
 }
 
-/// A stage this process can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum StageKind {
-    /// `events.raw` -> `events`, `events.dlq` (and `POST /api/v1/events`).
-    Ingest,
-    /// `events` -> `screenings`: the L1 rules over 5-minute windows.
-    Screen,
-    /// `screenings`, `l2.verdicts` -> `accounts`, `accounts.transitions`,
-    /// `l2.requests`: the account state machine.
-    Decide,
-    /// `l2.requests` -> `l2.verdicts`: the LLM analysis, with the fallback.
-    Analyze,
-    /// `events`, `screenings`, `accounts.transitions` -> Parquet in the hot
-    /// tier, listed in the catalog.
-    Archive,
-    /// Moves archive files hot -> warm -> cold by age, every
-    /// `stages.tier.interval_seconds`.
-    Tier,
-    /// `accounts`, `accounts.transitions` -> the state API (every copy
-    /// reads every partition and serves it all).
-    View,
-    /// `erasures` -> the archive's purge, deletion certificates, `audit`.
-    Compact,
+/// Starts `spec` on its own thread (named `stage-<name>`), built from
+/// `ctx`; it runs until shutdown, restarting after an error a restart can
+/// mend, and its thread returns the error that ended it otherwise.
+pub fn spawn_stage(
+    spec: &'static StageSpec,
+    ctx: &StageContext,
+) -> std::io::Result<JoinHandle<Result<(), RuntimeError>>> {
+    let run = (spec.build)(ctx);
+    std::thread::Builder::new()
+        .name(format!("stage-{}", spec.name))
+        .spawn(run)
 }
 
-impl StageKind {
-    /// The stage's name in metrics, logs and thread names.
-    pub fn name(self) -> &'static str {
-        match self {
-            StageKind::Ingest => ingest::STAGE,
-            StageKind::Screen => screen::STAGE,
-            StageKind::Decide => decide::STAGE,
-            StageKind::Analyze => analyze::STAGE,
-            StageKind::Archive => archive::STAGE,
-            StageKind::Tier => tier::STAGE,
-            StageKind::View => view::STAGE,
-            StageKind::Compact => compact::STAGE,
-        }
-    }
-
-    /// The stages `kusanagi run` starts for `topology`, in data-flow order.
-    pub fn enabled(topology: &Topology) -> Vec<StageKind> {
-        let s = &topology.stages;
-        [
-            (StageKind::Ingest, s.ingest.enabled),
-            (StageKind::Screen, s.screen.enabled),
-            (StageKind::Decide, s.decide.enabled),
-            (StageKind::Analyze, s.analyze.enabled),
-            (StageKind::Archive, s.archive.enabled),
-            (StageKind::Tier, s.tier.enabled),
-            (StageKind::View, s.view.enabled),
-            (StageKind::Compact, s.compact.enabled),
-        ]
-        .into_iter()
-        .filter_map(|(k, on)| on.then_some(k))
-        .collect()
-    }
-}
-
-/// Runs `kind` on its own thread until `shutdown`, restarting its clients
-/// after an error a restart can mend; a fenced copy or a bad configuration
-/// ends it. The view stage fills `view`, which the HTTP server serves.
+/// What the stages of this process share: `topology`, the clients'
+/// `settings`, the metrics, the shutdown, the view's index and the async
+/// runtime.
 ///
 /// # Panics
 ///
 /// When called outside the process's tokio runtime: the stages do their
 /// object-storage I/O on it.
-pub fn spawn_stage(
-    kind: StageKind,
+pub fn stage_context(
     topology: &Topology,
     settings: &KafkaSettings,
     metrics: &Metrics,
     shutdown: &Shutdown,
     view: &Arc<View>,
-) -> JoinHandle<Result<(), RuntimeError>> {
-    let (settings, metrics, shutdown) = (settings.clone(), metrics.clone(), shutdown.clone());
-    let topics = topology.topics.clone();
-    let instance = topology.instance_id();
-    let thread = std::thread::Builder::new().name(format!("stage-{}", kind.name()));
-    let loop_config = |inputs: &[&str], group: &str, max: usize, wait_ms: u64| LoopConfig {
-        stage: kind.name(),
-        input_topics: inputs.iter().map(|t| (*t).to_owned()).collect(),
-        group_id: group.to_owned(),
-        transactional_id: format!("{group}-{instance}"),
-        batch_max_records: max,
-        batch_max_wait: Duration::from_millis(wait_ms),
-    };
-    match kind {
-        StageKind::Ingest => {
-            let cfg = topology.stages.ingest.clone();
-            let lc = loop_config(
-                &[&topics.raw],
-                &cfg.group_id,
-                cfg.batch_max_records,
-                cfg.batch_max_wait_ms,
-            );
-            let max_record = (topology.kafka.message_max_bytes as usize)
-                .min(topics.raw_max_message_bytes as usize);
-            thread.spawn(move || {
-                supervise(&shutdown, || {
-                    let stage = IngestStage::new(
-                        &topics.events,
-                        &topics.dead_letter,
-                        cfg.max_event_bytes,
-                        max_record,
-                    );
-                    StageLoop::kafka(stage, &settings, lc.clone(), metrics.clone())
-                })
-            })
-        }
-        StageKind::Screen => {
-            let cfg = topology.stages.screen.clone();
-            let lc = loop_config(
-                &[&topics.events],
-                &cfg.group_id,
-                cfg.batch_max_records,
-                cfg.batch_max_wait_ms,
-            );
-            thread.spawn(move || {
-                supervise(&shutdown, || {
-                    let reader = replay_reader(screen::STAGE, &settings)?;
-                    let stage = ScreenStage::new(
-                        cfg.clone(),
-                        &topics.events,
-                        &topics.screenings,
-                        &topics.dead_letter,
-                        Box::new(reader),
-                    );
-                    StageLoop::kafka(stage, &settings, lc.clone(), metrics.clone())
-                })
-            })
-        }
-        StageKind::Decide => {
-            let cfg = topology.stages.decide.clone();
-            let lc = loop_config(
-                &[&topics.screenings, &topics.l2_verdicts, &topics.erasures],
-                &cfg.group_id,
-                cfg.batch_max_records,
-                cfg.batch_max_wait_ms,
-            );
-            let decide_topics = DecideTopics::of(&topics);
-            thread.spawn(move || {
-                supervise(&shutdown, || {
-                    let reader = replay_reader(decide::STAGE, &settings)?;
-                    let stage = DecideStage::new(decide_topics.clone(), Box::new(reader));
-                    StageLoop::kafka(stage, &settings, lc.clone(), metrics.clone())
-                })
-            })
-        }
-        StageKind::Compact => {
-            let cfg = topology.stages.compact.clone();
-            let lc = loop_config(
-                &[&topics.erasures],
-                &cfg.group_id,
-                cfg.batch_max_records,
-                cfg.batch_max_wait_ms,
-            );
-            let topology = topology.clone();
-            thread.spawn(move || {
-                let secrets = Secrets::load(&topology.gdpr, topology.kafka.bootstrap.is_empty())
-                    .map_err(|detail| RuntimeError::Setup {
-                        stage: compact::STAGE,
-                        detail,
-                    })?;
-                supervise(&shutdown, || {
-                    let stage =
-                        CompactStage::new(&topology, secrets.clone(), &instance).map_err(|e| {
-                            RuntimeError::Storage {
-                                stage: compact::STAGE,
-                                detail: e.message,
-                            }
-                        })?;
-                    StageLoop::kafka(stage, &settings, lc.clone(), metrics.clone())
-                })
-            })
-        }
-        StageKind::Analyze => {
-            let cfg = topology.stages.analyze.clone();
-            let evidence = topology.stages.screen.evidence.clone();
-            let lc = loop_config(
-                &[&topics.l2_requests],
-                &cfg.group_id,
-                cfg.batch_max_records,
-                cfg.batch_max_wait_ms,
-            );
-            thread.spawn(move || {
-                supervise(&shutdown, || {
-                    let setup = |detail: String| RuntimeError::Setup {
-                        stage: analyze::STAGE,
-                        detail,
-                    };
-                    let analyzer = match &cfg.model {
-                        None => Analyzer::Fallback,
-                        Some(m) => {
-                            let client = LlmClient::new(m.llm_config(|k| std::env::var(k).ok()))
-                                .map_err(|e| setup(e.to_string()))?;
-                            Analyzer::model(
-                                client,
-                                m.max_concurrency,
-                                cfg.cache_capacity,
-                                Duration::from_secs(cfg.cache_ttl_seconds),
-                            )
-                        }
-                    };
-                    let stage =
-                        AnalyzeStage::new(analyzer, &topics.l2_verdicts, &topics.dead_letter)
-                            .map_err(|e| setup(format!("cannot start its async runtime: {e}")))?
-                            .with_evidence(evidence.clone());
-                    StageLoop::kafka(stage, &settings, lc.clone(), metrics.clone())
-                })
-            })
-        }
-        StageKind::Archive => {
-            let cfg = topology.stages.archive.clone();
-            let archive = topology.archive.clone();
-            let archive_topics = ArchiveTopics {
-                events: topics.events.clone(),
-                screenings: topics.screenings.clone(),
-                transitions: topics.transitions.clone(),
-                audit: topics.audit.clone(),
-                dead_letter: topics.dead_letter.clone(),
-            };
-            let lc = LoopConfig {
-                input_topics: archive_topics.inputs(),
-                ..loop_config(
-                    &[],
-                    &cfg.group_id,
-                    ARCHIVE_BATCH_RECORDS,
-                    ARCHIVE_BATCH_WAIT_MS,
-                )
-            };
-            let copy = ArchiveCopy {
-                instance: instance.clone(),
-                max_dead_letter_bytes: (settings.message_max_bytes as usize)
-                    .saturating_sub(64 * 1024),
-                metrics: metrics.clone(),
-                // Needed only once the archive records an erasure.
-                secrets: Secrets::load(&topology.gdpr, topology.kafka.bootstrap.is_empty()),
-                rt: tokio::runtime::Handle::current(),
-            };
-            thread.spawn(move || {
-                supervise(&shutdown, || {
-                    let stage = ArchiveStage::new(
-                        cfg.clone(),
-                        archive_topics.clone(),
-                        &archive,
-                        copy.clone(),
-                    )?;
-                    StageLoop::kafka(stage, &settings, lc.clone(), metrics.clone())
-                })
-            })
-        }
-        StageKind::Tier => {
-            let cfg = topology.stages.tier.clone();
-            let archive = topology.archive.clone();
-            let zstd_level = topology.stages.archive.zstd_level;
-            thread.spawn(move || tier::run_periodically(&cfg, &archive, zstd_level, &shutdown))
-        }
-        StageKind::View => {
-            let cfg = topology.stages.view.clone();
-            let view_topics = ViewTopics {
-                accounts: topics.accounts.clone(),
-                transitions: topics.transitions.clone(),
-                erasures: topics.erasures.clone(),
-            };
-            let view = Arc::clone(view);
-            thread.spawn(move || {
-                supervise_with(&shutdown, || {
-                    ViewFeed::new(
-                        &settings,
-                        view_topics.clone(),
-                        Arc::clone(&view),
-                        cfg.clone(),
-                        metrics.clone(),
-                    )?
-                    .run(&shutdown)
-                })
-            })
-        }
+) -> StageContext {
+    StageContext {
+        topology: Arc::new(topology.clone()),
+        settings: settings.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        view: Arc::clone(view),
+        rt: tokio::runtime::Handle::current(),
     }
-    .expect("spawning a thread")
-}
-
-fn replay_reader(
-    stage: &'static str,
-    settings: &KafkaSettings,
-) -> Result<PartitionReader, RuntimeError> {
-    PartitionReader::new(settings, REPLAY_TIMEOUT).map_err(|e| RuntimeError::Setup {
-        stage,
-        detail: e.to_string(),
-    })
-}
-
-/// Most records the archive takes in one turn of its loop, and the
-/// longest wait for them: it buffers into open files, so these only bound
-/// how long a turn takes, not what is committed at once.
-const ARCHIVE_BATCH_RECORDS: usize = 10_000;
-const ARCHIVE_BATCH_WAIT_MS: u64 = 50;
-
-/// How long a replay may go without reading anything before it fails.
-const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Runs a stage loop, recreating it after a fatal error until `shutdown`.
-fn supervise<S: crate::runtime::Stage>(
-    shutdown: &Shutdown,
-    mut make: impl FnMut() -> Result<
-        StageLoop<S, crate::runtime::kafka::KafkaSource, crate::runtime::kafka::KafkaOutput>,
-        RuntimeError,
-    >,
-) -> Result<(), RuntimeError> {
-    supervise_with(shutdown, || make().and_then(|mut l| l.run(shutdown)))
-}
-
-/// Runs `run_once` (a stage from start to stop) again after a fatal error,
-/// until `shutdown`; a fenced copy or a configuration error ends it.
-fn supervise_with(
-    shutdown: &Shutdown,
-    mut run_once: impl FnMut() -> Result<(), RuntimeError>,
-) -> Result<(), RuntimeError> {
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
-    while !shutdown.is_triggered() {
-        let result = run_once();
-        match result {
-            Ok(()) => return Ok(()),
-            Err(e) if !e.is_retriable() => return Err(e),
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::error!(error = %e, restarts = backoff.failures(), "stage failed; restarting its Kafka clients");
-                shutdown.sleep(delay);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The API keys this process accepts: the configured ones; with none

@@ -305,7 +305,14 @@ fn model_stage(config: &ModelConfig, cache: u64) -> AnalyzeStage {
         cache,
         Duration::from_secs(60),
     );
-    AnalyzeStage::new(analyzer, "l2.verdicts", "events.dlq").expect("stage")
+    AnalyzeStage::new(analyzer, "l2.verdicts", "events.dlq", runtime())
+}
+
+/// The process's runtime, as `kusanagi run` gives the stage its own.
+fn runtime() -> tokio::runtime::Handle {
+    static RT: std::sync::LazyLock<tokio::runtime::Runtime> =
+        std::sync::LazyLock::new(|| tokio::runtime::Runtime::new().expect("a tokio runtime"));
+    RT.handle().clone()
 }
 
 /// 2099-01-01T00:00:00Z, in microseconds.
@@ -603,7 +610,7 @@ fn the_stage_never_exceeds_the_providers_rate_and_loses_no_request() {
 
 #[test]
 fn an_undecodable_request_is_dead_lettered_and_the_rest_answered() {
-    let mut stage = AnalyzeStage::new(Analyzer::Fallback, "l2.verdicts", "events.dlq").unwrap();
+    let mut stage = AnalyzeStage::new(Analyzer::Fallback, "l2.verdicts", "events.dlq", runtime());
     let good = RecordCodec::<L2Request>::new().encode(&request("acct-1", 1));
     let batch = [
         InRecord {

@@ -236,6 +236,9 @@ struct Settled {
 }
 
 fn settle(mut expected: Expected) -> Settled {
+    // The fallback analyzer makes no call, but the stage runs on the
+    // process's runtime as in `kusanagi run`.
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let t_codec = RecordCodec::<Transition>::new();
     let v_codec = RecordCodec::<Verdict>::new();
     let a_codec = RecordCodec::<Account>::new();
@@ -249,8 +252,12 @@ fn settle(mut expected: Expected) -> Settled {
         accounts: expected.accounts.clone(),
     };
     for (p, decide) in expected.decides.iter_mut() {
-        let mut analyze =
-            AnalyzeStage::new(Analyzer::Fallback, "l2.verdicts", "events.dlq").unwrap();
+        let mut analyze = AnalyzeStage::new(
+            Analyzer::Fallback,
+            "l2.verdicts",
+            "events.dlq",
+            runtime.handle().clone(),
+        );
         let mut pending = expected.requests.get(p).cloned().unwrap_or_default();
         while !pending.is_empty() {
             let verdicts: Vec<Vec<u8>> = run_stage(&mut analyze, "l2.requests", *p, &pending)

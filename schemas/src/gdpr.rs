@@ -68,7 +68,7 @@ pub fn subject_hash(salt: &[u8], subject: &str) -> String {
     h.update((salt.len() as u64).to_be_bytes());
     h.update(salt);
     h.update(subject.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(h.finalize())
 }
 
 #[cfg(test)]

@@ -51,15 +51,7 @@ impl Caller {
 
 /// The SHA-256 of a key, as 64 hex digits (what config stores).
 pub fn hash_key(key: &str) -> String {
-    hex(&Sha256::digest(key.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// A new random key: `ksk_` and 256 bits from the operating system.
@@ -68,18 +60,15 @@ pub fn new_key() -> Result<String, String> {
     rand::rngs::OsRng
         .try_fill_bytes(&mut bytes)
         .map_err(|e| format!("the operating system gave no random bytes: {e}"))?;
-    Ok(format!("ksk_{}", hex(&bytes)))
+    Ok(format!("ksk_{}", hex::encode(bytes)))
 }
 
 type Ring = HashMap<[u8; 32], Arc<Caller>>;
 
 fn digest(hex_sha: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
-    for (i, pair) in hex_sha.as_bytes().chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).ok()?;
-        *out.get_mut(i)? = u8::from_str_radix(s, 16).ok()?;
-    }
-    (hex_sha.len() == 64).then_some(out)
+    hex::decode_to_slice(hex_sha, &mut out).ok()?;
+    Some(out)
 }
 
 fn ring(entries: impl IntoIterator<Item = KeyConfig>) -> Ring {
@@ -406,7 +395,7 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with("ksk_") && a.len() == 68);
         let h = hash_key(&a);
-        assert_eq!(digest(&h).map(|d| hex(&d)), Some(h));
+        assert_eq!(digest(&h).map(hex::encode), Some(h));
     }
 
     #[test]

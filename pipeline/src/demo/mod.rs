@@ -31,7 +31,6 @@ use rdkafka::{Offset, TopicPartitionList};
 pub use traffic::{Generated, Pattern, Traffic};
 
 use crate::config::{TopicsConfig, Topology};
-use crate::run::StageKind;
 use crate::runtime::{Metrics, Shutdown};
 
 /// How much traffic a demo sends.
@@ -305,9 +304,10 @@ pub async fn run(
 
     let expected_valid = report.expected_valid();
     let expected_dlq = report.total() - expected_valid;
-    let screening = StageKind::enabled(topology).contains(&StageKind::Screen);
-    let deciding = screening && StageKind::enabled(topology).contains(&StageKind::Decide);
-    let analysing = deciding && StageKind::enabled(topology).contains(&StageKind::Analyze);
+    let on = &topology.stages;
+    let screening = on.screen.enabled;
+    let deciding = screening && on.decide.enabled;
+    let analysing = deciding && on.analyze.enabled;
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline && !shutdown.is_triggered() {
         let d = progress.decisions.lock().expect("lock").clone();

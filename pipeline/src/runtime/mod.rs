@@ -10,6 +10,7 @@
 //! | [`sink`] | a sink stage's positions, checked against the broker's log |
 //! | [`RuntimeError`], [`StageError`] | classified errors the loop acts on |
 //! | [`Backoff`] | the one back-off |
+//! | [`supervise`], [`supervise_loop`] | restarting a stage after an error a restart mends |
 //! | [`Metrics`] and the `*_metrics` modules | what every stage reports |
 
 mod archive_metrics;
@@ -29,6 +30,7 @@ pub mod sink;
 pub mod source;
 mod stage;
 mod stage_loop;
+mod supervise;
 pub mod trace;
 mod view_metrics;
 
@@ -37,10 +39,11 @@ pub use backoff::Backoff;
 pub use erasure_metrics::ErasureMetrics;
 pub use error::{RuntimeError, StageError};
 pub use metrics::Metrics;
-pub use replay::{NoHistory, PartitionSource};
+pub use replay::{NoHistory, PartitionSource, replay_reader};
 pub use screening_metrics::{ScreeningMetrics, ScreeningTally};
 pub use shutdown::Shutdown;
 pub use sink::{ReadRange, Sink, SinkFailure};
 pub use stage::{AssignedPartition, InRecord, OutRecord, Partitions, Stage};
 pub use stage_loop::{LoopConfig, StageLoop};
+pub use supervise::{KafkaLoop, supervise, supervise_loop};
 pub use view_metrics::ViewMetrics;

@@ -2,6 +2,7 @@
 //! state from Kafka (a replay of the window horizon, a compacted changelog),
 //! never from local disk.
 
+use kusanagi_connectors::ConnectorError;
 use kusanagi_connectors::kafka::{PartitionReader, RecordVisitor};
 
 /// Reads a committed range of one partition (Kafka in production, a vector
@@ -17,11 +18,11 @@ pub trait PartitionSource: Send {
         from: i64,
         until: i64,
         each: &mut RecordVisitor<'_>,
-    ) -> Result<u64, String>;
+    ) -> Result<u64, ConnectorError>;
 
     /// The offset after the last record of `topic`/`partition`, committed
     /// or not: reading to it sees every transaction that ended before.
-    fn end(&mut self, topic: &str, partition: i32) -> Result<i64, String>;
+    fn end(&mut self, topic: &str, partition: i32) -> Result<i64, ConnectorError>;
 }
 
 impl PartitionSource for PartitionReader {
@@ -32,12 +33,12 @@ impl PartitionSource for PartitionReader {
         from: i64,
         until: i64,
         each: &mut RecordVisitor<'_>,
-    ) -> Result<u64, String> {
-        PartitionReader::read(self, topic, partition, from, until, each).map_err(|e| e.to_string())
+    ) -> Result<u64, ConnectorError> {
+        PartitionReader::read(self, topic, partition, from, until, each)
     }
 
-    fn end(&mut self, topic: &str, partition: i32) -> Result<i64, String> {
-        PartitionReader::end(self, topic, partition).map_err(|e| e.to_string())
+    fn end(&mut self, topic: &str, partition: i32) -> Result<i64, ConnectorError> {
+        PartitionReader::end(self, topic, partition)
     }
 }
 
@@ -54,11 +55,11 @@ impl PartitionSource for NoHistory {
         _: i64,
         _: i64,
         _: &mut RecordVisitor<'_>,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, ConnectorError> {
         Ok(0)
     }
 
-    fn end(&mut self, _: &str, _: i32) -> Result<i64, String> {
+    fn end(&mut self, _: &str, _: i32) -> Result<i64, ConnectorError> {
         Ok(0)
     }
 }
@@ -91,7 +92,7 @@ impl PartitionSource for MemoryLog {
         from: i64,
         until: i64,
         each: &mut RecordVisitor<'_>,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, ConnectorError> {
         let log = self.0.lock().expect("log lock");
         let end = until.min(log.len() as i64);
         for offset in from.max(0)..end {
@@ -106,7 +107,22 @@ impl PartitionSource for MemoryLog {
         Ok((end - from.max(0)).max(0) as u64)
     }
 
-    fn end(&mut self, _topic: &str, _partition: i32) -> Result<i64, String> {
+    fn end(&mut self, _topic: &str, _partition: i32) -> Result<i64, ConnectorError> {
         Ok(self.0.lock().expect("log lock").len() as i64)
     }
+}
+
+/// How long a replay may go without reading anything before it fails.
+const REPLAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The reader a stage rebuilds its state with (screen's windows, decide's
+/// accounts).
+pub fn replay_reader(
+    stage: &'static str,
+    settings: &kusanagi_connectors::kafka::KafkaSettings,
+) -> Result<PartitionReader, super::RuntimeError> {
+    PartitionReader::new(settings, REPLAY_TIMEOUT).map_err(|e| super::RuntimeError::Setup {
+        stage,
+        detail: e.to_string(),
+    })
 }

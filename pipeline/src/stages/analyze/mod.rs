@@ -8,7 +8,7 @@ mod fallback;
 mod prompt;
 mod stage;
 
-pub use config::{AnalyzeConfig, ModelConfig, ProviderKind};
+pub use config::{AnalyzeConfig, ModelConfig, ProviderKind, SPEC};
 pub use fallback::{FALLBACK, fallback_fraud_type, fallback_score, fallback_verdict};
 pub use prompt::{Judgment, parse_judgment, prompt_for, verdict_schema};
 pub use stage::{AnalyzeStage, AnalyzeStats, Analyzer, ProfileKey, STAGE};

@@ -185,7 +185,7 @@ pub struct AnalyzeStage {
     dead_letter_topic: String,
     requests: RecordCodec<L2Request>,
     verdicts: RecordCodec<Verdict>,
-    runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Handle,
     stats: AnalyzeStats,
     /// What the current batch did, recorded when it commits.
     tally: ScreeningTally,
@@ -194,16 +194,15 @@ pub struct AnalyzeStage {
 }
 
 impl AnalyzeStage {
-    /// A stage answering with `analyzer`, writing to `verdicts_topic`.
+    /// A stage answering with `analyzer`, writing to `verdicts_topic`; the
+    /// model calls run on `runtime` (the process's).
     pub fn new(
         analyzer: Analyzer,
         verdicts_topic: &str,
         dead_letter_topic: &str,
-    ) -> std::io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        Ok(Self {
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Self {
             analyzer,
             evidence: EvidenceConfig::default(),
             verdicts_topic: verdicts_topic.to_owned(),
@@ -214,7 +213,7 @@ impl AnalyzeStage {
             stats: AnalyzeStats::default(),
             tally: ScreeningTally::default(),
             reported_calls: (0, 0, 0),
-        })
+        }
     }
 
     /// Leaves out of prompts the chat of the tenants `evidence` keeps it

@@ -66,7 +66,7 @@ impl PartitionKey {
             }
         }
         let digest = h.finalize();
-        let id: String = digest[..10].iter().map(|b| format!("{b:02x}")).collect();
+        let id = hex::encode(&digest[..10]);
         format!("{}/part-{id}.parquet", self.dir())
     }
 }

@@ -19,6 +19,6 @@ pub mod open_files;
 pub mod stage;
 pub mod table;
 
-pub use config::ArchiveStageConfig;
+pub use config::{ArchiveStageConfig, SPEC};
 pub use stage::{ArchiveCopy, ArchiveStage, ArchiveTopics, STAGE};
 pub use table::Table;

@@ -1,5 +1,9 @@
 //! `[stages.compact]`.
 
+use super::{CompactStage, STAGE};
+use crate::erasure::Secrets;
+use crate::runtime::{RuntimeError, StageLoop, supervise_loop};
+use crate::stages::registry::{StageContext, StageRun, StageSpec};
 use serde::Deserialize;
 
 /// `[stages.compact]`: the erasure purge.
@@ -48,4 +52,38 @@ impl CompactStageConfig {
         }
         p
     }
+}
+
+/// The stage in the registry.
+pub const SPEC: StageSpec = StageSpec {
+    name: STAGE,
+    about: "`erasures` -> the archive's purge, deletion certificates, `audit`",
+    enabled: |t| t.stages.compact.enabled,
+    build,
+};
+
+fn build(ctx: &StageContext) -> StageRun {
+    let cfg = ctx.topology.stages.compact.clone();
+    let lc = ctx.loop_config(
+        STAGE,
+        &[&ctx.topology.topics.erasures],
+        &cfg.group_id,
+        cfg.batch_max_records,
+        cfg.batch_max_wait_ms,
+    );
+    let ctx = ctx.clone();
+    Box::new(move || {
+        let topology = &ctx.topology;
+        let secrets = Secrets::load(&topology.gdpr, topology.kafka.bootstrap.is_empty()).map_err(
+            |detail| RuntimeError::Setup {
+                stage: STAGE,
+                detail,
+            },
+        )?;
+        let instance = topology.instance_id();
+        supervise_loop(&ctx.shutdown, || {
+            let stage = CompactStage::new(topology, secrets.clone(), &instance, ctx.rt.clone())?;
+            StageLoop::kafka(stage, &ctx.settings, lc.clone(), ctx.metrics.clone())
+        })
+    })
 }

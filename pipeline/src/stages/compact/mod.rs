@@ -15,5 +15,5 @@ mod config;
 pub mod purge;
 mod stage;
 
-pub use config::CompactStageConfig;
+pub use config::{CompactStageConfig, SPEC};
 pub use stage::{ABORT_AT_ENV, CompactStage, CompactTopics, STAGE, certificate_path};

@@ -128,7 +128,8 @@ pub struct CompactStage {
     tiers: Tiers,
     secrets: Secrets,
     rewrite: Rewrite,
-    rt: tokio::runtime::Runtime,
+    /// The process's async runtime, for object storage.
+    rt: tokio::runtime::Handle,
     requests: RecordCodec<ErasureRequest>,
     audit: RecordCodec<AuditRecord>,
     /// A test's crash point: the process aborts right after this step.
@@ -155,12 +156,15 @@ fn failed(message: impl std::fmt::Display) -> StageError {
 pub const ABORT_AT_ENV: &str = "KUSANAGI_FAULT_COMPACT_ABORT_AT";
 
 impl CompactStage {
-    /// Opens the catalog and the tiers of `topology`.
-    pub fn new(topology: &Topology, secrets: Secrets, instance: &str) -> Result<Self, StageError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| failed(format!("cannot start its async runtime: {e}")))?;
+    /// Opens the catalog and the tiers of `topology`; `instance` names this
+    /// copy in the catalog commits it makes; object-storage I/O runs on
+    /// `rt`.
+    pub fn new(
+        topology: &Topology,
+        secrets: Secrets,
+        instance: &str,
+        rt: tokio::runtime::Handle,
+    ) -> Result<Self, StageError> {
         let archive = &topology.archive;
         let tiers = Tiers::open(archive).map_err(failed)?;
         let catalog_store = archive.open_catalog_store().map_err(failed)?;

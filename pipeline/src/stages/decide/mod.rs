@@ -8,6 +8,6 @@ mod stage;
 #[cfg(test)]
 mod tests;
 
-pub use config::DecideConfig;
+pub use config::{DecideConfig, SPEC};
 pub use machine::{Effects, NEWER_EVIDENCE_PENDING, SUPERSEDED, apply_screening, apply_verdict};
 pub use stage::{DecideStage, DecideStats, DecideTopics, STAGE};

@@ -158,7 +158,7 @@ impl DecideStage {
         // To the end as it is now, waiting for a transaction still open
         // there (the previous owner's last batch, whose commit marker may
         // reach `accounts` after its offsets were committed).
-        let fail = |message: String| {
+        let fail = |message: kusanagi_connectors::ConnectorError| {
             StageError::external(
                 STAGE,
                 format!("rebuilding the accounts of partition {partition}: {message}"),

@@ -6,5 +6,5 @@ mod stage;
 #[cfg(test)]
 mod tests;
 
-pub use config::IngestConfig;
+pub use config::{IngestConfig, SPEC};
 pub use stage::{CONTENT_TYPE, IngestStage, STAGE, event_record, validate};

@@ -8,7 +8,7 @@ mod stage;
 mod tests;
 mod window;
 
-pub use config::{EvidenceConfig, ScreenConfig, TenantEvidence};
+pub use config::{EvidenceConfig, SPEC, ScreenConfig, TenantEvidence};
 pub use rules::{SLANG_PATTERN, Thresholds, evaluate, has_slang};
 pub use stage::{CONTENT_TYPE, STAGE, ScreenStage, ScreenStats};
 pub use window::{MAX_EVIDENCE_CHAT_BYTES, MAX_EVIDENCE_ITEM_BYTES, PartitionWindows, WindowSpec};

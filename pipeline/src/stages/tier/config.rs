@@ -1,6 +1,8 @@
 //! The tier stage's settings (`[stages.tier]`); the tier ages are in
 //! `[archive]`.
 
+use super::{STAGE, run_periodically};
+use crate::stages::registry::{StageContext, StageRun, StageSpec};
 use serde::Deserialize;
 
 /// `[stages.tier]`: how often the stage runs a pass.
@@ -33,4 +35,26 @@ impl TierStageConfig {
             format!("expected 60..=604800, found {}", self.interval_seconds),
         )]
     }
+}
+
+/// The stage in the registry.
+pub const SPEC: StageSpec = StageSpec {
+    name: STAGE,
+    about: "moves archive files hot -> warm -> cold by age, every `stages.tier.interval_seconds`",
+    enabled: |t| t.stages.tier.enabled,
+    build,
+};
+
+fn build(ctx: &StageContext) -> StageRun {
+    let ctx = ctx.clone();
+    Box::new(move || {
+        let t = &ctx.topology;
+        run_periodically(
+            &t.stages.tier,
+            &t.archive,
+            t.stages.archive.zstd_level,
+            &ctx.shutdown,
+            &ctx.rt,
+        )
+    })
 }

@@ -12,7 +12,7 @@ pub mod config;
 pub mod mover;
 pub mod plan;
 
-pub use config::TierStageConfig;
+pub use config::{SPEC, TierStageConfig};
 pub use mover::{PassReport, TierError};
 pub use plan::{Move, plan, tier_for};
 
@@ -25,20 +25,15 @@ use crate::stages::archive::Table;
 pub const STAGE: &str = "tier";
 
 /// The tier stage: a pass at start, then one every `interval_seconds`,
-/// until `shutdown`. A failed pass is logged and tried again at the next.
+/// until `shutdown`, on the blocking thread it is given (its I/O on `rt`).
+/// A failed pass is logged and tried again at the next.
 pub fn run_periodically(
     config: &TierStageConfig,
     archive: &ArchiveConfig,
     zstd_level: i32,
     shutdown: &crate::runtime::Shutdown,
+    rt: &tokio::runtime::Handle,
 ) -> Result<(), crate::runtime::RuntimeError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| crate::runtime::RuntimeError::Setup {
-            stage: STAGE,
-            detail: format!("cannot start its async runtime: {e}"),
-        })?;
     while !shutdown.is_triggered() {
         let now_us = chrono::Utc::now().timestamp_micros();
         let result = rt.block_on(pass(

@@ -19,7 +19,7 @@ pub mod index;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-pub use config::ViewConfig;
+pub use config::{SPEC, ViewConfig};
 pub use feed::{ViewFeed, ViewTopics};
 pub use index::{AccountIndex, Gone, Version, Withdrawal};
 
