@@ -11,8 +11,8 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_reader_reads_ranges_of_several_partitions_in_turn() {
-    let dir = std::env::temp_dir().join(format!("kusanagi-reader-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().join("broker");
     let broker =
         EmbeddedBroker::start("127.0.0.1:0", &dir, Duration::from_secs(60)).expect("broker");
     let settings = KafkaSettings::new(broker.addr().to_string());
@@ -82,5 +82,4 @@ async fn one_reader_reads_ranges_of_several_partitions_in_turn() {
         }
     }
     drop(broker);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,8 +3,6 @@
 //! (`KUSANAGI_TEST_S3_ENDPOINT`, set by `scripts/test.sh`).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 
 use bytes::Bytes;
 use kusanagi_connectors::storage::TierStore;
@@ -82,32 +80,24 @@ async fn memory_tier() {
 
 #[tokio::test]
 async fn local_folder_tier() {
-    let dir = std::env::temp_dir().join(format!("kusanagi-tier-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path();
     let url = format!("file://{}", dir.join("hot").display());
     conformance(TierStore::open(&url, &BTreeMap::new()).unwrap()).await;
     assert!(
         dir.join("hot/screenings/x.parquet").exists(),
         "files are plain files in the folder"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Creates a bucket on the S3-protocol server with one plain HTTP request.
-fn create_bucket(endpoint: &str, bucket: &str) {
-    let host = endpoint.trim_start_matches("http://");
-    let mut s = TcpStream::connect(host).expect("S3 server reachable");
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.1 200"),
-        "create bucket: {answer}"
-    );
+/// Creates a bucket on the S3-protocol server.
+async fn create_bucket(endpoint: &str, bucket: &str) {
+    let answer = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("S3 server reachable");
+    assert!(answer.status().is_success(), "create bucket: {answer:?}");
 }
 
 #[tokio::test]
@@ -116,7 +106,7 @@ async fn s3_tier_on_the_real_s3_server() {
         "KUSANAGI_TEST_S3_ENDPOINT is not set: run scripts/test.sh, which starts the S3 server",
     );
     let bucket = format!("kusanagi-conformance-{}", std::process::id());
-    create_bucket(&endpoint, &bucket);
+    create_bucket(&endpoint, &bucket).await;
     let options: BTreeMap<String, String> = [
         ("endpoint", endpoint.as_str()),
         ("region", "us-east-1"),

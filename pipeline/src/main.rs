@@ -544,7 +544,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     // Keys first: a server with no key would leave its routes open.
     let (keys, local_key) = run::load_keys(topology, brokers.embedded.is_some())?;
-    let telemetry = Telemetry::install(&topology.telemetry).map_err(anyhow::Error::msg)?;
+    let telemetry = Telemetry::install(&topology.telemetry)?;
     let result = serve_with(topology, brokers, stages, demo, keys, local_key).await;
     telemetry.shutdown();
     result

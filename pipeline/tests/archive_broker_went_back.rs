@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    ChildGuard, free_port, http, kusanagi_with_env, new_key, produce_all, producer,
+    ChildGuard, TopologyFile, free_port, http, kusanagi_with_env, new_key, produce_all, producer,
     tempdir::TempDir, wait_for_port,
 };
 use kusanagi_pipeline::catalog::Catalog;
@@ -31,6 +31,7 @@ fn events(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
 
 /// `kusanagi broker` on `addr`, its data in `data`.
 fn broker(dir: &Path, data: &Path, addr: &str, name: &str) -> ChildGuard {
+    // The defaults: the command line gives the address and data folder.
     let topology = dir.join("broker.toml");
     std::fs::write(&topology, "").expect("topology");
     let data = data.to_str().expect("a UTF-8 temp path");
@@ -46,22 +47,14 @@ fn broker(dir: &Path, data: &Path, addr: &str, name: &str) -> ChildGuard {
 }
 
 fn write_topology(dir: &Path, bootstrap: &str, keys: &Path) -> PathBuf {
-    let path = dir.join("topology.toml");
-    let archive = dir.join("archive");
-    std::fs::write(
-        &path,
-        format!(
-            "[kafka]\nbootstrap = \"{bootstrap}\"\nsession_timeout_ms = 6000\n\
-             [topics]\npartitions = 1\n\
-             [stages.archive]\nrotate_after_seconds = 1\n\
-             [archive]\ncatalog = \"{0}/catalog\"\nhot = \"{0}/hot\"\nwarm = \"{0}/warm\"\ncold = \"{0}/cold\"\n\
-             [http.auth]\nkeys_file = \"{1}\"\n",
-            archive.display(),
-            keys.display()
-        ),
-    )
-    .expect("topology");
-    path
+    TopologyFile::new()
+        .set("kafka.bootstrap", bootstrap)
+        .set("kafka.session_timeout_ms", 6000)
+        .set("topics.partitions", 1)
+        .set("stages.archive.rotate_after_seconds", 1)
+        .archive_in(&dir.join("archive"))
+        .path("http.auth.keys_file", keys)
+        .write(dir)
 }
 
 /// The catalog's next offset of `events`/0 and its rows, once `done` holds.

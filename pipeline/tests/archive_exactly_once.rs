@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    Broker, BrokerKind, ChildGuard, harness_python, kusanagi_with_env, produce_all, producer,
-    s3_bucket, tempdir::TempDir,
+    Broker, BrokerKind, ChildGuard, S3Bucket, TopologyFile, harness_python, kusanagi_with_env,
+    produce_all, producer, tempdir::TempDir,
 };
 use kusanagi_pipeline::catalog::{Catalog, Tier};
 use kusanagi_pipeline::config::Topology;
@@ -90,44 +90,19 @@ fn per_day(events: &[GameEvent]) -> BTreeMap<String, u64> {
     days
 }
 
-fn write_topology(dir: &Path, bootstrap: &str, s3: &str, bucket: &str) -> PathBuf {
-    let path = dir.join("topology.toml");
-    let hot = dir.join("archive/hot");
-    let warm = dir.join("archive/warm");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[instance]
-id = "it"
-
-[kafka]
-bootstrap = "{bootstrap}"
-session_timeout_ms = 6000
-
-[topics]
-partitions = {PARTITIONS}
-
-[stages.archive]
-rotate_after_seconds = 2
-
-[archive]
-catalog = "s3://{bucket}/catalog"
-hot = "{}"
-warm = "{}"
-cold = "s3://{bucket}/cold"
-
-[archive.s3]
-{s3}
-[http]
-enabled = false
-"#,
-            hot.display(),
-            warm.display()
-        ),
-    )
-    .expect("topology");
-    path
+fn write_topology(dir: &Path, bootstrap: &str, bucket: &S3Bucket) -> PathBuf {
+    let topology = TopologyFile::new()
+        .set("instance.id", "it")
+        .set("kafka.bootstrap", bootstrap)
+        .set("kafka.session_timeout_ms", 6000)
+        .set("topics.partitions", i64::from(PARTITIONS))
+        .set("stages.archive.rotate_after_seconds", 2)
+        .set("archive.catalog", bucket.url("catalog"))
+        .path("archive.hot", &dir.join("archive/hot"))
+        .path("archive.warm", &dir.join("archive/warm"))
+        .set("archive.cold", bucket.url("cold"))
+        .set("http.enabled", false);
+    bucket.options(topology).write(dir)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -221,8 +196,8 @@ fn stage(dir: &Path, name: &str, topology: &Path, instance: &str) -> ChildGuard 
 fn archive_exactly_once(kind: BrokerKind) {
     let broker = Broker::start(kind);
     let dir = TempDir::new("archive-eos");
-    let (s3, bucket) = s3_bucket("kusanagi-archive");
-    let topology_path = write_topology(dir.path(), &broker.bootstrap, &s3, &bucket);
+    let bucket = S3Bucket::create("kusanagi-archive");
+    let topology_path = write_topology(dir.path(), &broker.bootstrap, &bucket);
     let topology = Topology::load(&topology_path).expect("topology loads");
     let settings = topology.kafka_settings(&topology.kafka.bootstrap);
     runtime()
@@ -335,7 +310,7 @@ fn archive_exactly_once(kind: BrokerKind) {
         dir.path(),
         &topology_path,
         &topology,
-        (&broker.bootstrap, &bucket),
+        (&broker.bootstrap, &bucket.name),
         now_us,
         &events,
     );

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use common::tempdir::TempDir;
 use common::{
-    Broker, BrokerKind, ChildGuard, Reader, committed, end_offsets, free_port, harness_python,
-    http, kusanagi_with_env, new_key, s3_bucket, wait_for_port,
+    Broker, BrokerKind, ChildGuard, Reader, S3Bucket, TopologyFile, committed, end_offsets,
+    free_port, harness_python, http, kusanagi_with_env, new_key, wait_for_port,
 };
 use kusanagi_pipeline::erasure::certificate::verify;
 use kusanagi_schemas::{AuditKind, AuditRecord, RecordCodec};
@@ -121,7 +121,7 @@ fn erasure_end_to_end(kind: BrokerKind) {
     let broker = Broker::start(kind);
     let dir = TempDir::new("erasure");
     let root = dir.path();
-    let (s3_options, bucket) = s3_bucket("kusanagi-erasure");
+    let bucket = S3Bucket::create("kusanagi-erasure");
     let keys = root.join("keys.toml");
     let admin = new_key(&keys, "ops-admin", &["admin"], None);
     let hex = |n: u8| format!("{:02x}", n).repeat(32);
@@ -130,29 +130,25 @@ fn erasure_end_to_end(kind: BrokerKind) {
     let catalog_dir = root.join("catalog");
     let hot = root.join("hot");
     let warm = root.join("warm");
-    let cold = format!("s3://{bucket}/cold");
-    let topology_text = |compact_group: &str| {
-        format!(
-            "[kafka]\nbootstrap = \"{}\"\n[topics]\npartitions = {PARTITIONS}\n\
-             [archive]\ncatalog = \"{}\"\nhot = \"{}\"\nwarm = \"{}\"\ncold = \"{cold}\"\n\
-             [archive.s3]\n{s3_options}\
-             [gdpr]\nsalt_file = \"{}\"\nsigning_key_file = \"{}\"\n\
-             [http.auth]\nkeys_file = \"{}\"\n\
-             [stages.archive]\nrotate_after_seconds = 1\n\
-             [stages.compact]\ngroup_id = \"{compact_group}\"\n",
-            broker.bootstrap,
-            catalog_dir.display(),
-            hot.display(),
-            warm.display(),
-            root.join("salt").display(),
-            root.join("signing.key").display(),
-            keys.display(),
-        )
+    let cold = bucket.url("cold");
+    let topology_in = |dir: &Path, compact_group: &str| {
+        let topology = TopologyFile::new()
+            .set("kafka.bootstrap", broker.bootstrap.as_str())
+            .set("topics.partitions", i64::from(PARTITIONS))
+            .path("archive.catalog", &catalog_dir)
+            .path("archive.hot", &hot)
+            .path("archive.warm", &warm)
+            .set("archive.cold", cold.as_str())
+            .path("gdpr.salt_file", &root.join("salt"))
+            .path("gdpr.signing_key_file", &root.join("signing.key"))
+            .path("http.auth.keys_file", &keys)
+            .set("stages.archive.rotate_after_seconds", 1)
+            .set("stages.compact.group_id", compact_group);
+        std::fs::create_dir_all(dir).unwrap();
+        bucket.options(topology).write(dir)
     };
-    let topology = root.join("topology.toml");
-    std::fs::write(&topology, topology_text("kusanagi-compact")).unwrap();
-    let again_topology = root.join("topology-again.toml");
-    std::fs::write(&again_topology, topology_text("kusanagi-compact-again")).unwrap();
+    let topology = topology_in(root, "kusanagi-compact");
+    let again_topology = topology_in(&root.join("again"), "kusanagi-compact-again");
 
     // The archive: 500,000 events over the three tiers.
     let archive = kusanagi_pipeline::config::Topology::load(&topology)

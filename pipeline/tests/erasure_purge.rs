@@ -141,7 +141,8 @@ fn run_batch(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erased_subjects_leave_every_tier_across_crashes_and_nothing_else_does() {
-    let dir = tempdir();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().to_path_buf();
     let config = config(&dir);
     let events = build_archive(&config).await;
     let secrets = Secrets::from_parts(b"test-salt-0123456789", [3; 32]);
@@ -219,12 +220,12 @@ async fn erased_subjects_leave_every_tier_across_crashes_and_nothing_else_does()
         let same = certify(&state, vec!["accounts".into()], vec![], &secrets).unwrap();
         assert_eq!(same.to_bytes(), cert.to_bytes(), "the same certificate");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn a_subject_absent_from_the_archive_is_certified_with_no_files() {
-    let dir = tempdir();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().to_path_buf();
     let config = config(&dir);
     build_archive(&config).await;
     let secrets = Secrets::from_parts(b"test-salt-0123456789", [3; 32]);
@@ -239,24 +240,12 @@ async fn a_subject_absent_from_the_archive_is_certified_with_no_files() {
     let state = catalog.state().erasure(&e.request_id).unwrap();
     let cert = certify(state, vec![], vec![], &secrets).unwrap();
     assert!(cert.body.files.is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn tempdir() -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "kusanagi-purge-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
 
 #[tokio::test]
 async fn one_pass_purges_many_subjects_and_certifies_each() {
-    let dir = tempdir();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().to_path_buf();
     let config = config(&dir);
     let events = build_archive(&config).await;
     let secrets = Secrets::from_parts(b"test-salt-0123456789", [3; 32]);
@@ -301,12 +290,12 @@ async fn one_pass_purges_many_subjects_and_certifies_each() {
             .count() as u64;
         assert_eq!(cert.body.rows_removed, own, "{subject}'s certificate");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn two_purges_of_one_file_at_once_lose_neither_erasure() {
-    let dir = tempdir();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path().to_path_buf();
     let config = config(&dir);
     let events = build_archive(&config).await;
     let secrets = Secrets::from_parts(b"test-salt-0123456789", [3; 32]);
@@ -370,5 +359,4 @@ async fn two_purges_of_one_file_at_once_lose_neither_erasure() {
         .filter(|e| e.actor_id == a || e.target_id == a || e.actor_id == b || e.target_id == b)
         .count();
     assert_eq!(left.len(), events.len() - named);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Broker, BrokerKind, Reader, free_port, http, kusanagi, new_key, tempdir::TempDir, wait_for_port,
+    Broker, BrokerKind, Reader, TopologyFile, free_port, http, kusanagi, new_key, tempdir::TempDir,
+    wait_for_port,
 };
 use kusanagi_schemas::GameEventCodec;
 use rdkafka::Message;
@@ -25,16 +26,13 @@ fn http_intake_validates_publishes_and_reports() {
     let keys = dir.path().join("keys.toml");
     let producer = new_key(&keys, "game-server", &["producer"], None);
     let viewer = new_key(&keys, "prometheus", &["viewer"], None);
-    let topology = dir.path().join("topology.toml");
-    std::fs::write(
-        &topology,
-        format!(
-            "[instance]\nid = \"http-it\"\n[kafka]\nbootstrap = \"{}\"\n[topics]\npartitions = 2\n[http]\nlisten = \"{addr}\"\n[http.auth]\nkeys_file = \"{}\"\n",
-            broker.bootstrap,
-            keys.display()
-        ),
-    )
-    .unwrap();
+    let topology = TopologyFile::new()
+        .set("instance.id", "http-it")
+        .set("kafka.bootstrap", broker.bootstrap.as_str())
+        .set("topics.partitions", 2)
+        .set("http.listen", addr.as_str())
+        .path("http.auth.keys_file", &keys)
+        .write(dir.path());
     let _stage = kusanagi(dir.path(), "ingest", &topology, &["stage", "ingest"]);
     wait_for_port(&addr, Duration::from_secs(60));
     let post = |body: &[u8]| http(&addr, "POST", "/api/v1/events", Some(&producer), body);

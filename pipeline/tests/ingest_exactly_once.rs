@@ -12,7 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    Broker, BrokerKind, Reader, header, kusanagi, produce_all, producer, tempdir::TempDir,
+    Broker, BrokerKind, Reader, TopologyFile, header, kusanagi, produce_all, producer,
+    tempdir::TempDir,
 };
 use kusanagi_pipeline::config::Topology;
 use kusanagi_schemas::GameEventCodec;
@@ -95,32 +96,15 @@ fn input() -> (Records, BTreeMap<&'static str, usize>) {
 }
 
 fn write_topology(dir: &Path, bootstrap: &str) -> std::path::PathBuf {
-    let path = dir.join("topology.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[instance]
-id = "it"
-
-[kafka]
-bootstrap = "{bootstrap}"
-session_timeout_ms = 6000
-
-[topics]
-partitions = 3
-
-[stages.ingest]
-batch_max_records = 100
-batch_max_wait_ms = 10
-
-[http]
-enabled = false
-"#
-        ),
-    )
-    .expect("topology");
-    path
+    TopologyFile::new()
+        .set("instance.id", "it")
+        .set("kafka.bootstrap", bootstrap)
+        .set("kafka.session_timeout_ms", 6000)
+        .set("topics.partitions", 3)
+        .set("stages.ingest.batch_max_records", 100)
+        .set("stages.ingest.batch_max_wait_ms", 10)
+        .set("http.enabled", false)
+        .write(dir)
 }
 
 fn create_topics(topology_path: &Path) {

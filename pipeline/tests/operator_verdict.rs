@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::tempdir::TempDir;
 use common::{
-    Broker, BrokerKind, Reader, free_port, http, kusanagi_with_env, new_key, produce_all, producer,
-    wait_for_port,
+    Broker, BrokerKind, Reader, TopologyFile, free_port, http, kusanagi_with_env, new_key,
+    produce_all, producer, wait_for_port,
 };
 use kusanagi_schemas::{
     AccountState, AuditKind, AuditRecord, EventTime, RecordCodec, Rule, RuleSet, Screening,
@@ -71,16 +71,11 @@ fn operator_verdicts(kind: BrokerKind) {
     let keys = dir.path().join("keys.toml");
     let operator = new_key(&keys, "analyst-kim", &["operator"], None);
     let viewer = new_key(&keys, "dashboard", &["viewer"], None);
-    let topology = dir.path().join("topology.toml");
-    std::fs::write(
-        &topology,
-        format!(
-            "[kafka]\nbootstrap = \"{}\"\n[topics]\npartitions = 3\n[http.auth]\nkeys_file = \"{}\"\n",
-            broker.bootstrap,
-            keys.display()
-        ),
-    )
-    .unwrap();
+    let topology = TopologyFile::new()
+        .set("kafka.bootstrap", broker.bootstrap.as_str())
+        .set("topics.partitions", 3)
+        .path("http.auth.keys_file", &keys)
+        .write(dir.path());
     let start = |name: &str, stage: &str| {
         let addr = format!("127.0.0.1:{}", free_port());
         let g = kusanagi_with_env(

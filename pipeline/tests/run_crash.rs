@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, Reader, free_port, harness_python, tempdir::TempDir, wait_for_port};
+use common::{
+    ChildGuard, Reader, TopologyFile, free_port, harness_python, tempdir::TempDir, wait_for_port,
+};
 use kusanagi_pipeline::catalog::Catalog;
 use kusanagi_pipeline::config::Topology;
 use rdkafka::ClientConfig;
@@ -39,25 +41,17 @@ fn event(i: usize) -> Vec<u8> {
 }
 
 fn write_topology(dir: &Path, broker: &str, http: &str) -> PathBuf {
-    let path = dir.join("topology.toml");
-    let archive = dir.join("archive");
-    std::fs::write(
-        &path,
-        format!(
-            "[instance]\nid = \"crash\"\n\
-             [embedded_broker]\nlisten = \"{broker}\"\ndata_dir = \"{}\"\n\
-             [kafka]\nsession_timeout_ms = 6000\n\
-             [topics]\npartitions = 3\n\
-             [stages.screen]\nmax_future_seconds = 0\n\
-             [stages.archive]\nrotate_after_seconds = 1\n\
-             [archive]\ncatalog = \"{1}/catalog\"\nhot = \"{1}/hot\"\nwarm = \"{1}/warm\"\ncold = \"{1}/cold\"\n\
-             [http]\nlisten = \"{http}\"\n",
-            dir.join("data/broker").display(),
-            archive.display(),
-        ),
-    )
-    .expect("topology");
-    path
+    TopologyFile::new()
+        .set("instance.id", "crash")
+        .set("embedded_broker.listen", broker)
+        .path("embedded_broker.data_dir", &dir.join("data/broker"))
+        .set("kafka.session_timeout_ms", 6000)
+        .set("topics.partitions", 3)
+        .set("stages.screen.max_future_seconds", 0)
+        .set("stages.archive.rotate_after_seconds", 1)
+        .archive_in(&dir.join("archive"))
+        .set("http.listen", http)
+        .write(dir)
 }
 
 fn run(dir: &Path, topology: &Path, n: usize, broker: &str) -> ChildGuard {

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    Broker, BrokerKind, ChildGuard, Reader, free_port, http, kusanagi_with_env, new_key,
-    produce_all, producer, tempdir::TempDir, wait_for_port,
+    Broker, BrokerKind, ChildGuard, Reader, TopologyFile, free_port, http, kusanagi_with_env,
+    new_key, produce_all, producer, tempdir::TempDir, wait_for_port,
 };
 use rdkafka::Message;
 
@@ -78,17 +78,14 @@ fn handover(kind: BrokerKind, gone: Gone) {
     let dir = TempDir::new("handover");
     let keys = dir.path().join("keys.toml");
     let key = new_key(&keys, "prometheus", &["viewer"], None);
-    let topology = dir.path().join("topology.toml");
-    std::fs::write(
-        &topology,
-        format!(
-            "[kafka]\nbootstrap = \"{}\"\nsession_timeout_ms = {SESSION_TIMEOUT_MS}\nstatic_membership = false\n[topics]\npartitions = {PARTITIONS}\n\
-             [stages.screen]\nmax_future_seconds = 0\n[http.auth]\nkeys_file = \"{}\"\n",
-            broker.bootstrap,
-            keys.display()
-        ),
-    )
-    .unwrap();
+    let topology = TopologyFile::new()
+        .set("kafka.bootstrap", broker.bootstrap.as_str())
+        .set("kafka.session_timeout_ms", SESSION_TIMEOUT_MS as i64)
+        .set("kafka.static_membership", false)
+        .set("topics.partitions", i64::from(PARTITIONS))
+        .set("stages.screen.max_future_seconds", 0)
+        .path("http.auth.keys_file", &keys)
+        .write(dir.path());
     let (addr_a, addr_b) = (
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),

@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    Broker, BrokerKind, ChildGuard, Reader, committed, end_offsets, kusanagi, kusanagi_with_env,
-    produce_all, producer, tempdir::TempDir,
+    Broker, BrokerKind, ChildGuard, Reader, TopologyFile, committed, end_offsets, kusanagi,
+    kusanagi_with_env, produce_all, producer, tempdir::TempDir,
 };
 use kusanagi_pipeline::config::Topology;
 use kusanagi_pipeline::runtime::{InRecord, NoHistory, OutRecord, Stage};
@@ -142,38 +142,19 @@ fn workload() -> Vec<GameEvent> {
 }
 
 fn write_topology(dir: &Path, bootstrap: &str) -> PathBuf {
-    let path = dir.join("topology.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[instance]
-id = "it"
-
-[kafka]
-bootstrap = "{bootstrap}"
-session_timeout_ms = 6000
-
-[topics]
-partitions = {PARTITIONS}
-
-[stages.screen]
-batch_max_records = 500
-max_future_seconds = 0   # the workload is stamped in 2099
-
-[stages.decide]
-batch_max_records = 500
-
-[stages.analyze]
-batch_max_records = 5   # many transactions, so that kills land while verdicts flow
-
-[http]
-enabled = false
-"#
-        ),
-    )
-    .expect("topology");
-    path
+    TopologyFile::new()
+        .set("instance.id", "it")
+        .set("kafka.bootstrap", bootstrap)
+        .set("kafka.session_timeout_ms", 6000)
+        .set("topics.partitions", i64::from(PARTITIONS))
+        .set("stages.screen.batch_max_records", 500)
+        // The workload is stamped in 2099.
+        .set("stages.screen.max_future_seconds", 0)
+        .set("stages.decide.batch_max_records", 500)
+        // Many transactions, so that kills land while verdicts flow.
+        .set("stages.analyze.batch_max_records", 5)
+        .set("http.enabled", false)
+        .write(dir)
 }
 
 /// Records by (partition, offset), read_committed, from the beginning.

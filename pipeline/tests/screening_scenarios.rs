@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    Broker, BrokerKind, ChildGuard, Reader, committed, end_offsets, kusanagi, produce_all,
-    producer, tempdir::TempDir,
+    Broker, BrokerKind, ChildGuard, Reader, TopologyFile, committed, end_offsets, kusanagi,
+    produce_all, producer, tempdir::TempDir,
 };
 use kusanagi_pipeline::config::Topology;
 use kusanagi_schemas::{
@@ -39,40 +39,16 @@ const PARTITIONS: i32 = 3;
 const SETTLE: Duration = Duration::from_secs(180);
 
 fn write_topology(dir: &Path, bootstrap: &str) -> PathBuf {
-    let path = dir.join("topology.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[instance]
-id = "scenarios"
-
-[kafka]
-bootstrap = "{bootstrap}"
-session_timeout_ms = 6000
-
-[topics]
-partitions = {PARTITIONS}
-
-[stages.archive]
-enabled = false
-
-[stages.tier]
-enabled = false
-
-[stages.view]
-enabled = false
-
-[stages.compact]
-enabled = false
-
-[http]
-enabled = false
-"#
-        ),
-    )
-    .expect("topology");
-    path
+    let mut topology = TopologyFile::new()
+        .set("instance.id", "scenarios")
+        .set("kafka.bootstrap", bootstrap)
+        .set("kafka.session_timeout_ms", 6000)
+        .set("topics.partitions", i64::from(PARTITIONS))
+        .set("http.enabled", false);
+    for off in ["archive", "tier", "view", "compact"] {
+        topology = topology.set(&format!("stages.{off}.enabled"), false);
+    }
+    topology.write(dir)
 }
 
 /// Every scenario's events in rounds: the first of each, then the second

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    Broker, BrokerKind, ChildGuard, free_port, http, kusanagi_with_env, new_key, producer,
-    tempdir::TempDir, wait_for_port,
+    Broker, BrokerKind, ChildGuard, TopologyFile, free_port, http, kusanagi_with_env, new_key,
+    producer, tempdir::TempDir, wait_for_port,
 };
 use kusanagi_schemas::{Account, AccountState, EventTime, RecordCodec, Transition, Trigger};
 use rdkafka::producer::{BaseRecord, Producer};
@@ -306,16 +306,12 @@ fn view_serves_and_rebuilds(kind: BrokerKind) {
     let keys = dir.path().join("keys.toml");
     let admin = new_key(&keys, "ops-admin", &["admin"], None);
     let tenant_b = new_key(&keys, "game-b-backend", &["service"], Some("game-b"));
-    let topology = dir.path().join("topology.toml");
-    std::fs::write(
-        &topology,
-        format!(
-            "[kafka]\nbootstrap = \"{}\"\n[topics]\npartitions = 3\n[http.auth]\nkeys_file = \"{}\"\nreload_seconds = 1\n",
-            broker.bootstrap,
-            keys.display()
-        ),
-    )
-    .unwrap();
+    let topology = TopologyFile::new()
+        .set("kafka.bootstrap", broker.bootstrap.as_str())
+        .set("topics.partitions", 3)
+        .path("http.auth.keys_file", &keys)
+        .set("http.auth.reload_seconds", 1)
+        .write(dir.path());
 
     // Copy A starts on empty topics, then follows the history as it is written.
     let addr_a = format!("127.0.0.1:{}", free_port());

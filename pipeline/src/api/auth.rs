@@ -400,8 +400,8 @@ mod tests {
 
     #[test]
     fn a_changed_keys_file_is_reloaded_and_a_broken_one_keeps_the_old_keys() {
-        let dir = std::env::temp_dir().join(format!("kusanagi-reload-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("keys.toml");
         let write = |key: &str| {
             std::fs::write(
@@ -442,7 +442,6 @@ mod tests {
             .unwrap();
         keys.reload_if_changed();
         assert!(keys.find("new").is_some(), "kept");
-        std::fs::remove_dir_all(&dir).unwrap();
         assert!(
             Keys::load(&cfg, vec![]).is_err(),
             "a missing file at start is an error"

@@ -261,8 +261,8 @@ mod tests {
 
     #[test]
     fn a_keys_file_is_read_and_its_problems_name_the_file_and_entry() {
-        let dir = std::env::temp_dir().join(format!("kusanagi-keys-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("keys.toml");
         std::fs::write(
             &path,
@@ -288,6 +288,5 @@ mod tests {
         std::fs::write(&path, "[[keys]]\nname = \"ops\"\nroles = [\"root\"]\n").unwrap();
         let e = read_keys_file(&path).unwrap_err();
         assert!(e.contains("keys.toml") && e.contains("root"), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::Secrets;
+use super::{ErasureError, Secrets};
 use crate::catalog::CatalogState;
 
 /// The subjects erased as of a catalog state.
@@ -16,18 +16,16 @@ pub struct Erased {
 impl Erased {
     /// The erasures `state` records; `secrets` is needed only if there are
     /// any (to hash the ids a reader meets).
-    pub fn of(state: &CatalogState, secrets: Option<Secrets>) -> Result<Self, String> {
+    pub fn of(state: &CatalogState, secrets: Option<Secrets>) -> Result<Self, ErasureError> {
         let hashes: HashSet<String> = state
             .erased_subjects()
             .into_iter()
             .map(str::to_owned)
             .collect();
         if !hashes.is_empty() && secrets.is_none() {
-            return Err(format!(
-                "the archive records {} erasures, and skipping their subjects needs the \
-                 deployment's salt (gdpr.salt_file)",
-                hashes.len()
-            ));
+            return Err(ErasureError::NoSalt {
+                erasures: hashes.len(),
+            });
         }
         Ok(Self { hashes, secrets })
     }

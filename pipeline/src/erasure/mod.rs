@@ -18,7 +18,9 @@
 
 pub mod certificate;
 pub mod erased;
+mod error;
 pub mod secrets;
 
 pub use erased::Erased;
+pub use error::ErasureError;
 pub use secrets::Secrets;

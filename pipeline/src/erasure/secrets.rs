@@ -11,6 +11,7 @@ use std::path::Path;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand::TryRngCore;
 
+use super::ErasureError;
 use crate::config::GdprConfig;
 
 /// Fewest bytes a salt may have.
@@ -34,16 +35,19 @@ impl std::fmt::Debug for Secrets {
 impl Secrets {
     /// Reads the files `config` names; `create`: make missing ones (a local
     /// run only).
-    pub fn load(config: &GdprConfig, create: bool) -> Result<Self, String> {
+    pub fn load(config: &GdprConfig, create: bool) -> Result<Self, ErasureError> {
         let salt = read_or_create(&config.salt_file, create, "gdpr.salt_file", || {
             hex(&random_bytes::<32>())
         })?;
         if salt.len() < MIN_SALT_BYTES {
-            return Err(format!(
-                "{} (gdpr.salt_file): expected a salt of at least {MIN_SALT_BYTES} bytes, found {}",
-                config.salt_file.display(),
-                salt.len()
-            ));
+            return Err(ErasureError::SecretFile {
+                path: config.salt_file.clone(),
+                key: "gdpr.salt_file",
+                problem: format!(
+                    "expected a salt of at least {MIN_SALT_BYTES} bytes, found {}",
+                    salt.len()
+                ),
+            });
         }
         let key = read_or_create(
             &config.signing_key_file,
@@ -54,11 +58,10 @@ impl Secrets {
         let seed = std::str::from_utf8(&key)
             .ok()
             .and_then(parse_hex32)
-            .ok_or_else(|| {
-                format!(
-                    "{} (gdpr.signing_key_file): expected an ed25519 seed as 64 hex digits",
-                    config.signing_key_file.display()
-                )
+            .ok_or_else(|| ErasureError::SecretFile {
+                path: config.signing_key_file.clone(),
+                key: "gdpr.signing_key_file",
+                problem: "expected an ed25519 seed as 64 hex digits".into(),
             })?;
         Ok(Self {
             salt,
@@ -120,9 +123,14 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 fn read_or_create(
     path: &Path,
     create: bool,
-    key: &str,
+    key: &'static str,
     make: fn() -> String,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ErasureError> {
+    let fail = |at: &Path, problem: String| ErasureError::SecretFile {
+        path: at.to_owned(),
+        key,
+        problem,
+    };
     match std::fs::read(path) {
         Ok(mut bytes) => {
             while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
@@ -133,7 +141,7 @@ fn read_or_create(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                    .map_err(|e| fail(dir, format!("cannot create its folder: {e}")))?;
             }
             let value = make();
             // Written whole under a temporary name, then linked into place:
@@ -151,7 +159,7 @@ fn read_or_create(
             options
                 .open(&tmp)
                 .and_then(|mut f| f.write_all(format!("{value}\n").as_bytes()))
-                .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+                .map_err(|e| fail(&tmp, format!("cannot write: {e}")))?;
             let linked = std::fs::hard_link(&tmp, path);
             let _ = std::fs::remove_file(&tmp);
             match linked {
@@ -159,17 +167,18 @@ fn read_or_create(
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     return read_or_create(path, false, key, make);
                 }
-                Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+                Err(e) => return Err(fail(path, format!("cannot create: {e}"))),
             }
             tracing::info!(file = %path.display(), "created {key}");
             Ok(value.into_bytes())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
-            "{} ({key}): not found; against a cluster every process must read the same \
-             file (mount it as a secret); `kusanagi run` on the embedded broker creates it",
-            path.display()
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(fail(
+            path,
+            "not found; against a cluster every process must read the same file (mount it \
+             as a secret); `kusanagi run` on the embedded broker creates it"
+                .into(),
         )),
-        Err(e) => Err(format!("{} ({key}): cannot read: {e}", path.display())),
+        Err(e) => Err(fail(path, format!("cannot read: {e}"))),
     }
 }
 
@@ -179,14 +188,14 @@ mod tests {
 
     #[test]
     fn a_local_run_creates_its_secrets_once_and_a_cluster_process_never() {
-        let dir = std::env::temp_dir().join(format!("kusanagi-secrets-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("gdpr");
         let config = GdprConfig {
             salt_file: dir.join("salt"),
             signing_key_file: dir.join("signing.key"),
         };
-        let missing = Secrets::load(&config, false).unwrap_err();
-        assert!(missing.contains("gdpr.salt_file"), "{missing}");
+        let missing = Secrets::load(&config, false).unwrap_err().to_string();
+        assert!(missing.contains("(gdpr.salt_file): not found"), "{missing}");
         let first = Secrets::load(&config, true).unwrap();
         let again = Secrets::load(&config, false).unwrap();
         assert_eq!(first.public_key_hex(), again.public_key_hex());
@@ -202,11 +211,16 @@ mod tests {
         }
         std::fs::write(&config.signing_key_file, "not hex\n").unwrap();
         let bad = Secrets::load(&config, false).unwrap_err();
-        assert!(bad.contains("64 hex digits"), "{bad}");
+        assert!(
+            matches!(&bad, ErasureError::SecretFile { key: "gdpr.signing_key_file", problem, .. } if problem.contains("64 hex digits")),
+            "{bad}"
+        );
         std::fs::write(&config.salt_file, "short\n").unwrap();
-        let short = Secrets::load(&config, false).unwrap_err();
-        assert!(short.contains("at least 16 bytes"), "{short}");
-        let _ = std::fs::remove_dir_all(&dir);
+        let short = Secrets::load(&config, false).unwrap_err().to_string();
+        assert!(
+            short.contains("salt (gdpr.salt_file): expected a salt of at least 16 bytes"),
+            "{short}"
+        );
     }
 
     #[test]

@@ -284,7 +284,7 @@ pub async fn restore_cmd(
     to: &str,
     target: RestoreTarget<'_>,
 ) -> anyhow::Result<()> {
-    let range = TimeRange::parse(from, to).map_err(anyhow::Error::msg)?;
+    let range = TimeRange::parse(from, to)?;
     if matches!(target, RestoreTarget::Topic(_)) && table != Table::Events {
         bail!(
             "--to-topic restores the events table only; use --out DIR for {}",
@@ -294,14 +294,14 @@ pub async fn restore_cmd(
     let (tiers, catalog) = open(topology, "restore").await?;
     // Erased subjects are skipped (`is_deleted`), even before their purge.
     let secrets = if catalog.state().erasures().next().is_some() {
-        Some(
-            Secrets::load(&topology.gdpr, topology.kafka.bootstrap.is_empty())
-                .map_err(anyhow::Error::msg)?,
-        )
+        Some(Secrets::load(
+            &topology.gdpr,
+            topology.kafka.bootstrap.is_empty(),
+        )?)
     } else {
         None
     };
-    let erased = Erased::of(catalog.state(), secrets).map_err(anyhow::Error::msg)?;
+    let erased = Erased::of(catalog.state(), secrets)?;
     let files = super::restore::files_for(&catalog, table, range);
     let pb = bar(files.iter().map(|f| f.size_bytes).sum(), "reading", true);
     let restored = restore(&tiers, &catalog, table, range, &erased, |b| pb.inc(b)).await?;

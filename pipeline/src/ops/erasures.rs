@@ -125,8 +125,7 @@ pub async fn certificate_bytes(topology: &Topology, request_id: &str) -> anyhow:
 
 /// The deployment's public key, from its signing key file.
 pub fn public_key(topology: &Topology) -> anyhow::Result<String> {
-    let secrets = Secrets::load(&topology.gdpr, topology.kafka.bootstrap.is_empty())
-        .map_err(anyhow::Error::msg)?;
+    let secrets = Secrets::load(&topology.gdpr, topology.kafka.bootstrap.is_empty())?;
     Ok(secrets.public_key_hex())
 }
 
@@ -142,7 +141,6 @@ pub fn verify_cmd(
         Some(k) => k.to_owned(),
         None => Secrets::load(&topology.gdpr, false)
             .map(|s| s.public_key_hex())
-            .map_err(anyhow::Error::msg)
             .context("no --public-key given, and the deployment's key cannot be read")?,
     };
     match verify(bytes, Some(&key)) {

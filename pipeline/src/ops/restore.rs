@@ -22,16 +22,36 @@ pub struct TimeRange {
     pub to_us: i64,
 }
 
+/// A `--from`/`--to` pair that is not a range (the user's to fix).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RangeError {
+    /// Neither a day nor an RFC 3339 instant.
+    #[error("expected a day (2026-11-01) or an RFC 3339 time, found {0:?}")]
+    NotATime(String),
+    /// `--to` is not after `--from`.
+    #[error("--to {to} is not after --from {from}")]
+    Empty {
+        /// `--from` as given.
+        from: String,
+        /// `--to` as given.
+        to: String,
+    },
+}
+
 impl TimeRange {
     /// `--from`/`--to` as given: a day (`2026-11-01`; `--to` includes the
     /// whole day) or an RFC 3339 instant (`--to` excluded).
-    pub fn parse(from: &str, to: &str) -> Result<Self, String> {
+    pub fn parse(from: &str, to: &str) -> Result<Self, RangeError> {
         let range = Self {
             from_us: instant(from, false)?,
             to_us: instant(to, true)?,
         };
         if range.to_us <= range.from_us {
-            return Err(format!("--to {to} is not after --from {from}"));
+            return Err(RangeError::Empty {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            });
         }
         Ok(range)
     }
@@ -42,7 +62,7 @@ impl TimeRange {
     }
 }
 
-fn instant(s: &str, end_of_day: bool) -> Result<i64, String> {
+fn instant(s: &str, end_of_day: bool) -> Result<i64, RangeError> {
     if let Ok(day) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         let day = if end_of_day {
             day.succ_opt().unwrap_or(day)
@@ -56,7 +76,7 @@ fn instant(s: &str, end_of_day: bool) -> Result<i64, String> {
     }
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_micros())
-        .map_err(|_| format!("expected a day (2026-11-01) or an RFC 3339 time, found {s:?}"))
+        .map_err(|_| RangeError::NotATime(s.to_owned()))
 }
 
 /// Why a restore failed.
@@ -212,7 +232,11 @@ mod tests {
         let r = TimeRange::parse("2026-11-01T00:00:00Z", "2026-11-01T01:00:00Z").unwrap();
         assert_eq!(r.to_us - r.from_us, 3_600_000_000);
         let err = TimeRange::parse("yesterday", "2026-11-01").unwrap_err();
-        assert!(err.contains("yesterday"), "{err}");
-        assert!(TimeRange::parse("2026-11-02", "2026-11-01").is_err());
+        assert_eq!(err, RangeError::NotATime("yesterday".into()));
+        assert!(err.to_string().contains("RFC 3339"), "{err}");
+        assert!(matches!(
+            TimeRange::parse("2026-11-02", "2026-11-01"),
+            Err(RangeError::Empty { .. })
+        ));
     }
 }

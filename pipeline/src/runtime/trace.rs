@@ -196,12 +196,21 @@ impl std::fmt::Debug for Telemetry {
     }
 }
 
+/// Why traces cannot be exported.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TelemetryError {
+    /// The OTLP exporter could not be built (a bad `telemetry.otlp_endpoint`).
+    #[error("telemetry: cannot build the OTLP exporter: {0}")]
+    Exporter(String),
+}
+
 impl Telemetry {
     /// Installs the global tracer `config` describes: an OTLP/HTTP
     /// exporter (protobuf) in batches, sampling new traces at
     /// `sample_ratio` and following the parent's decision otherwise. Off:
     /// nothing is installed (the no-op tracer).
-    pub fn install(config: &crate::config::TelemetryConfig) -> Result<Self, String> {
+    pub fn install(config: &crate::config::TelemetryConfig) -> Result<Self, TelemetryError> {
         if !config.traces {
             return Ok(Self(None));
         }
@@ -219,14 +228,14 @@ impl Telemetry {
                 .with_endpoint(endpoint)
                 .with_timeout(std::time::Duration::from_secs(10))
                 .build()
-                .map_err(|e| format!("telemetry: cannot build the OTLP exporter: {e}"))?;
+                .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
             let sampler = opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
                 opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(ratio),
             ));
             let resource = opentelemetry_sdk::Resource::builder()
                 .with_service_name(name)
                 .build();
-            Ok::<_, String>(
+            Ok::<_, TelemetryError>(
                 opentelemetry_sdk::trace::SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
                     .with_sampler(sampler)
@@ -235,7 +244,7 @@ impl Telemetry {
             )
         })
         .join()
-        .map_err(|_| "telemetry: building the exporter panicked".to_owned())??;
+        .map_err(|_| TelemetryError::Exporter("building it panicked".into()))??;
         global::set_tracer_provider(provider.clone());
         global::set_text_map_propagator(TraceContextPropagator::new());
         tracing::info!(endpoint = %config.otlp_endpoint, ratio = config.sample_ratio, "exporting traces over OTLP/HTTP");

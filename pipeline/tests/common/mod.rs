@@ -9,7 +9,6 @@
 //! - `embedded`: Kusanagi's own embedded broker, as `kusanagi broker`.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -112,9 +111,9 @@ impl ChildGuard {
 
     /// Sends SIGTERM and waits up to `timeout` for a clean exit; returns its status code.
     pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
-        let pid = self.child.id() as libc_pid;
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { kill(pid, 15) };
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid} failed");
         let end = Instant::now() + timeout;
         while Instant::now() < end {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -125,12 +124,6 @@ impl ChildGuard {
         self.kill9();
         None
     }
-}
-
-#[allow(non_camel_case_types)]
-type libc_pid = i32;
-unsafe extern "C" {
-    fn kill(pid: libc_pid, sig: i32) -> i32;
 }
 
 impl Drop for ChildGuard {
@@ -238,18 +231,13 @@ pub mod tempdir {
     pub struct TempDir(PathBuf);
 
     impl TempDir {
-        /// Creates `<tmp>/kusanagi-it-<prefix>-<pid>-<n>`.
+        /// Creates `<tmp>/kusanagi-it-<prefix>-<random>`.
         pub fn new(prefix: &str) -> Self {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static N: AtomicU32 = AtomicU32::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "kusanagi-it-{prefix}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).expect("temp dir");
-            Self(p)
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("kusanagi-it-{prefix}-"))
+                .tempdir()
+                .expect("a temporary directory");
+            Self(dir.keep())
         }
 
         /// Its path.
@@ -293,6 +281,63 @@ pub mod tempdir {
                 eprintln!("{line}");
             }
         }
+    }
+}
+
+/// A topology file for a test, built key by key instead of written by
+/// hand: `TopologyFile::new().set("stages.archive.rotate_after_seconds", 1)
+/// .archive_in(&dir).write(&dir)`. Unset keys keep Kusanagi's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct TopologyFile {
+    table: toml::Table,
+}
+
+impl TopologyFile {
+    /// An empty topology: every default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key`, a dotted path (`stages.archive.rotate_after_seconds`),
+    /// to `value`.
+    pub fn set(mut self, key: &str, value: impl Into<toml::Value>) -> Self {
+        let mut parts: Vec<&str> = key.split('.').collect();
+        let last = parts.pop().expect("a key");
+        let mut table = &mut self.table;
+        for part in parts {
+            table = table
+                .entry(part)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .unwrap_or_else(|| panic!("{key}: {part} is not a table"));
+        }
+        table.insert(last.to_owned(), value.into());
+        self
+    }
+
+    /// Sets `key` to a path.
+    pub fn path(self, key: &str, path: &Path) -> Self {
+        self.set(key, path.display().to_string())
+    }
+
+    /// Keeps the archive's catalog and three tiers as folders under `dir`.
+    pub fn archive_in(self, dir: &Path) -> Self {
+        ["catalog", "hot", "warm", "cold"]
+            .into_iter()
+            .fold(self, |t, part| {
+                t.path(&format!("archive.{part}"), &dir.join(part))
+            })
+    }
+
+    /// Writes it to `<dir>/topology.toml` and returns that path.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("topology.toml");
+        std::fs::write(
+            &path,
+            toml::to_string(&self.table).expect("a topology as TOML"),
+        )
+        .expect("writing the topology");
+        path
     }
 }
 
@@ -516,63 +561,27 @@ pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-/// One HTTP/1.1 request over a plain socket; returns (status, body).
+/// One HTTP request to `addr` (with the API key `key`, if any, and a JSON
+/// body); returns (status, body). Fails the test only if no answer came.
 pub fn http(addr: &str, method: &str, path: &str, key: Option<&str>, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let key = key
-        .map(|k| format!("X-API-KEY: {k}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{key}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .expect("write");
-    s.write_all(body).expect("write body");
-    let mut reader = BufReader::new(s);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).expect("status line");
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let mut chunked = false;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("header");
-        if line.trim().is_empty() {
-            break;
-        }
-        if line
-            .to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-        {
-            chunked = true;
-        }
+    static CLIENT: std::sync::LazyLock<reqwest::blocking::Client> =
+        std::sync::LazyLock::new(|| {
+            reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("an HTTP client")
+        });
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let mut request = CLIENT
+        .request(method, format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(k) = key {
+        request = request.header("x-api-key", k);
     }
-    let mut raw = Vec::new();
-    reader.read_to_end(&mut raw).expect("body");
-    let body = if chunked { dechunk(&raw) } else { raw };
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(pos) = raw.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&raw[..pos]).unwrap_or("0").trim(), 16)
-                .unwrap_or(0);
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&raw[pos + 2..pos + 2 + size]);
-        raw = &raw[pos + 2 + size + 2..];
-    }
+    let response = request.send().unwrap_or_else(|e| panic!("{path}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.text().unwrap_or_default())
 }
 
 /// The offsets group `group` committed on each partition of `topic` (0
@@ -617,30 +626,43 @@ pub fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
         .collect()
 }
 
-/// The S3-protocol server `scripts/test.sh` started, with a fresh bucket:
-/// returns the `[archive.s3]` options (as TOML lines) and the bucket.
-pub fn s3_bucket(prefix: &str) -> (String, String) {
-    let endpoint = std::env::var("KUSANAGI_TEST_S3_ENDPOINT").expect(
-        "KUSANAGI_TEST_S3_ENDPOINT is not set: run scripts/test.sh, which starts the S3 server",
-    );
-    let bucket = format!("{prefix}-{}-{}", std::process::id(), free_port());
-    let host = endpoint.trim_start_matches("http://").to_owned();
-    let mut s = TcpStream::connect(&host).expect("S3 server reachable");
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).expect("answer");
-    assert!(
-        answer.starts_with("HTTP/1.1 200"),
-        "create bucket: {answer}"
-    );
-    let options = format!(
-        "endpoint = \"{endpoint}\"\nregion = \"us-east-1\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\nallow_http = \"true\"\n"
-    );
-    (options, bucket)
+/// A fresh bucket on the S3-protocol server `scripts/test.sh` started.
+pub struct S3Bucket {
+    /// The server's URL.
+    pub endpoint: String,
+    /// The bucket.
+    pub name: String,
+}
+
+impl S3Bucket {
+    /// Creates a bucket named `<prefix>-<unique>`.
+    pub fn create(prefix: &str) -> Self {
+        let endpoint = std::env::var("KUSANAGI_TEST_S3_ENDPOINT").expect(
+            "KUSANAGI_TEST_S3_ENDPOINT is not set: run scripts/test.sh, which starts the S3 server",
+        );
+        let name = format!("{prefix}-{}-{}", std::process::id(), free_port());
+        let answer = reqwest::blocking::Client::new()
+            .put(format!("{endpoint}/{name}"))
+            .send()
+            .expect("S3 server reachable");
+        assert!(answer.status().is_success(), "create bucket: {answer:?}");
+        Self { endpoint, name }
+    }
+
+    /// `s3://<bucket>/<path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("s3://{}/{path}", self.name)
+    }
+
+    /// `topology` with `[archive.s3]` set to reach this server.
+    pub fn options(&self, topology: TopologyFile) -> TopologyFile {
+        topology
+            .set("archive.s3.endpoint", self.endpoint.as_str())
+            .set("archive.s3.region", "us-east-1")
+            .set("archive.s3.access_key_id", "test")
+            .set("archive.s3.secret_access_key", "test")
+            .set("archive.s3.allow_http", "true")
+    }
 }
 
 /// The Python of the test harness (with DuckDB), from `KUSANAGI_VENV`.

@@ -35,7 +35,7 @@ use super::layout::PartitionKey;
 use super::open_files::{OpenFile, OpenFiles};
 use super::table::{Decoders, Row, Table};
 use crate::catalog::{Action, Catalog, Progress, Tier};
-use crate::erasure::{Erased, Secrets};
+use crate::erasure::{Erased, ErasureError, Secrets};
 use crate::runtime::dead_letter::{Rejection, dead_letter};
 use crate::runtime::{
     AssignedPartition, InRecord, Metrics, OutRecord, ReadRange, RuntimeError, Sink, SinkFailure,
@@ -94,7 +94,7 @@ pub struct ArchiveCopy {
     pub metrics: Metrics,
     /// The salt that names erased subjects (an error: why it is missing;
     /// needed only once the archive records an erasure).
-    pub secrets: Result<Secrets, String>,
+    pub secrets: Result<Secrets, ErasureError>,
     /// The process's async runtime, for the stores' I/O.
     pub rt: tokio::runtime::Handle,
 }
@@ -108,7 +108,7 @@ pub struct ArchiveStage {
     hot: TierStore,
     subject_filter_fpp: f64,
     /// The salt that names erased subjects (an error: why it is missing).
-    secrets: Result<Secrets, String>,
+    secrets: Result<Secrets, ErasureError>,
     rt: tokio::runtime::Handle,
     decoders: Decoders,
     open: OpenFiles,
@@ -268,8 +268,10 @@ impl ArchiveStage {
         if known == 0 {
             return Ok(0);
         }
+        // Retried (logged each time) rather than stopped: the rest of the
+        // process goes on while an operator provides the salt.
         let secrets = self.secrets.clone().map_err(|why| {
-            StageError::user(
+            StageError::external(
                 STAGE,
                 format!(
                     "the archive records {known} erasures and this copy cannot name their \
@@ -278,7 +280,7 @@ impl ArchiveStage {
             )
         })?;
         let erased = Erased::of(self.catalog.state(), Some(secrets))
-            .map_err(|e| StageError::user(STAGE, e))?;
+            .map_err(|e| StageError::external(STAGE, e))?;
         let mut dropped = 0usize;
         for file in files.values_mut() {
             let before = file.rows.len();

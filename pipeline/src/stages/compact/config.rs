@@ -74,12 +74,13 @@ fn build(ctx: &StageContext) -> StageRun {
     let ctx = ctx.clone();
     Box::new(move || {
         let topology = &ctx.topology;
-        let secrets = Secrets::load(&topology.gdpr, topology.kafka.bootstrap.is_empty()).map_err(
-            |detail| RuntimeError::Setup {
-                stage: STAGE,
-                detail,
-            },
-        )?;
+        let secrets =
+            Secrets::load(&topology.gdpr, topology.kafka.bootstrap.is_empty()).map_err(|e| {
+                RuntimeError::Setup {
+                    stage: STAGE,
+                    detail: e.to_string(),
+                }
+            })?;
         let instance = topology.instance_id();
         supervise_loop(&ctx.shutdown, || {
             let stage = CompactStage::new(topology, secrets.clone(), &instance, ctx.rt.clone())?;
