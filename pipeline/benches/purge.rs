@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use kusanagi_pipeline::catalog::{Catalog, Erasure, Tiers};
+use kusanagi_pipeline::catalog::{Catalog, Erasure};
 use kusanagi_pipeline::config::ArchiveConfig;
 use kusanagi_pipeline::demo::archive::write_demo_archive;
 use kusanagi_pipeline::stages::archive::file::read_batches;
@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
     let events = rt
         .block_on(write_demo_archive(&config, HOURS, PER_HOUR, FILES_PER_HOUR))
         .expect("archive");
-    let tiers = Tiers::open(&config).unwrap();
+    let tiers = config.open_tiers().unwrap();
     let mut catalog = rt
         .block_on(Catalog::open(config.open_catalog_store().unwrap(), "bench"))
         .unwrap();

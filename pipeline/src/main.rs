@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod cli;
+
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use cli::{CatalogCommand, CertificateCommand, Cli, Command, ErasuresCommand, KeysCommand};
 use kusanagi_pipeline::api::auth;
-use kusanagi_pipeline::catalog::Tier;
-use kusanagi_pipeline::config::{KeyConfig, LogFormat, Role, Topology};
+use kusanagi_pipeline::config::{KeyConfig, LogFormat, Topology};
 use kusanagi_pipeline::demo::{self, DemoOptions};
 use kusanagi_pipeline::ops::commands::{self, RestoreTarget};
 use kusanagi_pipeline::ops::erasures;
@@ -20,239 +22,6 @@ use kusanagi_pipeline::stages::archive::Table;
 use kusanagi_pipeline::stages::registry::{self, StageSpec};
 use kusanagi_pipeline::stages::view::View;
 use kusanagi_pipeline::stages::{archive, ingest, view};
-
-/// Kusanagi: real-time screening and archiving of game-economy events over Kafka.
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {
-    /// The topology file. Without one, the built-in defaults (embedded broker).
-    #[arg(long, short, global = true, env = "KUSANAGI_TOPOLOGY")]
-    topology: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run every enabled stage and the HTTP API in this process; with no
-    /// broker configured, start the embedded one.
-    Run {
-        /// Also generate synthetic game traffic, show a live status line and
-        /// print a summary at the end.
-        #[arg(long)]
-        demo: bool,
-        /// Records the demo generates.
-        #[arg(long, default_value_t = 20_000, requires = "demo")]
-        demo_events: u64,
-        /// Records per second the demo generates.
-        #[arg(long, default_value_t = 2_000, requires = "demo")]
-        demo_rate: u64,
-        /// Keep running after the demo's summary (Ctrl-C stops).
-        #[arg(long, requires = "demo")]
-        keep_running: bool,
-    },
-    /// Run one stage against a Kafka cluster (`KAFKA_BOOTSTRAP`). Start as
-    /// many copies as the input topic has partitions, each with its own
-    /// `KUSANAGI_INSTANCE_ID`.
-    Stage {
-        /// The stage.
-        #[arg(value_parser = stage_names())]
-        name: String,
-    },
-    /// Run only the embedded Kafka-protocol broker.
-    Broker {
-        /// Address to listen on (overrides `embedded_broker.listen`).
-        #[arg(long)]
-        listen: Option<String>,
-        /// Where to keep its data (overrides `embedded_broker.data_dir`).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-    },
-    /// Check a topology file and print it with every default filled in.
-    CheckConfig,
-    /// The archive catalog: every Parquet file, its tier and contents.
-    Catalog {
-        #[command(subcommand)]
-        command: CatalogCommand,
-    },
-    /// Run one tiering pass: move archive files hot -> warm -> cold by the
-    /// age of their newest event, merging each hour's files.
-    Tier {
-        /// Take this RFC 3339 time as now.
-        #[arg(long)]
-        now: Option<String>,
-        /// Print the moves without making them.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Re-read every archive file and check its size, SHA-256 and rows
-    /// against the catalog; exits non-zero on any mismatch.
-    Verify {
-        /// Only this table (events, screenings, transitions, audit).
-        #[arg(long, value_parser = parse_table)]
-        table: Option<Table>,
-        /// Only this tier.
-        #[arg(long, value_parser = parse_tier)]
-        tier: Option<Tier>,
-    },
-    /// Return a table's rows of a time range from whatever tiers hold
-    /// them, in event-time order.
-    Restore {
-        /// First day (2026-11-01) or instant (RFC 3339) included.
-        #[arg(long)]
-        from: String,
-        /// Last day included, or first instant excluded.
-        #[arg(long)]
-        to: String,
-        /// The table.
-        #[arg(long, default_value = "events", value_parser = parse_table)]
-        table: Table,
-        /// Produce the events (Avro, keyed by target_id) to this topic.
-        #[arg(long, conflicts_with = "out", required_unless_present = "out")]
-        to_topic: Option<String>,
-        /// Write `<table>.jsonl` into this folder.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-    /// Archive size and compression per table and tier.
-    Stats {
-        /// As JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Ask for the erasure of a data subject (an account id): publishes
-    /// the request to `erasures`; the view answers 410 for it at once.
-    Erase {
-        /// The account id.
-        subject: String,
-        /// Who asks (recorded with the request).
-        #[arg(long, default_value_t = default_requester())]
-        by: String,
-    },
-    /// The erasures the archive recorded.
-    Erasures {
-        #[command(subcommand)]
-        command: ErasuresCommand,
-    },
-    /// Deletion certificates: the signing key, fetching and checking them.
-    Certificate {
-        #[command(subcommand)]
-        command: CertificateCommand,
-    },
-    /// API keys for the HTTP API.
-    Keys {
-        #[command(subcommand)]
-        command: KeysCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum KeysCommand {
-    /// Make a new random key: prints the key (once; nothing keeps it) and
-    /// the `[[keys]]` entry, holding only its SHA-256, for the keys file.
-    New {
-        /// Who will hold it (shown in logs).
-        #[arg(long)]
-        name: String,
-        /// A role it has (repeat for several).
-        #[arg(long = "role", value_enum, required = true)]
-        roles: Vec<Role>,
-        /// The only tenant it sees (default: every tenant).
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Append the entry to this keys file (a running server picks it
-        /// up within `http.auth.reload_seconds`); only the key is printed.
-        #[arg(long)]
-        keys_file: Option<PathBuf>,
-    },
-    /// Print the SHA-256 of a key read from standard input (to list an
-    /// existing key).
-    Hash,
-}
-
-#[derive(Subcommand)]
-enum ErasuresCommand {
-    /// One line per erasure: request, subject hash, status, files, rows,
-    /// certificate.
-    Ls {
-        /// As JSON.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Subcommand)]
-enum CertificateCommand {
-    /// Print the public key that verifies this deployment's certificates.
-    Pubkey,
-    /// Print the certificate of an erasure request, as stored.
-    Get {
-        /// The request id (`kusanagi erasures ls`).
-        request_id: String,
-    },
-    /// Check a certificate file; exits non-zero if any byte was changed or
-    /// another key signed it.
-    Verify {
-        /// The certificate file.
-        file: PathBuf,
-        /// The public key expected (64 hex digits); by default this
-        /// deployment's (`gdpr.signing_key_file`).
-        #[arg(long)]
-        public_key: Option<String>,
-    },
-}
-
-#[derive(Subcommand)]
-enum CatalogCommand {
-    /// List the files.
-    Ls {
-        /// Only this table (events, screenings, transitions, audit).
-        #[arg(long, value_parser = parse_table)]
-        table: Option<Table>,
-        /// Only this tier.
-        #[arg(long, value_parser = parse_tier)]
-        tier: Option<Tier>,
-        /// As JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Move a partition's archived offset back to the broker's log end,
-    /// after the broker lost records it had acknowledged (the archive
-    /// stage refuses the partition and logs `log_end`; docs/operators.md,
-    /// "The broker went backwards"). The records the broker holds from
-    /// there on are then archived, beside the lost ones already archived.
-    Rewind {
-        /// The topic (`events`, `screenings`, `accounts.transitions`, `audit`).
-        #[arg(long)]
-        topic: String,
-        /// The partition.
-        #[arg(long)]
-        partition: i32,
-        /// The new next offset to archive: the partition's log end.
-        #[arg(long)]
-        to: i64,
-        /// Why (kept in the catalog's history).
-        #[arg(long)]
-        reason: String,
-        /// Skip the check that the broker's log ends below the archived
-        /// offset (for a partition the archive refused whose log has grown
-        /// past that offset again since).
-        #[arg(long)]
-        force: bool,
-    },
-}
-
-fn parse_tier(s: &str) -> Result<Tier, String> {
-    Tier::ALL
-        .into_iter()
-        .find(|t| t.as_str() == s)
-        .ok_or_else(|| format!("expected hot, warm or cold, found {s:?}"))
-}
-
-fn parse_table(s: &str) -> Result<Table, String> {
-    Table::from_name(s)
-        .ok_or_else(|| format!("expected events, screenings, transitions or audit, found {s:?}"))
-}
 
 fn load_topology(path: Option<&PathBuf>) -> anyhow::Result<Topology> {
     Ok(match path {
@@ -342,53 +111,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Erasures {
             command: ErasuresCommand::Ls { json },
         } => erasures::erasures_ls(&topology, json).await,
-        Command::Certificate { command } => match command {
-            CertificateCommand::Pubkey => {
-                println!("{}", erasures::public_key(&topology)?);
-                Ok(())
-            }
-            CertificateCommand::Get { request_id } => {
-                let bytes = erasures::certificate_bytes(&topology, &request_id).await?;
-                use std::io::Write;
-                std::io::stdout().write_all(&bytes)?;
-                Ok(())
-            }
-            CertificateCommand::Verify { file, public_key } => {
-                let bytes =
-                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-                erasures::verify_cmd(
-                    &topology,
-                    &file.display().to_string(),
-                    &bytes,
-                    public_key.as_deref(),
-                )
-            }
-        },
+        Command::Certificate { command } => certificate_cmd(&topology, command).await,
         Command::Keys { command } => keys_cmd(command),
         Command::Erase { subject, by } => {
             init_logs(&topology, true);
             erase_cmd(&topology, &subject, &by).await
         }
-        Command::Broker { listen, data_dir } => {
-            init_logs(&topology, false);
-            let mut topology = topology;
-            if let Some(l) = listen {
-                topology.embedded_broker.listen = l;
-            }
-            if let Some(d) = data_dir {
-                topology.embedded_broker.data_dir = d;
-            }
-            let brokers = Brokers::embed(&topology)?;
-            println!(
-                "embedded Kafka-protocol broker listening on {} (data in {})",
-                brokers.bootstrap,
-                topology.embedded_broker.data_dir.display()
-            );
-            let shutdown = Shutdown::new();
-            run::shutdown_on_signal(shutdown).await;
-            drop(brokers);
-            Ok(())
-        }
+        Command::Broker { listen, data_dir } => broker_cmd(topology, listen, data_dir).await,
         Command::Stage { name } => {
             init_logs(&topology, false);
             if topology.kafka.bootstrap.is_empty() {
@@ -407,15 +136,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             demo_rate,
             keep_running,
         } => {
-            init_logs(&topology, demo);
-            let brokers = Brokers::connect_or_embed(&topology)?;
-            if let Some(b) = &brokers.embedded {
-                println!(
-                    "embedded Kafka-protocol broker listening on {} (data in {}); any Kafka client can connect",
-                    b.addr(),
-                    topology.embedded_broker.data_dir.display()
-                );
-            }
             let demo = demo.then_some((
                 DemoOptions {
                     events: demo_events,
@@ -424,28 +144,78 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 },
                 keep_running,
             ));
-            serve(&topology, brokers, &registry::enabled(&topology), demo).await
+            run_cmd(&topology, demo).await
         }
     }
 }
 
-/// The registry's stages, each with what it does, for `kusanagi stage`.
-fn stage_names() -> clap::builder::PossibleValuesParser {
-    clap::builder::PossibleValuesParser::new(
-        registry::STAGES
-            .iter()
-            .map(|s| clap::builder::PossibleValue::new(s.name).help(s.about)),
-    )
+/// `kusanagi run`: every enabled stage, on the configured brokers or the
+/// embedded one.
+async fn run_cmd(topology: &Topology, demo: Option<(DemoOptions, bool)>) -> anyhow::Result<()> {
+    init_logs(topology, demo.is_some());
+    let brokers = Brokers::connect_or_embed(topology)?;
+    if let Some(b) = &brokers.embedded {
+        println!(
+            "embedded Kafka-protocol broker listening on {} (data in {}); any Kafka client can connect",
+            b.addr(),
+            topology.embedded_broker.data_dir.display()
+        );
+    }
+    serve(topology, brokers, &registry::enabled(topology), demo).await
 }
 
-fn default_requester() -> String {
-    format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "operator".into())
-    )
+/// `kusanagi broker`: only the embedded broker, until a signal.
+async fn broker_cmd(
+    mut topology: Topology,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    init_logs(&topology, false);
+    if let Some(l) = listen {
+        topology.embedded_broker.listen = l;
+    }
+    if let Some(d) = data_dir {
+        topology.embedded_broker.data_dir = d;
+    }
+    let brokers = Brokers::embed(&topology)?;
+    println!(
+        "embedded Kafka-protocol broker listening on {} (data in {})",
+        brokers.bootstrap,
+        topology.embedded_broker.data_dir.display()
+    );
+    let shutdown = Shutdown::new();
+    run::shutdown_on_signal(shutdown).await;
+    drop(brokers);
+    Ok(())
 }
 
-/// Publishes an erasure request to the configured brokers, or to a local
+/// `kusanagi certificate ...`.
+async fn certificate_cmd(topology: &Topology, command: CertificateCommand) -> anyhow::Result<()> {
+    match command {
+        CertificateCommand::Pubkey => {
+            println!("{}", erasures::public_key(topology)?);
+            Ok(())
+        }
+        CertificateCommand::Get { request_id } => {
+            let bytes = erasures::certificate_bytes(topology, &request_id).await?;
+            use std::io::Write;
+            std::io::stdout().write_all(&bytes)?;
+            Ok(())
+        }
+        CertificateCommand::Verify { file, public_key } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            erasures::verify_cmd(
+                topology,
+                &file.display().to_string(),
+                &bytes,
+                public_key.as_deref(),
+            )
+        }
+    }
+}
+
+/// Publishes an erasure request/// Publishes an erasure request to the configured brokers, or to a local
 /// `kusanagi run`'s embedded broker.
 async fn erase_cmd(topology: &Topology, subject: &str, by: &str) -> anyhow::Result<()> {
     if subject.trim().is_empty() {
@@ -576,7 +346,6 @@ async fn serve_with(
     let with_events = runs(ingest::STAGE);
     let serves_view = runs(view::STAGE).then(|| Arc::clone(&view));
     let http = if topology.http.enabled {
-        let with_view = serves_view.is_some();
         let (addr, task) = run::serve_http(
             topology,
             &settings,
@@ -584,25 +353,15 @@ async fn serve_with(
             &shutdown,
             keys,
             with_events,
-            serves_view,
+            serves_view.clone(),
         )
         .await?;
-        let mut routes = Vec::new();
-        if with_events {
-            routes.push("POST /api/v1/events");
-        }
-        if with_view {
-            routes.push("GET /api/v1/accounts/{id}[/at|/versions]");
-            routes.push("POST /api/v1/withdrawals/check");
-        }
-        routes.extend(["GET /metrics", "GET /healthz"]);
-        println!("HTTP API on http://{addr} ({})", routes.join(", "));
-        if let Some(path) = local_key {
-            println!(
-                "API key (admin) of this local run: in {} (send it as X-API-KEY)",
-                path.display()
-            );
-        }
+        print_routes(
+            addr,
+            with_events,
+            serves_view.is_some(),
+            local_key.as_deref(),
+        );
         Some(task)
     } else {
         None
@@ -637,6 +396,53 @@ async fn serve_with(
     if let Some(task) = http {
         let _ = task.await;
     }
+    join_stages(handles).await?;
+    if show_archive {
+        match commands::archive_summary(topology).await {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("kusanagi: cannot read the archive's catalog: {e:#}"),
+        }
+    }
+    drop(brokers);
+    if let Some(why) = failed {
+        bail!(why);
+    }
+    Ok(())
+}
+
+/// Says where the HTTP API listens, what it serves, and where the local
+/// admin key is.
+fn print_routes(
+    addr: std::net::SocketAddr,
+    with_events: bool,
+    with_view: bool,
+    local_key: Option<&std::path::Path>,
+) {
+    let mut routes = Vec::new();
+    if with_events {
+        routes.push("POST /api/v1/events");
+    }
+    if with_view {
+        routes.push("GET /api/v1/accounts/{id}[/at|/versions]");
+        routes.push("POST /api/v1/withdrawals/check");
+    }
+    routes.extend(["GET /metrics", "GET /healthz"]);
+    println!("HTTP API on http://{addr} ({})", routes.join(", "));
+    if let Some(path) = local_key {
+        println!(
+            "API key (admin) of this local run: in {} (send it as X-API-KEY)",
+            path.display()
+        );
+    }
+}
+
+/// Waits for every stage thread; the first error (or panic) is returned.
+async fn join_stages(
+    handles: Vec<(
+        &'static StageSpec,
+        std::thread::JoinHandle<Result<(), kusanagi_pipeline::runtime::RuntimeError>>,
+    )>,
+) -> anyhow::Result<()> {
     let mut first_error = None;
     for (spec, handle) in handles {
         match tokio::task::spawn_blocking(move || handle.join()).await {
@@ -650,18 +456,5 @@ async fn serve_with(
             }
         }
     }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    if show_archive {
-        match commands::archive_summary(topology).await {
-            Ok(line) => println!("{line}"),
-            Err(e) => eprintln!("kusanagi: cannot read the archive's catalog: {e:#}"),
-        }
-    }
-    drop(brokers);
-    if let Some(why) = failed {
-        bail!(why);
-    }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }

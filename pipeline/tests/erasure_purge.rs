@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use kusanagi_pipeline::catalog::{Catalog, Erasure, Tiers};
+use kusanagi_pipeline::catalog::{Catalog, Erasure};
 use kusanagi_pipeline::config::ArchiveConfig;
 use kusanagi_pipeline::erasure::Secrets;
 use kusanagi_pipeline::erasure::certificate::{certify, verify};
@@ -48,7 +48,7 @@ async fn build_archive(config: &ArchiveConfig) -> Vec<kusanagi_schemas::GameEven
 
 /// Every event row the catalog lists, read from its tier: (actor, target) per row.
 async fn rows(config: &ArchiveConfig) -> Vec<(String, String)> {
-    let tiers = Tiers::open(config).unwrap();
+    let tiers = config.open_tiers().unwrap();
     let catalog = Catalog::open(config.open_catalog_store().unwrap(), "read")
         .await
         .unwrap();
@@ -74,7 +74,7 @@ async fn rows(config: &ArchiveConfig) -> Vec<(String, String)> {
 }
 
 async fn check_consistent(config: &ArchiveConfig) {
-    let tiers = Tiers::open(config).unwrap();
+    let tiers = config.open_tiers().unwrap();
     let mut catalog = Catalog::open(config.open_catalog_store().unwrap(), "verify")
         .await
         .unwrap();
@@ -122,7 +122,7 @@ fn run_batch(
             .build()
             .unwrap();
         rt.block_on(async {
-            let tiers = Tiers::open(&config).unwrap();
+            let tiers = config.open_tiers().unwrap();
             let mut catalog = Catalog::open(config.open_catalog_store().unwrap(), "compact")
                 .await
                 .unwrap();
@@ -327,7 +327,7 @@ async fn two_purges_of_one_file_at_once_lose_neither_erasure() {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let tiers = Tiers::open(&config).unwrap();
+                let tiers = config.open_tiers().unwrap();
                 let mut catalog = Catalog::open(config.open_catalog_store().unwrap(), "compact-a")
                     .await
                     .unwrap();

@@ -154,61 +154,10 @@ async fn handle(
             Vec::new(),
         );
     }
-    let mut events: Vec<GameEvent> = Vec::with_capacity(raws.len());
-    let mut errors = Vec::new();
-    let mut invalid = 0usize;
-    for (i, raw) in raws.iter().enumerate() {
-        match validate(Some(raw.get().as_bytes()), api.max_event_bytes) {
-            Ok(e) => events.push(e),
-            Err(e) => {
-                invalid += 1;
-                if errors.len() < MAX_LISTED_ERRORS {
-                    errors.push(field_error(i, &e));
-                }
-            }
-        }
-    }
-    if invalid > 0 {
-        api.metrics.http_events("rejected", raws.len() as u64);
-        let message = match &errors[..] {
-            [one] if raws.len() == 1 => one.message.clone(),
-            _ => format!(
-                "{invalid} of {} events are invalid; none was published",
-                raws.len()
-            ),
-        };
-        return rejected(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_event",
-            message,
-            errors,
-        );
-    }
-    let foreign: Vec<FieldError> = events
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| !caller.sees(&e.tenant_id))
-        .take(MAX_LISTED_ERRORS)
-        .map(|(index, e)| FieldError {
-            index,
-            reason: "foreign_tenant",
-            field: Some("tenant_id".into()),
-            message: format!("tenant_id {:?} is not this key's tenant", e.tenant_id),
-        })
-        .collect();
-    if !foreign.is_empty() {
-        api.metrics.http_events("rejected", events.len() as u64);
-        return rejected(
-            StatusCode::FORBIDDEN,
-            "foreign_tenant",
-            format!(
-                "the key `{}` may publish events of tenant {:?} only; none was published",
-                caller.name,
-                caller.tenant.as_deref().unwrap_or_default()
-            ),
-            foreign,
-        );
-    }
+    let events = match validated(api, caller, &raws) {
+        Ok(events) => events,
+        Err(response) => return *response,
+    };
     match publish(api, &events, traceparent).await {
         Ok(()) => {
             api.metrics.http_events("accepted", events.len() as u64);
@@ -236,6 +185,72 @@ async fn handle(
             resp
         }
     }
+}
+
+/// The events of a request, each valid and of the caller's tenant; or the
+/// answer that rejects them all (nothing of a batch is published unless
+/// all of it is).
+fn validated(
+    api: &EventsApi,
+    caller: &Caller,
+    raws: &[&RawValue],
+) -> Result<Vec<GameEvent>, Box<Response>> {
+    let mut events: Vec<GameEvent> = Vec::with_capacity(raws.len());
+    let mut errors = Vec::new();
+    let mut invalid = 0usize;
+    for (i, raw) in raws.iter().enumerate() {
+        match validate(Some(raw.get().as_bytes()), api.max_event_bytes) {
+            Ok(e) => events.push(e),
+            Err(e) => {
+                invalid += 1;
+                if errors.len() < MAX_LISTED_ERRORS {
+                    errors.push(field_error(i, &e));
+                }
+            }
+        }
+    }
+    if invalid > 0 {
+        api.metrics.http_events("rejected", raws.len() as u64);
+        let message = match &errors[..] {
+            [one] if raws.len() == 1 => one.message.clone(),
+            _ => format!(
+                "{invalid} of {} events are invalid; none was published",
+                raws.len()
+            ),
+        };
+        return Err(Box::new(rejected(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_event",
+            message,
+            errors,
+        )));
+    }
+    let foreign: Vec<FieldError> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !caller.sees(&e.tenant_id))
+        .take(MAX_LISTED_ERRORS)
+        .map(|(index, e)| FieldError {
+            index,
+            reason: "foreign_tenant",
+            field: Some("tenant_id".into()),
+            message: format!("tenant_id {:?} is not this key's tenant", e.tenant_id),
+        })
+        .collect();
+    if !foreign.is_empty() {
+        api.metrics.http_events("rejected", events.len() as u64);
+        return Err(Box::new(rejected(
+            StatusCode::FORBIDDEN,
+            "foreign_tenant",
+            format!(
+                "the key `{}` may publish events of tenant {:?} only; none was published",
+                caller.name,
+                caller.tenant.as_deref().unwrap_or_default()
+            ),
+            foreign,
+        )));
+    }
+    Ok(events)
 }
 
 /// Publishes `events` in the trace the request names (its `traceparent`

@@ -1,10 +1,12 @@
 //! The archive catalog: every Parquet file of every tier, what it holds,
 //! and how far each Kafka partition is archived, changed only by atomic
 //! commits ([`model`] is the pure core, [`log`] keeps it in object storage,
-//! [`tiers`] keeps every tier's folders equal to it).
+//! [`tiers`] keeps every tier's folders equal to it, [`stats`] sums it up).
 
 pub mod log;
 pub mod model;
+mod state;
+pub mod stats;
 pub mod subjects;
 pub mod tiers;
 

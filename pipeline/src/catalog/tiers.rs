@@ -27,7 +27,6 @@ use kusanagi_connectors::storage::TierStore;
 
 use super::log::{Catalog, CatalogError};
 use super::model::{FileKey, Tier};
-use crate::config::ArchiveConfig;
 
 /// The folder, inside a tier, of files not yet (or never) committed.
 pub const STAGING: &str = "_staging";
@@ -63,15 +62,12 @@ pub struct Reconciled {
 }
 
 impl Tiers {
-    /// Opens the tiers `config` names.
-    pub fn open(config: &ArchiveConfig) -> Result<Self, ConnectorError> {
-        Ok(Self {
-            stores: [
-                config.open_tier(Tier::Hot)?,
-                config.open_tier(Tier::Warm)?,
-                config.open_tier(Tier::Cold)?,
-            ],
-        })
+    /// The three tiers' stores (`ArchiveConfig::open_tiers` opens those a
+    /// topology names).
+    pub fn new(hot: TierStore, warm: TierStore, cold: TierStore) -> Self {
+        Self {
+            stores: [hot, warm, cold],
+        }
     }
 
     /// The store of `tier`.

@@ -8,7 +8,7 @@ use kusanagi_connectors::ConnectorError;
 use kusanagi_connectors::storage::TierStore;
 use serde::Deserialize;
 
-use crate::catalog::Tier;
+use crate::catalog::{Tier, Tiers};
 
 /// `[archive]`: tier and catalog URLs, tier ages.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -62,6 +62,15 @@ impl ArchiveConfig {
             Tier::Warm => &self.warm,
             Tier::Cold => &self.cold,
         }
+    }
+
+    /// Opens the three tiers.
+    pub fn open_tiers(&self) -> Result<Tiers, ConnectorError> {
+        Ok(Tiers::new(
+            self.open_tier(Tier::Hot)?,
+            self.open_tier(Tier::Warm)?,
+            self.open_tier(Tier::Cold)?,
+        ))
     }
 
     /// Opens `tier`'s store.

@@ -148,29 +148,61 @@ impl Topology {
 
     /// Every problem with this topology (empty when it is usable).
     pub fn validate(&self) -> Vec<ConfigProblem> {
-        let mut p = Vec::new();
-        let mut bad = |key: &str, message: String| {
-            p.push(ConfigProblem {
-                key: key.into(),
-                message,
-            })
-        };
-        if self.topics.partitions < 1 {
+        let mut p: Vec<(String, String)> = Vec::new();
+        self.validate_topics(&mut p);
+        self.validate_endpoints(&mut p);
+        let sections = [
+            (
+                "stages.ingest",
+                self.stages.ingest.validate(&self.kafka, &self.topics),
+            ),
+            ("stages.screen", self.stages.screen.validate()),
+            ("stages.decide", self.stages.decide.validate()),
+            (
+                "stages.analyze",
+                self.stages.analyze.validate(|k| std::env::var(k).ok()),
+            ),
+            ("stages.archive", self.stages.archive.validate()),
+            ("stages.tier", self.stages.tier.validate()),
+            ("stages.view", self.stages.view.validate()),
+            ("stages.compact", self.stages.compact.validate()),
+            ("gdpr", self.gdpr.validate()),
+            ("telemetry", self.telemetry.validate()),
+            ("http.auth", self.http.auth.validate()),
+            ("archive", self.archive.validate()),
+        ];
+        for (section, problems) in sections {
+            for (key, problem) in problems {
+                p.push((format!("{section}.{key}"), problem));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            p.push((
+                "log.filter".into(),
+                format!("expected a tracing filter such as `info`: {e}"),
+            ));
+        }
+        p.into_iter()
+            .map(|(key, message)| ConfigProblem { key, message })
+            .collect()
+    }
+
+    /// `[topics]`: counts, names (valid, one topic each), retentions.
+    fn validate_topics(&self, p: &mut Vec<(String, String)>) {
+        let mut bad = |key: &str, message: String| p.push((key.into(), message));
+        let t = &self.topics;
+        if t.partitions < 1 {
             bad(
                 "topics.partitions",
-                format!("expected at least 1, found {}", self.topics.partitions),
+                format!("expected at least 1, found {}", t.partitions),
             );
         }
-        if self.topics.replication_factor < 1 {
+        if t.replication_factor < 1 {
             bad(
                 "topics.replication_factor",
-                format!(
-                    "expected at least 1, found {}",
-                    self.topics.replication_factor
-                ),
+                format!("expected at least 1, found {}", t.replication_factor),
             );
         }
-        let t = &self.topics;
         let names = [
             ("topics.raw", &t.raw),
             ("topics.events", &t.events),
@@ -199,12 +231,9 @@ impl Topology {
         for (key, ms) in [
             (
                 "topics.transitions_retention_ms",
-                self.topics.transitions_retention_ms,
+                t.transitions_retention_ms,
             ),
-            (
-                "topics.evidence_retention_ms",
-                self.topics.evidence_retention_ms,
-            ),
+            ("topics.evidence_retention_ms", t.evidence_retention_ms),
         ] {
             if ms < 3_600_000 && ms != -1 {
                 bad(
@@ -213,6 +242,11 @@ impl Topology {
                 );
             }
         }
+    }
+
+    /// `[kafka]`, `[embedded_broker]`, `[http]`: timeouts, addresses, limits.
+    fn validate_endpoints(&self, p: &mut Vec<(String, String)>) {
+        let mut bad = |key: &str, message: String| p.push((key.into(), message));
         if self.kafka.session_timeout_ms < 1_000 {
             bad(
                 "kafka.session_timeout_ms",
@@ -248,50 +282,6 @@ impl Topology {
                 "expected at least 1, found 0".into(),
             );
         }
-        let ingest = &self.stages.ingest;
-        for (key, problem) in ingest.validate(&self.kafka, &self.topics) {
-            bad(&format!("stages.ingest.{key}"), problem);
-        }
-        for (key, problem) in self.stages.screen.validate() {
-            bad(&format!("stages.screen.{key}"), problem);
-        }
-        for (key, problem) in self.stages.decide.validate() {
-            bad(&format!("stages.decide.{key}"), problem);
-        }
-        for (key, problem) in self.stages.analyze.validate(|k| std::env::var(k).ok()) {
-            bad(&format!("stages.analyze.{key}"), problem);
-        }
-        for (key, problem) in self.stages.archive.validate() {
-            bad(&format!("stages.archive.{key}"), problem);
-        }
-        for (key, problem) in self.stages.tier.validate() {
-            bad(&format!("stages.tier.{key}"), problem);
-        }
-        for (key, problem) in self.stages.view.validate() {
-            bad(&format!("stages.view.{key}"), problem);
-        }
-        for (key, problem) in self.stages.compact.validate() {
-            bad(&format!("stages.compact.{key}"), problem);
-        }
-        for (key, problem) in self.gdpr.validate() {
-            bad(&format!("gdpr.{key}"), problem);
-        }
-        for (key, problem) in self.telemetry.validate() {
-            bad(&format!("telemetry.{key}"), problem);
-        }
-        for (key, problem) in self.http.auth.validate() {
-            bad(&format!("http.auth.{key}"), problem);
-        }
-        for (key, problem) in self.archive.validate() {
-            bad(&format!("archive.{key}"), problem);
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
-            bad(
-                "log.filter",
-                format!("expected a tracing filter such as `info`: {e}"),
-            );
-        }
-        p
     }
 
     /// The instance id, or the host name when none is set.

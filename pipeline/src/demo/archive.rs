@@ -8,7 +8,7 @@ use std::time::Instant;
 use kusanagi_schemas::{EventTime, GameEvent, parse_event};
 
 use super::Traffic;
-use crate::catalog::{Action, Catalog, Tier, Tiers};
+use crate::catalog::{Action, Catalog, Tier};
 use crate::config::ArchiveConfig;
 use crate::stages::archive::Table;
 use crate::stages::archive::file::write_file;
@@ -26,7 +26,7 @@ pub async fn write_demo_archive(
     per_hour: usize,
     files_per_hour: usize,
 ) -> anyhow::Result<Vec<GameEvent>> {
-    let tiers = Tiers::open(config)?;
+    let tiers = config.open_tiers()?;
     let mut catalog = Catalog::open(config.open_catalog_store()?, "demo-archive").await?;
     let mut traffic = Traffic::new("demo-archive", 7);
     let start = 4_070_908_800_000_000i64; // 2099-01-01T00:00:00Z

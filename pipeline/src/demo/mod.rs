@@ -10,6 +10,7 @@
 //! or recovered, with the latency from event time to visibility.
 
 pub mod archive;
+mod report;
 mod traffic;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
+pub use report::{Decisions, DemoReport};
 pub use traffic::{Generated, Pattern, Traffic};
 
 use crate::config::{TopicsConfig, Topology};
@@ -42,172 +44,6 @@ pub struct DemoOptions {
     pub rate: u64,
     /// Seed of the generator.
     pub seed: u64,
-}
-
-/// What one demo run saw.
-#[derive(Debug, Default)]
-pub struct DemoReport {
-    /// Records generated, per pattern.
-    pub generated: BTreeMap<Pattern, u64>,
-    /// Valid events seen committed in `events`.
-    pub ingested: u64,
-    /// Records seen committed in `events.dlq`, per reason.
-    pub dead_letters: BTreeMap<String, u64>,
-    /// Seconds from the first record sent to the last one seen.
-    pub seconds: f64,
-    /// Latency from event time to being readable in `events`, microseconds.
-    pub latency_us: Option<Histogram<u64>>,
-    /// What the screening stages decided about the run's accounts.
-    pub decisions: Decisions,
-    /// Latency from event time to its screening being readable, microseconds.
-    pub screening_latency_us: Option<Histogram<u64>>,
-    /// Whether every generated record was accounted for.
-    pub complete: bool,
-}
-
-impl DemoReport {
-    fn total(&self) -> u64 {
-        self.generated.values().sum()
-    }
-
-    fn expected_valid(&self) -> u64 {
-        self.total()
-            - self
-                .generated
-                .get(&Pattern::Malformed)
-                .copied()
-                .unwrap_or(0)
-    }
-}
-
-impl std::fmt::Display for DemoReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let dlq: u64 = self.dead_letters.values().sum();
-        writeln!(f, "Kusanagi demo summary")?;
-        writeln!(
-            f,
-            "  generated     {} records in {:.1} s",
-            self.total(),
-            self.seconds
-        )?;
-        for (pattern, n) in &self.generated {
-            writeln!(f, "                {n:>8}  {}", pattern.label())?;
-        }
-        writeln!(
-            f,
-            "  ingested      {} of {} valid events, committed to `events` as Avro (zstd)",
-            self.ingested,
-            self.expected_valid()
-        )?;
-        let reasons: Vec<String> = self
-            .dead_letters
-            .iter()
-            .map(|(r, n)| format!("{r} {n}"))
-            .collect();
-        writeln!(
-            f,
-            "  dead letters  {dlq} in `events.dlq` ({})",
-            if reasons.is_empty() {
-                "none".into()
-            } else {
-                reasons.join(", ")
-            }
-        )?;
-        if self.seconds > 0.0 {
-            writeln!(
-                f,
-                "  throughput    {:.0} records/s end to end",
-                (self.ingested + dlq) as f64 / self.seconds
-            )?;
-        }
-        if let Some(h) = self.latency_us.as_ref().filter(|h| !h.is_empty()) {
-            writeln!(
-                f,
-                "  latency       event time -> readable in `events`: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-                h.value_at_quantile(0.5) as f64 / 1e3,
-                h.value_at_quantile(0.99) as f64 / 1e3,
-                h.max() as f64 / 1e3
-            )?;
-        }
-        let d = &self.decisions;
-        let rules: Vec<String> = d.by_rule.iter().map(|(r, n)| format!("{r} {n}")).collect();
-        writeln!(
-            f,
-            "  screened      {} of {} screenings fired a rule ({})",
-            d.screened,
-            d.screenings,
-            if rules.is_empty() {
-                "none".into()
-            } else {
-                rules.join(", ")
-            }
-        )?;
-        if let Some(h) = self.screening_latency_us.as_ref().filter(|h| !h.is_empty()) {
-            writeln!(
-                f,
-                "  L1 latency    event time -> screening readable: p50 {:.1} ms, p99 {:.1} ms",
-                h.value_at_quantile(0.5) as f64 / 1e3,
-                h.value_at_quantile(0.99) as f64 / 1e3
-            )?;
-        }
-        let fallbacks: Vec<String> = d
-            .fallbacks
-            .iter()
-            .map(|(r, n)| format!("{r} {n}"))
-            .collect();
-        writeln!(
-            f,
-            "  accounts      {} restricted, {} analysed by L2 ({} requests; {}), {} under surveillance, {} banned, {} recovered, {} moves refused",
-            d.restricted,
-            d.verdicts,
-            d.requests,
-            if fallbacks.is_empty() {
-                "model verdicts".into()
-            } else {
-                format!("fallback: {}", fallbacks.join(", "))
-            },
-            d.surveillance,
-            d.banned,
-            d.recovered,
-            d.refused
-        )?;
-        write!(
-            f,
-            "  result        {}",
-            if self.complete {
-                "every record accounted for, exactly once"
-            } else {
-                "INCOMPLETE: some records were not seen (see the log)"
-            }
-        )
-    }
-}
-
-/// What the screen, decide and analyze stages committed about the run.
-#[derive(Debug, Default, Clone)]
-pub struct Decisions {
-    /// Screenings of the run's events.
-    pub screenings: u64,
-    /// Of which a rule fired.
-    pub screened: u64,
-    /// Screened events per rule.
-    pub by_rule: BTreeMap<String, u64>,
-    /// Accounts moved NORMAL -> RESTRICTED_WITHDRAWAL.
-    pub restricted: u64,
-    /// L2 requests made.
-    pub requests: u64,
-    /// L2 verdicts given.
-    pub verdicts: u64,
-    /// Verdicts by the fallback analyzer, per reason.
-    pub fallbacks: BTreeMap<String, u64>,
-    /// Moves to UNDER_SURVEILLANCE.
-    pub surveillance: u64,
-    /// Moves to BANNED.
-    pub banned: u64,
-    /// Moves back to NORMAL.
-    pub recovered: u64,
-    /// Moves refused by the state machine.
-    pub refused: u64,
 }
 
 #[derive(Default)]
@@ -302,6 +138,23 @@ pub async fn run(
         }
     }
 
+    wait_for_outputs(topology, &progress, &report, shutdown).await;
+    reader_stop.trigger();
+    let _ = status.await;
+    let _ = reader.join();
+    report.seconds = started.elapsed().as_secs_f64();
+    tally(&mut report, &progress, topology);
+    Ok(report)
+}
+
+/// Waits until every record sent was seen where the enabled stages put
+/// it (at most 60 s, or until `shutdown`).
+async fn wait_for_outputs(
+    topology: &Topology,
+    progress: &Progress,
+    report: &DemoReport,
+    shutdown: &Shutdown,
+) {
     let expected_valid = report.expected_valid();
     let expected_dlq = report.total() - expected_valid;
     let on = &topology.stages;
@@ -326,11 +179,15 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    reader_stop.trigger();
-    let _ = status.await;
-    let _ = reader.join();
+}
 
-    report.seconds = started.elapsed().as_secs_f64();
+/// Fills `report` from what was seen, and whether it is complete.
+fn tally(report: &mut DemoReport, progress: &Progress, topology: &Topology) {
+    let expected_valid = report.expected_valid();
+    let expected_dlq = report.total() - expected_valid;
+    let on = &topology.stages;
+    let screening = on.screen.enabled;
+    let analysing = screening && on.decide.enabled && on.analyze.enabled;
     report.ingested = progress.ingested.load(Ordering::Relaxed);
     report.dead_letters = progress.reasons.lock().expect("lock").clone();
     report.latency_us = progress.latency_us.lock().expect("lock").take();
@@ -346,7 +203,6 @@ pub async fn run(
         && report.dead_letters.values().sum::<u64>() == expected_dlq
         && (!screening || d.screenings == expected_valid)
         && (!analysing || d.verdicts == d.requests);
-    Ok(report)
 }
 
 /// A reader outside any group, positioned at the current end of `topics`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use kusanagi_schemas::GameEventCodec;
+use kusanagi_schemas::{GameEvent, GameEventCodec};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rdkafka::ClientContext;
@@ -15,8 +15,8 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use super::restore::{Restored, TimeRange, restore};
-use super::stats::stats;
 use super::verify::{selected, verify};
+use crate::catalog::stats::stats;
 use crate::catalog::{Action, Catalog, Rewind, Tier, Tiers};
 use crate::config::Topology;
 use crate::erasure::{Erased, Secrets};
@@ -54,7 +54,7 @@ fn bar(len: u64, what: &str, bytes: bool) -> ProgressBar {
 
 async fn open(topology: &Topology, writer: &str) -> anyhow::Result<(Tiers, Catalog)> {
     let a = &topology.archive;
-    let tiers = Tiers::open(a).context("opening the archive tiers")?;
+    let tiers = a.open_tiers().context("opening the archive tiers")?;
     let store = a.open_catalog_store().context("opening the catalog")?;
     let catalog = Catalog::open(store, writer)
         .await
@@ -333,48 +333,7 @@ pub async fn restore_cmd(
             let bootstrap = bootstrap.filter(|b| !b.is_empty()).context(
                 "--to-topic needs a Kafka cluster: set KAFKA_BOOTSTRAP or kafka.bootstrap",
             )?;
-            let settings = topology.kafka_settings(bootstrap);
-            // A topic that does not exist yet is made like `events`.
-            let spec = kusanagi_connectors::kafka::TopicSpec {
-                name: topic.to_owned(),
-                partitions: topology.topics.partitions,
-                replication_factor: topology.topics.replication_factor,
-                configs: vec![("compression.type".into(), "producer".into())],
-            };
-            kusanagi_connectors::kafka::ensure_topics(&settings, &[spec])
-                .await
-                .with_context(|| format!("creating topic {topic}"))?;
-            let producer: ThreadedProducer<FailedDeliveries> = settings
-                .producer_config()
-                .create_with_context(FailedDeliveries::default())
-                .context("creating the Kafka producer")?;
-            let codec = GameEventCodec::new();
-            let pb = bar(events.len() as u64, "producing", false);
-            for e in events {
-                let value = codec.encode(e);
-                let mut record = BaseRecord::to(topic).key(e.kafka_key()).payload(&value);
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((e, back))
-                            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                        {
-                            record = back;
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                        Err((e, _)) => bail!("cannot produce to {topic}: {e}"),
-                    }
-                }
-                pb.inc(1);
-            }
-            producer
-                .flush(Duration::from_secs(60))
-                .context("not every restored event was acknowledged")?;
-            let failed = producer.context().0.load(Ordering::Relaxed);
-            if failed > 0 {
-                bail!("{failed} restored events were not delivered to {topic}");
-            }
-            pb.finish_and_clear();
+            produce_restored(topology, bootstrap, topic, events).await?;
             println!(
                 "{} events from {} files -> topic {topic}",
                 events.len(),
@@ -382,6 +341,56 @@ pub async fn restore_cmd(
             );
         }
     }
+    Ok(())
+}
+
+/// Produces restored `events` to `topic` (made like `events` if missing),
+/// each acknowledged.
+async fn produce_restored(
+    topology: &Topology,
+    bootstrap: &str,
+    topic: &str,
+    events: &[GameEvent],
+) -> anyhow::Result<()> {
+    let settings = topology.kafka_settings(bootstrap);
+    let spec = kusanagi_connectors::kafka::TopicSpec {
+        name: topic.to_owned(),
+        partitions: topology.topics.partitions,
+        replication_factor: topology.topics.replication_factor,
+        configs: vec![("compression.type".into(), "producer".into())],
+    };
+    kusanagi_connectors::kafka::ensure_topics(&settings, &[spec])
+        .await
+        .with_context(|| format!("creating topic {topic}"))?;
+    let producer: ThreadedProducer<FailedDeliveries> = settings
+        .producer_config()
+        .create_with_context(FailedDeliveries::default())
+        .context("creating the Kafka producer")?;
+    let codec = GameEventCodec::new();
+    let pb = bar(events.len() as u64, "producing", false);
+    for e in events {
+        let value = codec.encode(e);
+        let mut record = BaseRecord::to(topic).key(e.kafka_key()).payload(&value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err((e, _)) => bail!("cannot produce to {topic}: {e}"),
+            }
+        }
+        pb.inc(1);
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .context("not every restored event was acknowledged")?;
+    let failed = producer.context().0.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{failed} restored events were not delivered to {topic}");
+    }
+    pb.finish_and_clear();
     Ok(())
 }
 

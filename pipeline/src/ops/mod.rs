@@ -7,7 +7,6 @@
 //! | [`commands`] | the commands as the binary runs them: progress and output |
 //! | [`verify`] | re-read every file: size, SHA-256, rows; nothing unlisted |
 //! | [`restore`] | a time range of a table, in event-time order, from any tier |
-//! | [`stats`] | files, rows, bytes stored against JSON, per table and tier |
 //! | [`rows`] | Parquet rows back to events or JSON objects |
 //! | [`erasures`] | erasures recorded in the catalog; certificates |
 
@@ -15,5 +14,4 @@ pub mod commands;
 pub mod erasures;
 pub mod restore;
 pub mod rows;
-pub mod stats;
 pub mod verify;

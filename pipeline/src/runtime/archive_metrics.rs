@@ -134,7 +134,7 @@ impl ArchiveMetrics {
 
     /// The archive's totals per table and tier, from the catalog.
     pub fn catalog_totals(&self, state: &crate::catalog::CatalogState) {
-        for s in crate::ops::stats::stats(state) {
+        for s in crate::catalog::stats::stats(state) {
             let l = TableTier {
                 table: s.table,
                 tier: s.tier,

@@ -4,10 +4,12 @@
 //! to the loop shows here in milliseconds.
 
 mod fakes;
+mod stages;
 
 use std::time::Duration;
 
-use fakes::{Event, FakeSink, FakeStage, Told, World, tp};
+use fakes::{Event, World, tp};
+use stages::{FakeSink, FakeStage, Told};
 
 use super::*;
 use crate::runtime::output::OutputFailure;

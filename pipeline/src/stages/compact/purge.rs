@@ -133,33 +133,7 @@ pub async fn purge(
     let mut last_conflict = None;
     for _ in 0..ATTEMPTS {
         catalog.refresh().await?;
-        let mut report = PurgeReport {
-            requests: targets
-                .iter()
-                .map(|t| RequestReport {
-                    request_id: t.erasure.request_id.clone(),
-                    ..RequestReport::default()
-                })
-                .collect(),
-            ..PurgeReport::default()
-        };
-        let mut candidates = Vec::new();
-        for f in catalog.state().files() {
-            if subject_columns(&f.table).is_empty() {
-                continue;
-            }
-            report.files_listed += 1;
-            let mut any = false;
-            for (i, subject) in subjects.iter().enumerate() {
-                if may_hold(f.subjects.as_deref(), subject) {
-                    report.requests[i].files_opened += 1;
-                    any = true;
-                }
-            }
-            if any {
-                candidates.push(f.clone());
-            }
-        }
+        let (mut report, candidates) = plan(catalog, targets, &subjects);
         let mut rewritten = Vec::new();
         for f in candidates {
             report.files_opened += 1;
@@ -177,50 +151,7 @@ pub async fn purge(
         if rewritten.is_empty() && !unpurged {
             return Ok(report);
         }
-        let mut actions = Vec::new();
-        for r in &rewritten {
-            // As read: another purge or a tier pass may have changed it.
-            actions.push(Action::Unchanged(Unchanged::of(&r.old)));
-            actions.push(Action::Remove(r.old.key()));
-            if let Some(new) = &r.new {
-                actions.push(Action::Add(new.clone()));
-            }
-        }
-        let mut purged: Vec<&str> = Vec::new();
-        for (i, t) in targets.iter().enumerate() {
-            // A request given twice in one batch is purged once.
-            if purged.contains(&t.erasure.request_id.as_str()) {
-                continue;
-            }
-            purged.push(&t.erasure.request_id);
-            let files: Vec<PurgedFile> = rewritten
-                .iter()
-                .filter(|r| r.per_subject[i] > 0)
-                .map(|r| PurgedFile {
-                    tier: r.old.tier,
-                    path: r.old.path.clone(),
-                    sha256_before: r.old.sha256.clone(),
-                    sha256_after: r.new.as_ref().map(|n| n.sha256.clone()),
-                    rows_before: r.old.rows,
-                    rows_removed: r.per_subject[i],
-                })
-                .collect();
-            let done_before = catalog
-                .state()
-                .erasure(&t.erasure.request_id)
-                .is_some_and(|e| e.purged_at_ms.is_some());
-            report.requests[i].files_rewritten = files.len() as u64;
-            report.requests[i].rows_removed = files.iter().map(|f| f.rows_removed).sum();
-            if files.is_empty() && done_before {
-                continue;
-            }
-            actions.push(Action::Purge(Purge {
-                request_id: t.erasure.request_id.clone(),
-                files,
-                files_opened: report.requests[i].files_opened,
-                files_listed: report.files_listed,
-            }));
-        }
+        let actions = purge_actions(catalog, targets, &rewritten, &mut report);
         match catalog.commit("purge", actions).await {
             Ok(version) => report.version = Some(version),
             Err(CatalogError::Conflict(c)) => {
@@ -240,27 +171,125 @@ pub async fn purge(
             Err(e) => return Err(e.into()),
         }
         at(Step::Committed);
-        for r in &rewritten {
-            let store = tiers.store(r.old.tier);
-            match &r.new {
-                Some(new) => {
-                    promote(store, &[(new.path.clone(), new.sha256.clone())]).await?;
-                    report.files_rewritten += 1;
-                }
-                None => {
-                    store.delete(&r.old.path).await?;
-                    store.delete(&staged(&r.old.path, &r.old.sha256)).await?;
-                    report.files_removed += 1;
-                }
-            }
-            report.rows_removed += r.removed;
-        }
+        swap(tiers, &rewritten, &mut report).await?;
         at(Step::Swapped);
         return Ok(report);
     }
     Err(TierError::Catalog(CatalogError::Conflict(
         last_conflict.expect("a conflict ended every attempt"),
     )))
+}
+
+/// Which files may hold the subjects (their subject filters say so), and a
+/// report counting them per request.
+fn plan(catalog: &Catalog, targets: &[Target], subjects: &[&str]) -> (PurgeReport, Vec<FileEntry>) {
+    let mut report = PurgeReport {
+        requests: targets
+            .iter()
+            .map(|t| RequestReport {
+                request_id: t.erasure.request_id.clone(),
+                ..RequestReport::default()
+            })
+            .collect(),
+        ..PurgeReport::default()
+    };
+    let mut candidates = Vec::new();
+    for f in catalog.state().files() {
+        if subject_columns(&f.table).is_empty() {
+            continue;
+        }
+        report.files_listed += 1;
+        let mut any = false;
+        for (i, subject) in subjects.iter().enumerate() {
+            if may_hold(f.subjects.as_deref(), subject) {
+                report.requests[i].files_opened += 1;
+                any = true;
+            }
+        }
+        if any {
+            candidates.push(f.clone());
+        }
+    }
+    (report, candidates)
+}
+
+/// The purge's commit: each rewritten file swapped (as read: another purge
+/// or a tier pass may have changed it), and per request what it removed.
+fn purge_actions(
+    catalog: &Catalog,
+    targets: &[Target],
+    rewritten: &[Rewritten],
+    report: &mut PurgeReport,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for r in rewritten {
+        actions.push(Action::Unchanged(Unchanged::of(&r.old)));
+        actions.push(Action::Remove(r.old.key()));
+        if let Some(new) = &r.new {
+            actions.push(Action::Add(new.clone()));
+        }
+    }
+    let mut purged: Vec<&str> = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        // A request given twice in one batch is purged once.
+        if purged.contains(&t.erasure.request_id.as_str()) {
+            continue;
+        }
+        purged.push(&t.erasure.request_id);
+        let files: Vec<PurgedFile> = rewritten
+            .iter()
+            .filter(|r| r.per_subject[i] > 0)
+            .map(|r| PurgedFile {
+                tier: r.old.tier,
+                path: r.old.path.clone(),
+                sha256_before: r.old.sha256.clone(),
+                sha256_after: r.new.as_ref().map(|n| n.sha256.clone()),
+                rows_before: r.old.rows,
+                rows_removed: r.per_subject[i],
+            })
+            .collect();
+        let done_before = catalog
+            .state()
+            .erasure(&t.erasure.request_id)
+            .is_some_and(|e| e.purged_at_ms.is_some());
+        report.requests[i].files_rewritten = files.len() as u64;
+        report.requests[i].rows_removed = files.iter().map(|f| f.rows_removed).sum();
+        if files.is_empty() && done_before {
+            continue;
+        }
+        actions.push(Action::Purge(Purge {
+            request_id: t.erasure.request_id.clone(),
+            files,
+            files_opened: report.requests[i].files_opened,
+            files_listed: report.files_listed,
+        }));
+    }
+    actions
+}
+
+/// After the commit: the rewritten files into place, the emptied ones
+/// deleted.
+async fn swap(
+    tiers: &Tiers,
+    rewritten: &[Rewritten],
+    report: &mut PurgeReport,
+) -> Result<(), TierError> {
+    for r in rewritten {
+        let store = tiers.store(r.old.tier);
+        match &r.new {
+            Some(new) => {
+                promote(store, &[(new.path.clone(), new.sha256.clone())]).await?;
+                report.files_rewritten += 1;
+            }
+            None => {
+                store.delete(&r.old.path).await?;
+                store.delete(&staged(&r.old.path, &r.old.sha256)).await?;
+                report.files_removed += 1;
+            }
+        }
+        report.rows_removed += r.removed;
+    }
+    Ok(())
 }
 
 /// Records the erasures of `targets` the catalog does not hold yet, in

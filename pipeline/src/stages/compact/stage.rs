@@ -166,7 +166,7 @@ impl CompactStage {
         rt: tokio::runtime::Handle,
     ) -> Result<Self, StageError> {
         let archive = &topology.archive;
-        let tiers = Tiers::open(archive).map_err(failed)?;
+        let tiers = archive.open_tiers().map_err(failed)?;
         let catalog_store = archive.open_catalog_store().map_err(failed)?;
         let catalog = rt
             .block_on(Catalog::open(

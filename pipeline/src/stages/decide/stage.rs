@@ -26,7 +26,9 @@ use kusanagi_schemas::{
     Transition, Verdict,
 };
 
-use super::machine::{Effects, apply_screening, apply_verdict};
+mod records;
+
+use super::machine::Effects;
 use crate::runtime::dead_letter::reject_record;
 use crate::runtime::trace::TraceCause;
 use crate::runtime::{
@@ -401,86 +403,17 @@ impl Stage for DecideStage {
         let mut changed: Vec<(i32, String)> = Vec::new();
         for record in batch {
             let p = record.partition;
-            let effects = if record.topic == self.topics.screenings {
-                let s = match record.payload.map(|v| self.screenings.decode(v)) {
-                    Some(Ok(s)) => s,
-                    other => {
-                        let why = other.map_or("the record has no value".into(), |e| {
-                            e.err().map(|e| e.to_string()).unwrap_or_default()
-                        });
-                        out.push(self.reject(record, why));
-                        continue;
-                    }
-                };
-                if !s.screened {
-                    continue;
-                }
-                let Some(PartitionState::Ready(accounts)) = self.partitions.get_mut(&p) else {
-                    unreachable!("ready() ran for every partition of the batch")
-                };
-                let account = accounts
-                    .entry(s.target_id.clone())
-                    .or_insert_with(|| Account::new(&s.target_id, &s.tenant_id, s.event_time));
-                if account.tenant_id != s.tenant_id {
-                    out.push(foreign(
-                        &self.topics.dead_letter,
-                        record,
-                        account,
-                        &s.tenant_id,
-                    ));
-                    continue;
-                }
-                (apply_screening(account, &s), s.target_id)
+            let applied = if record.topic == self.topics.screenings {
+                self.on_screening(record, out)
             } else if record.topic == self.topics.verdicts {
-                let v = match record.payload.map(|v| self.verdicts.decode(v)) {
-                    Some(Ok(v)) => v,
-                    other => {
-                        let why = other.map_or("the record has no value".into(), |e| {
-                            e.err().map(|e| e.to_string()).unwrap_or_default()
-                        });
-                        out.push(self.reject(record, why));
-                        continue;
-                    }
-                };
-                self.stats.verdicts += 1;
-                let Some(PartitionState::Ready(accounts)) = self.partitions.get_mut(&p) else {
-                    unreachable!("ready() ran for every partition of the batch")
-                };
-                // A verdict for an account this copy does not hold: a
-                // model's answered a request of an account erased since, and
-                // is dropped without a trace (no transition names the erased
-                // id); an operator's is judged against a fresh NORMAL
-                // account, kept if the verdict moved it.
-                let operator = v.analyzer.starts_with("operator:");
-                if !operator && !accounts.contains_key(&v.target_id) {
-                    tracing::debug!(stage = STAGE, request = %v.request_id, "a verdict for an account no longer held: dropped");
-                    continue;
-                }
-                let effects = match accounts.get_mut(&v.target_id) {
-                    Some(account) if account.tenant_id != v.tenant_id => {
-                        let rejected =
-                            foreign(&self.topics.dead_letter, record, account, &v.tenant_id);
-                        out.push(rejected);
-                        continue;
-                    }
-                    Some(account) => apply_verdict(account, &v),
-                    None => {
-                        let mut account = Account::new(&v.target_id, &v.tenant_id, v.event_time);
-                        let effects = apply_verdict(&mut account, &v);
-                        if effects.changed {
-                            accounts.insert(v.target_id.clone(), account);
-                        }
-                        effects
-                    }
-                };
-                if operator {
-                    out.push(self.override_audit(&v, &effects));
-                }
-                (effects, v.target_id)
+                self.on_verdict(record, out)
             } else if record.topic == self.topics.erasures {
                 self.erase(record, out);
-                continue;
+                None
             } else {
+                None
+            };
+            let Some(effects) = applied else {
                 continue;
             };
             let (effects, account) = effects;

@@ -17,7 +17,7 @@ pub use mover::{PassReport, TierError};
 pub use plan::{Move, plan, tier_for};
 
 use self::mover::Rewrite;
-use crate::catalog::{Catalog, Tiers};
+use crate::catalog::Catalog;
 use crate::config::ArchiveConfig;
 use crate::stages::archive::Table;
 
@@ -88,7 +88,7 @@ pub async fn pass(
     on_planned: impl FnOnce(u64),
     on_done: impl FnMut(u64),
 ) -> Result<Pass, TierError> {
-    let tiers = Tiers::open(archive)?;
+    let tiers = archive.open_tiers()?;
     let mut catalog = Catalog::open(archive.open_catalog_store()?, writer).await?;
     if !dry_run {
         let tables: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();

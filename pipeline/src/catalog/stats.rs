@@ -1,11 +1,12 @@
-//! `kusanagi stats`: per table and tier, what the archive holds and how
-//! well it is compressed (bytes stored against the same rows as JSON).
+//! Per table and tier, what the archive holds and how well it is
+//! compressed (bytes stored against the same rows as JSON): `kusanagi
+//! stats` prints it, the archive stage exports it as metrics.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::catalog::CatalogState;
+use super::CatalogState;
 
 /// One table in one tier.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
