@@ -45,6 +45,27 @@ fn broker(dir: &Path, addr: &str, generation: u32) -> ChildGuard {
     child
 }
 
+/// The broker's recovery report in its log, once written (the port may
+/// answer a moment before it is: a loaded machine showed it).
+fn recovery_line(log: &Path) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains("embedded broker recovered"))
+        {
+            return line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery report in {}: {text}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn create_topic(addr: &str, topic: &str) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
@@ -177,7 +198,7 @@ fn a_torn_tail_recovers_and_a_damaged_journal_refuses_to_start() {
     bytes.extend_from_slice(&torn);
     std::fs::write(&journal, &bytes).unwrap();
     let mut b = broker(dir.path(), &addr, 2);
-    let log = std::fs::read_to_string(dir.path().join("broker-2.log")).unwrap();
+    let log = recovery_line(&dir.path().join("broker-2.log"));
     assert!(
         log.contains("torn_tail=Some"),
         "the torn tail is reported: {log}"
