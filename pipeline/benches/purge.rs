@@ -7,10 +7,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use kusanagi_pipeline::catalog::parquet::read_batches;
 use kusanagi_pipeline::catalog::{Catalog, Erasure};
 use kusanagi_pipeline::config::ArchiveConfig;
 use kusanagi_pipeline::demo::archive::write_demo_archive;
-use kusanagi_pipeline::stages::archive::file::read_batches;
 use kusanagi_pipeline::stages::compact::purge::{Target, purge};
 use kusanagi_pipeline::stages::tier::mover::{Rewrite, read_checked};
 

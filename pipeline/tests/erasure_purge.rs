@@ -12,12 +12,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use kusanagi_pipeline::catalog::parquet::read_batches;
 use kusanagi_pipeline::catalog::{Catalog, Erasure};
 use kusanagi_pipeline::config::ArchiveConfig;
 use kusanagi_pipeline::erasure::Secrets;
 use kusanagi_pipeline::erasure::certificate::{certify, verify};
 use kusanagi_pipeline::ops::verify::verify as verify_archive;
-use kusanagi_pipeline::stages::archive::file::read_batches;
 use kusanagi_pipeline::stages::compact::purge::{PurgeReport, Step, Target, purge};
 use kusanagi_pipeline::stages::tier::mover::Rewrite;
 

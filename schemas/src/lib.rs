@@ -8,7 +8,8 @@
 //! | [`error`] | [`InvalidEvent`] (the producer's fault) and [`CodecError`] |
 //! | [`screening`] | [`Rule`], [`WindowProfile`], [`Screening`] (topic `screenings`) |
 //! | [`verdict`] | [`L2Request`] and [`Verdict`] (topics `l2.requests`, `l2.verdicts`) |
-//! | [`account`] | [`AccountState`], [`Account`] (`accounts`), [`Transition`] (`accounts.transitions`) |
+//! | [`state`] | [`AccountState`] and the moves between states |
+//! | [`account`] | [`Account`] (`accounts`), [`Transition`] (`accounts.transitions`) |
 //! | [`gdpr`] | [`ErasureRequest`] (`erasures`), [`AuditRecord`] (`audit`), [`subject_hash`] |
 //! | [`codec`] | [`RecordCodec`]: Avro single-object encoding of the types above |
 //!
@@ -24,6 +25,7 @@ pub mod event;
 pub mod gdpr;
 pub mod json;
 pub mod screening;
+pub mod state;
 pub mod verdict;
 
 pub use account::{Account, AccountState, QueuedRequest, Transition, Trigger};

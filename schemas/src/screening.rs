@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::account::AccountState;
 use crate::event::EventTime;
+use crate::state::AccountState;
 
 /// An L1 rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

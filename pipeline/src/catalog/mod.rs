@@ -5,6 +5,7 @@
 
 pub mod log;
 pub mod model;
+pub mod parquet;
 mod state;
 pub mod stats;
 pub mod subjects;

@@ -4,6 +4,7 @@ mod archive;
 pub mod auth;
 mod gdpr;
 mod load;
+pub mod stages;
 mod topology;
 
 pub use archive::ArchiveConfig;

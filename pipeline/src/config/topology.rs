@@ -252,24 +252,24 @@ impl Default for TopicsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StagesConfig {
     /// The ingest stage (`events.raw` to `events` and `events.dlq`).
-    pub ingest: crate::stages::ingest::IngestConfig,
+    pub ingest: super::stages::ingest::IngestConfig,
     /// The screen stage (`events` to `screenings`).
-    pub screen: crate::stages::screen::ScreenConfig,
+    pub screen: super::stages::screen::ScreenConfig,
     /// The decide stage (`screenings`, `l2.verdicts` to `accounts`,
     /// `accounts.transitions`, `l2.requests`).
-    pub decide: crate::stages::decide::DecideConfig,
+    pub decide: super::stages::decide::DecideConfig,
     /// The analyze stage (`l2.requests` to `l2.verdicts`).
-    pub analyze: crate::stages::analyze::AnalyzeConfig,
+    pub analyze: super::stages::analyze::AnalyzeConfig,
     /// The archive stage (`events`, `screenings`, `accounts.transitions` to
     /// Parquet in the hot tier).
-    pub archive: crate::stages::archive::ArchiveStageConfig,
+    pub archive: super::stages::archive::ArchiveStageConfig,
     /// The tier stage (moves archive files between tiers by age).
-    pub tier: crate::stages::tier::TierStageConfig,
+    pub tier: super::stages::tier::TierStageConfig,
     /// The view stage (`accounts`, `accounts.transitions` to the state API).
-    pub view: crate::stages::view::ViewConfig,
+    pub view: super::stages::view::ViewConfig,
     /// The compact stage (`erasures` to the archive's purge, certificates
     /// and `audit`).
-    pub compact: crate::stages::compact::CompactStageConfig,
+    pub compact: super::stages::compact::CompactStageConfig,
 }
 
 /// The HTTP server.

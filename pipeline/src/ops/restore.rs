@@ -6,10 +6,10 @@ use kusanagi_schemas::GameEvent;
 use serde_json::{Map, Value};
 
 use super::rows::{RowOrder, events_from_batch, json_rows};
+use crate::catalog::parquet::read_batches;
 use crate::catalog::{Catalog, CatalogError, Tiers};
 use crate::erasure::Erased;
 use crate::stages::archive::Table;
-use crate::stages::archive::file::read_batches;
 use crate::stages::tier::TierError;
 use crate::stages::tier::mover::read_checked;
 

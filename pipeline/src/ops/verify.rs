@@ -5,8 +5,8 @@
 //! run beside the writers: folders are listed before the catalog is read
 //! again, and a file a tier pass moved meanwhile is not a problem.
 
+use crate::catalog::parquet::count_rows;
 use crate::catalog::{Catalog, CatalogError, FileEntry, Tier, Tiers};
-use crate::stages::archive::file::count_rows;
 use crate::stages::tier::TierError;
 use crate::stages::tier::mover::read_checked;
 

@@ -51,7 +51,7 @@ pub enum OutputFailure {
 }
 
 /// What the loop asks of its producer. `G` is the consumer's group
-/// metadata ([`super::Source::Group`]).
+/// metadata ([`super::source::Source::Group`]).
 pub trait Output<G> {
     /// Produces `out` and commits it with `offsets` in one transaction
     /// carrying `group` (so a copy that lost its partitions is fenced).

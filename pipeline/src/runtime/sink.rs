@@ -10,7 +10,7 @@
 //!   the loop commits afterwards only so that lag shows in the usual tools).
 //! - **The broker must not have gone back.** Before reading a partition
 //!   from the sink's offset, the loop checks the broker's log still reaches
-//!   it ([`check`](super::log_check::check)); a log that ends below it is
+//!   it ([`super::log_check::check`]); a log that ends below it is
 //!   refused (paused) until an operator decides. A record that comes from
 //!   before where the copy read, once the seek held, tells the same.
 //! - [`Positions`] is that bookkeeping, pure: each partition is

@@ -25,13 +25,13 @@
 use arrow_array::{Array, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray};
 use bytes::Bytes;
 
+use crate::catalog::parquet::{read_batches, sha256_hex, write_batches};
 use crate::catalog::subjects::{filter_of_batches, may_hold, subject_columns};
 use crate::catalog::tiers::promote;
 use crate::catalog::{
     Action, Catalog, CatalogError, Erasure, FileEntry, Purge, PurgedFile, Tiers, Unchanged, staged,
 };
 use crate::stages::archive::Table;
-use crate::stages::archive::file::{read_batches, sha256_hex, write_batches};
 use crate::stages::tier::TierError;
 use crate::stages::tier::mover::{Rewrite, read_checked};
 

@@ -284,7 +284,7 @@ impl CompactStage {
         .ok_or_else(|| failed(format!("{} has no purge in the catalog", r.request_id)))?;
         let path = certificate_path(&r.request_id);
         let bytes = certificate.to_bytes();
-        let sha = crate::stages::archive::file::sha256_hex(&bytes);
+        let sha = crate::catalog::parquet::sha256_hex(&bytes);
         self.rt
             .block_on(self.catalog_store.put(&path, bytes.into()))
             .map_err(|e| failed(format!("writing {path}: {e}")))?;

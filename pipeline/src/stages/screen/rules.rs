@@ -5,7 +5,8 @@ use std::sync::OnceLock;
 
 use kusanagi_schemas::{GameEvent, Rule, RuleSet, WindowProfile};
 use regex::Regex;
-use serde::Deserialize;
+
+pub use crate::config::stages::screen::Thresholds;
 
 /// The RMT slang pattern of R4, as in the Susanoh prototype.
 pub const SLANG_PATTERN: &str =
@@ -14,58 +15,6 @@ pub const SLANG_PATTERN: &str =
 fn slang() -> &'static Regex {
     static SLANG: OnceLock<Regex> = OnceLock::new();
     SLANG.get_or_init(|| Regex::new(SLANG_PATTERN).expect("the slang pattern is a valid regex"))
-}
-
-/// One tenant's rule thresholds.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Thresholds {
-    /// R1 fires when the window's total received reaches this.
-    pub r1_total_received: i64,
-    /// R2 fires when the window holds at least this many events.
-    pub r2_transaction_count: i32,
-    /// R3 fires when one trade's amount is at least this many times the
-    /// item's market average price.
-    pub r3_price_multiplier: i64,
-    /// R4 (RMT slang in chat) is evaluated.
-    pub r4_slang: bool,
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Self {
-            r1_total_received: 1_000_000,
-            r2_transaction_count: 10,
-            r3_price_multiplier: 100,
-            r4_slang: true,
-        }
-    }
-}
-
-impl Thresholds {
-    /// Problems as (key, message).
-    pub fn validate(&self) -> Vec<(String, String)> {
-        let mut p = Vec::new();
-        if self.r1_total_received < 1 {
-            p.push((
-                "r1_total_received".into(),
-                format!("expected at least 1, found {}", self.r1_total_received),
-            ));
-        }
-        if self.r2_transaction_count < 1 {
-            p.push((
-                "r2_transaction_count".into(),
-                format!("expected at least 1, found {}", self.r2_transaction_count),
-            ));
-        }
-        if self.r3_price_multiplier < 1 {
-            p.push((
-                "r3_price_multiplier".into(),
-                format!("expected at least 1, found {}", self.r3_price_multiplier),
-            ));
-        }
-        p
-    }
 }
 
 /// Whether `text` holds RMT slang (R4's pattern).

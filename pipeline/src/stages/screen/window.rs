@@ -43,16 +43,7 @@ use kusanagi_schemas::{
 };
 
 use super::rules::{Thresholds, evaluate};
-
-/// Window length and allowed lateness, in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowSpec {
-    /// Length of a window.
-    pub window_us: i64,
-    /// How far behind the watermark an event may be and still be screened
-    /// over a complete window.
-    pub allowed_lateness_us: i64,
-}
+pub use crate::config::stages::screen::WindowSpec;
 
 impl WindowSpec {
     /// Oldest event time retained under watermark `w`.

@@ -15,13 +15,13 @@
 use bytes::Bytes;
 
 use super::plan::Move;
+use crate::catalog::parquet::{read_batches, sha256_hex, write_batches};
 use crate::catalog::subjects::filter_of_batches;
 use crate::catalog::tiers::promote;
 use crate::catalog::{
     Action, Catalog, CatalogError, FileEntry, FileKey, OffsetRange, Tiers, Unchanged, staged,
 };
 use crate::stages::archive::Table;
-use crate::stages::archive::file::{read_batches, sha256_hex, write_batches};
 use crate::stages::archive::layout::PartitionKey;
 
 /// Moves committed together.

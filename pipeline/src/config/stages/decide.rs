@@ -1,0 +1,40 @@
+//! The decide stage's settings (`[stages.decide]`).
+
+use serde::Deserialize;
+
+/// `[stages.decide]`: group and batching.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecideConfig {
+    /// Run this stage in `kusanagi run`.
+    pub enabled: bool,
+    /// Consumer group shared by every copy of the stage.
+    pub group_id: String,
+    /// Most records in one transaction.
+    pub batch_max_records: usize,
+    /// Longest wait for a batch to fill once its first record arrived, in
+    /// milliseconds.
+    pub batch_max_wait_ms: u64,
+}
+
+impl Default for DecideConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            group_id: "kusanagi-decide".into(),
+            batch_max_records: 2_000,
+            batch_max_wait_ms: 10,
+        }
+    }
+}
+
+impl DecideConfig {
+    /// Problems as (key under `stages.decide`, message).
+    pub fn validate(&self) -> Vec<(String, String)> {
+        crate::config::check_loop(
+            &self.group_id,
+            self.batch_max_records,
+            self.batch_max_wait_ms,
+        )
+    }
+}
