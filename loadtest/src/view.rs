@@ -105,7 +105,7 @@ pub fn run(args: &ViewArgs) -> anyhow::Result<bool> {
             (addr, args.key.clone().unwrap_or_default(), None)
         }
         None => {
-            let key = auth::new_key().map_err(anyhow::Error::msg)?;
+            let key = auth::new_key()?;
             let (addr, child) = start_server(args, &key)?;
             (addr, key, Some(ServerGuard(child)))
         }

@@ -6,15 +6,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 mod cli;
+mod commands;
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use cli::{CatalogCommand, CertificateCommand, Cli, Command, ErasuresCommand, KeysCommand};
+use commands::{RestoreTarget, erasures};
 use kusanagi_pipeline::api::auth;
 use kusanagi_pipeline::config::{KeyConfig, LogFormat, Topology};
 use kusanagi_pipeline::demo::{self, DemoOptions};
-use kusanagi_pipeline::ops::commands::{self, RestoreTarget};
-use kusanagi_pipeline::ops::erasures;
 use kusanagi_pipeline::run::{self, Brokers};
 use kusanagi_pipeline::runtime::trace::Telemetry;
 use kusanagi_pipeline::runtime::{Metrics, Shutdown};
@@ -257,7 +257,7 @@ fn keys_cmd(command: KeysCommand) -> anyhow::Result<()> {
         } => {
             roles.sort();
             roles.dedup();
-            let key = auth::new_key().map_err(anyhow::Error::msg)?;
+            let key = auth::new_key()?;
             let entry = kusanagi_pipeline::config::auth::entry_toml(&KeyConfig {
                 name: name.clone(),
                 sha256: auth::hash_key(&key),

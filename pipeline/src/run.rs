@@ -145,7 +145,8 @@ pub fn load_keys(
     topology: &Topology,
     embedded: bool,
 ) -> Result<(Arc<Keys>, Option<std::path::PathBuf>), RunError> {
-    let keys = Keys::load(&topology.http.auth, Vec::new()).map_err(RunError::Usage)?;
+    let keys =
+        Keys::load(&topology.http.auth, Vec::new()).map_err(|e| RunError::Usage(e.to_string()))?;
     if !keys.is_empty() || !topology.http.enabled {
         return Ok((Arc::new(keys), None));
     }
@@ -164,14 +165,16 @@ pub fn load_keys(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let (key, path) = api::auth::local_admin_key(dir).map_err(RunError::Usage)?;
+    let (key, path) =
+        api::auth::local_admin_key(dir).map_err(|e| RunError::Usage(e.to_string()))?;
     let admin = crate::config::KeyConfig {
         name: "local-admin".into(),
         sha256: api::auth::hash_key(&key),
         roles: vec![crate::config::Role::Admin],
         tenant: None,
     };
-    let keys = Keys::load(&topology.http.auth, vec![admin]).map_err(RunError::Usage)?;
+    let keys =
+        Keys::load(&topology.http.auth, vec![admin]).map_err(|e| RunError::Usage(e.to_string()))?;
     Ok((Arc::new(keys), Some(path)))
 }
 

@@ -23,6 +23,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use kusanagi_schemas::{Account, AccountState, Trigger};
 use serde::{Deserialize, Serialize};
 
+use super::InvalidRequest;
 use super::auth::Caller;
 use crate::runtime::Metrics;
 use crate::stages::view::{AccountIndex, Version, View, Withdrawal};
@@ -72,21 +73,24 @@ fn rfc3339_ms(ms: i64) -> String {
 }
 
 /// A time given as RFC 3339 or as milliseconds since the epoch.
-fn parse_time(name: &str, raw: &str) -> Result<i64, String> {
+fn parse_time(name: &'static str, raw: &str) -> Result<i64, InvalidRequest> {
     if let Ok(ms) = raw.parse::<i64>() {
         return Ok(ms);
     }
     DateTime::parse_from_rfc3339(raw)
         .map(|t| t.timestamp_millis())
         .map_err(|e| {
-            format!(
-                "`{name}`: expected RFC 3339 (2026-11-29T10:00:00Z) or milliseconds since the epoch, found {raw:?} ({e})"
+            InvalidRequest::new(
+                name,
+                format!(
+                    "RFC 3339 (2026-11-29T10:00:00Z) or milliseconds since the epoch, found {raw:?} ({e})"
+                ),
             )
         })
 }
 
-fn invalid_time(message: String) -> Response {
-    problem(StatusCode::BAD_REQUEST, "invalid_time", message)
+fn invalid_time(invalid: InvalidRequest) -> Response {
+    problem(StatusCode::BAD_REQUEST, "invalid_time", invalid.to_string())
 }
 
 /// The latest state of account `id` if `caller` may see it. Only accounts

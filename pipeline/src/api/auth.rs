@@ -20,7 +20,7 @@ use rand::TryRngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::auth::read_keys_file;
+use crate::config::auth::{KeysError, read_keys_file};
 use crate::config::{AuthConfig, KeyConfig, Role};
 use crate::runtime::{Metrics, Shutdown};
 
@@ -55,11 +55,11 @@ pub fn hash_key(key: &str) -> String {
 }
 
 /// A new random key: `ksk_` and 256 bits from the operating system.
-pub fn new_key() -> Result<String, String> {
+pub fn new_key() -> Result<String, KeysError> {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng
         .try_fill_bytes(&mut bytes)
-        .map_err(|e| format!("the operating system gave no random bytes: {e}"))?;
+        .map_err(|e| KeysError::Random(e.to_string()))?;
     Ok(format!("ksk_{}", hex::encode(bytes)))
 }
 
@@ -99,7 +99,7 @@ pub struct Keys {
 
 impl Keys {
     /// The keys of `config` (and its keys file), plus `extra` ones.
-    pub fn load(config: &AuthConfig, extra: Vec<KeyConfig>) -> Result<Self, String> {
+    pub fn load(config: &AuthConfig, extra: Vec<KeyConfig>) -> Result<Self, KeysError> {
         let mut fixed = config.keys.clone();
         fixed.extend(extra);
         let keys = Self {
@@ -125,7 +125,7 @@ impl Keys {
 
     /// Reads the keys; the file's modification time is taken before it is
     /// read, so a write that lands during the read is seen at the next check.
-    fn read(&self) -> Result<(Arc<Ring>, Option<SystemTime>), String> {
+    fn read(&self) -> Result<(Arc<Ring>, Option<SystemTime>), KeysError> {
         let mut entries = self.fixed.clone();
         let mut modified = None;
         if let Some(path) = &self.file {
@@ -134,9 +134,9 @@ impl Keys {
             // An emptied file is far likelier a write caught half-way (or
             // a mistake) than a wish to lock every holder out.
             if from_file.is_empty() && self.held_from_file() > 0 {
-                return Err(format!(
-                    "{}: no [[keys]] entry; the keys in use are kept (remove entries one by one, or restart to start empty)",
-                    path.display()
+                return Err(KeysError::file(
+                    path,
+                    "no [[keys]] entry; the keys in use are kept (remove entries one by one, or restart to start empty)",
                 ));
             }
             entries.extend(from_file);
@@ -144,10 +144,9 @@ impl Keys {
         let mut seen = std::collections::HashSet::new();
         for e in &entries {
             if !seen.insert(e.sha256.to_ascii_lowercase()) {
-                return Err(format!(
-                    "the key of `{}` is listed twice (same sha256); each key must have one entry",
-                    e.name
-                ));
+                return Err(KeysError::Duplicate {
+                    name: e.name.clone(),
+                });
             }
         }
         Ok((Arc::new(ring(entries)), modified))
@@ -234,7 +233,7 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 
 /// The admin key of a local (embedded) run with no keys configured: read
 /// from `<data_dir>/admin.key`, created there (mode 0600) the first time.
-pub fn local_admin_key(data_dir: &Path) -> Result<(String, PathBuf), String> {
+pub fn local_admin_key(data_dir: &Path) -> Result<(String, PathBuf), KeysError> {
     let path = data_dir.join("admin.key");
     if let Ok(k) = std::fs::read_to_string(&path) {
         let k = k.trim().to_owned();
@@ -244,7 +243,7 @@ pub fn local_admin_key(data_dir: &Path) -> Result<(String, PathBuf), String> {
     }
     let key = new_key()?;
     std::fs::create_dir_all(data_dir)
-        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+        .map_err(|e| KeysError::file(data_dir, format!("cannot create the folder: {e}")))?;
     // A fresh file (an empty or odd one is replaced, never written through
     // a link), readable by its owner only.
     let _ = std::fs::remove_file(&path);
@@ -256,7 +255,7 @@ pub fn local_admin_key(data_dir: &Path) -> Result<(String, PathBuf), String> {
     options
         .open(&path)
         .and_then(|mut f| f.write_all(format!("{key}\n").as_bytes()))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        .map_err(|e| KeysError::file(&path, format!("cannot write: {e}")))?;
     Ok((key, path))
 }
 

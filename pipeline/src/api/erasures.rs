@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use kusanagi_connectors::ConnectorError;
 use kusanagi_connectors::kafka::enqueue;
 use kusanagi_schemas::{ErasureRequest, EventTime, RecordCodec};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -80,7 +81,7 @@ pub async fn publish(
     producer: &FutureProducer,
     topic: &str,
     r: &ErasureRequest,
-) -> Result<(), String> {
+) -> Result<(), ConnectorError> {
     let payload = RecordCodec::<ErasureRequest>::new().encode(r);
     deliver(producer, topic, r.subject.as_bytes(), &payload).await
 }
@@ -92,13 +93,18 @@ pub async fn deliver(
     topic: &str,
     key: &[u8],
     payload: &[u8],
-) -> Result<(), String> {
+) -> Result<(), ConnectorError> {
+    let failed = |source| ConnectorError::Kafka {
+        operation: format!("produce to {topic}"),
+        source,
+    };
     let record = FutureRecord::to(topic).key(key).payload(payload);
-    let delivery = enqueue(producer, record).await.map_err(|e| e.to_string())?;
+    let delivery = enqueue(producer, record).await.map_err(failed)?;
     match delivery.await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, _))) => Err(e.to_string()),
-        Err(_) => Err("the producer shut down".into()),
+        Ok(Err((e, _))) => Err(failed(e)),
+        // The producer shut down before it answered.
+        Err(_) => Err(failed(rdkafka::error::KafkaError::Canceled)),
     }
 }
 

@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use kusanagi_connectors::ConnectorError;
 use kusanagi_connectors::kafka::enqueue;
 use kusanagi_schemas::{GameEvent, GameEventCodec, InvalidEvent};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -259,18 +260,23 @@ async fn publish(
     api: &EventsApi,
     events: &[GameEvent],
     traceparent: Option<&[u8]>,
-) -> Result<(), String> {
+) -> Result<(), ConnectorError> {
     let mut records: Vec<OutRecord> = events
         .iter()
         .map(|e| event_record(&api.codec, &api.topic, e, traceparent))
         .collect();
     let spans = trace::link_batch(STAGE, &mut records, SystemTime::now());
     let result = send_all(api, &records).await;
-    spans.end(result.is_ok(), result.as_ref().err().map(String::as_str));
+    let why = result.as_ref().err().map(ToString::to_string);
+    spans.end(result.is_ok(), why.as_deref());
     result
 }
 
-async fn send_all(api: &EventsApi, records: &[OutRecord]) -> Result<(), String> {
+async fn send_all(api: &EventsApi, records: &[OutRecord]) -> Result<(), ConnectorError> {
+    let failed = |source| ConnectorError::Kafka {
+        operation: format!("produce to {}", api.topic),
+        source,
+    };
     let mut deliveries = Vec::with_capacity(records.len());
     for r in records {
         let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&r.topic).headers(r.kafka_headers());
@@ -283,16 +289,15 @@ async fn send_all(api: &EventsApi, records: &[OutRecord]) -> Result<(), String> 
         if let Some(k) = &r.key {
             record = record.key(k);
         }
-        let delivery = enqueue(&api.producer, record)
-            .await
-            .map_err(|e| e.to_string())?;
+        let delivery = enqueue(&api.producer, record).await.map_err(failed)?;
         deliveries.push(delivery);
     }
     for delivery in deliveries {
         match delivery.await {
             Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => return Err(e.to_string()),
-            Err(_) => return Err("the producer shut down".into()),
+            Ok(Err((e, _))) => return Err(failed(e)),
+            // The producer shut down before it answered.
+            Err(_) => return Err(failed(rdkafka::error::KafkaError::Canceled)),
         }
     }
     Ok(())

@@ -17,6 +17,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod erasures;
+mod error;
 mod events;
 pub mod overrides;
 
@@ -33,6 +34,7 @@ use axum::routing::{MethodRouter, get, post};
 pub use accounts::AccountsApi;
 pub use auth::{Caller, Keys};
 pub use erasures::ErasuresApi;
+pub use error::InvalidRequest;
 pub use events::EventsApi;
 pub use overrides::OverridesApi;
 

@@ -21,6 +21,7 @@ use kusanagi_schemas::{
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 
+use super::InvalidRequest;
 use super::accounts::{erased, not_found, not_ready, problem, visible_account};
 use super::auth::Caller;
 use super::erasures::deliver;
@@ -76,30 +77,34 @@ fn verdict(
     body: &VerdictBody,
     by: &str,
     now: EventTime,
-) -> Result<Verdict, String> {
+) -> Result<Verdict, InvalidRequest> {
     if body.reason.trim().is_empty() || body.reason.len() > MAX_REASON_BYTES {
-        return Err(format!(
-            "expected a reason of 1 to {MAX_REASON_BYTES} bytes (it is kept with the move)"
+        return Err(InvalidRequest::new(
+            "reason",
+            format!("1 to {MAX_REASON_BYTES} bytes (it is kept with the move)"),
         ));
     }
     let (risk_score, fraud_type) = match (body.action, body.fraud_type) {
         (AccountState::Normal, None | Some(FraudType::Legitimate)) => (0, FraudType::Legitimate),
         (AccountState::Normal, Some(_)) => {
-            return Err("a NORMAL verdict has fraud_type LEGITIMATE (or none)".into());
+            return Err(InvalidRequest::new(
+                "fraud_type",
+                "LEGITIMATE (or none) with a NORMAL verdict",
+            ));
         }
         (AccountState::UnderSurveillance, Some(f)) if f != FraudType::Legitimate => (50, f),
         (AccountState::Banned, Some(f)) if f != FraudType::Legitimate => (100, f),
         (AccountState::UnderSurveillance | AccountState::Banned, _) => {
-            return Err(
-                "expected fraud_type RMT_SMURFING, RMT_DIRECT or MONEY_LAUNDERING for this action"
-                    .into(),
-            );
+            return Err(InvalidRequest::new(
+                "fraud_type",
+                "RMT_SMURFING, RMT_DIRECT or MONEY_LAUNDERING for this action",
+            ));
         }
         (AccountState::RestrictedWithdrawal, _) => {
-            return Err(
-                "expected action NORMAL, UNDER_SURVEILLANCE or BANNED (RESTRICTED_WITHDRAWAL comes from L1 rules only)"
-                    .into(),
-            );
+            return Err(InvalidRequest::new(
+                "action",
+                "NORMAL, UNDER_SURVEILLANCE or BANNED (RESTRICTED_WITHDRAWAL comes from L1 rules only)",
+            ));
         }
     };
     Ok(Verdict {
@@ -169,7 +174,13 @@ async fn handle(
     let now = EventTime::from_micros(chrono::Utc::now().timestamp_micros());
     let v = match verdict(id, &tenant, &body, &caller.name, now) {
         Ok(v) => v,
-        Err(why) => return problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_verdict", why),
+        Err(why) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_verdict",
+                why.to_string(),
+            );
+        }
     };
     let audit = AuditRecord {
         audit_id: format!("{}:asked", v.request_id),
@@ -273,7 +284,7 @@ mod tests {
                 "reason",
             ),
         ] {
-            let err = verdict("bob", "t", &b, "a", now).unwrap_err();
+            let err = verdict("bob", "t", &b, "a", now).unwrap_err().to_string();
             assert!(err.contains(word), "{err}");
         }
     }

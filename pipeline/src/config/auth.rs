@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::{ConfigError, ConfigProblem};
+
 /// What a key may do. `admin` may do everything.
 #[derive(
     Debug,
@@ -103,20 +105,28 @@ struct KeysFile {
     keys: Vec<KeyConfig>,
 }
 
-/// `entry` as a `[[keys]]` table of a keys file, after checking it.
-pub fn entry_toml(entry: &KeyConfig) -> Result<String, String> {
-    let problems: Vec<String> = entry
+/// `entry` as a `[[keys]]` table of a keys file, after checking it; the
+/// error lists every problem of the entry.
+///
+/// # Panics
+///
+/// Never for a checked entry: it is strings and roles, all plain TOML.
+pub fn entry_toml(entry: &KeyConfig) -> Result<String, ConfigError> {
+    let problems: Vec<ConfigProblem> = entry
         .validate()
         .into_iter()
-        .map(|(k, m)| format!("{k}: {m}"))
+        .map(|(key, message)| ConfigProblem { key, message })
         .collect();
     if !problems.is_empty() {
-        return Err(problems.join("; "));
+        return Err(ConfigError::Invalid {
+            source_name: format!("key `{}`", entry.name),
+            problems,
+        });
     }
-    toml::to_string(&KeysFile {
+    Ok(toml::to_string(&KeysFile {
         keys: vec![entry.clone()],
     })
-    .map_err(|e| format!("cannot write the entry as TOML: {e}"))
+    .expect("a key entry is plain TOML"))
 }
 
 impl KeyConfig {
@@ -175,13 +185,15 @@ impl AuthConfig {
 
 /// Reads a keys file: every entry checked, problems named with the file
 /// and the entry.
-pub fn read_keys_file(path: &Path) -> Result<Vec<KeyConfig>, String> {
+pub fn read_keys_file(path: &Path) -> Result<Vec<KeyConfig>, KeysError> {
     let raw = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read the keys file: {e}", path.display()))?;
+        .map_err(|e| KeysError::file(path, format!("cannot read the keys file: {e}")))?;
     let file: KeysFile = toml::from_str(&raw).map_err(|e| {
-        format!(
-            "{}: expected `[[keys]]` entries with name, sha256, roles and an optional tenant: {e}",
-            path.display()
+        KeysError::file(
+            path,
+            format!(
+                "expected `[[keys]]` entries with name, sha256, roles and an optional tenant: {e}"
+            ),
         )
     })?;
     let problems: Vec<String> = file
@@ -197,7 +209,42 @@ pub fn read_keys_file(path: &Path) -> Result<Vec<KeyConfig>, String> {
     if problems.is_empty() {
         Ok(file.keys)
     } else {
-        Err(format!("{}: {}", path.display(), problems.join("; ")))
+        Err(KeysError::file(path, problems.join("; ")))
+    }
+}
+
+/// Why API keys cannot be loaded or made (the deployment's to fix, but for
+/// a failing random source).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeysError {
+    /// A keys file, or a local run's admin key file, cannot be read,
+    /// written or used.
+    #[error("{}: {problem}", path.display())]
+    File {
+        /// The file (or its folder).
+        path: PathBuf,
+        /// What is wrong, and what was expected.
+        problem: String,
+    },
+    /// Two entries hold the same key (the same SHA-256).
+    #[error("the key of `{name}` is listed twice (same sha256); each key must have one entry")]
+    Duplicate {
+        /// The second entry's name.
+        name: String,
+    },
+    /// The operating system gave no random bytes for a new key.
+    #[error("the operating system gave no random bytes: {0}")]
+    Random(String),
+}
+
+impl KeysError {
+    /// A problem with the file at `path`.
+    pub fn file(path: &Path, problem: impl Into<String>) -> Self {
+        KeysError::File {
+            path: path.to_owned(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -227,7 +274,7 @@ mod tests {
             tenant: Some(String::new()),
             ..key(&"ab".repeat(32))
         };
-        assert!(entry_toml(&bad).unwrap_err().contains("tenant"));
+        assert!(entry_toml(&bad).unwrap_err().to_string().contains("tenant"));
     }
 
     #[test]
@@ -280,13 +327,13 @@ mod tests {
             "[[keys]]\nname = \"ops\"\nsha256 = \"x\"\nroles = [\"operator\"]\n",
         )
         .unwrap();
-        let e = read_keys_file(&path).unwrap_err();
+        let e = read_keys_file(&path).unwrap_err().to_string();
         assert!(
             e.contains("keys.toml") && e.contains("keys[0].sha256"),
             "{e}"
         );
         std::fs::write(&path, "[[keys]]\nname = \"ops\"\nroles = [\"root\"]\n").unwrap();
-        let e = read_keys_file(&path).unwrap_err();
+        let e = read_keys_file(&path).unwrap_err().to_string();
         assert!(e.contains("keys.toml") && e.contains("root"), "{e}");
     }
 }

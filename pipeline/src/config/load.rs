@@ -216,7 +216,7 @@ impl Topology {
             ("topics.audit", &t.audit),
         ];
         for (key, name) in names {
-            if let Err(why) = check_topic_name(name) {
+            if let Some(why) = topic_name_problem(name) {
                 bad(key, why);
             }
         }
@@ -302,20 +302,15 @@ impl Topology {
     }
 }
 
-fn check_topic_name(name: &str) -> Result<(), String> {
+/// What is wrong with `name` as a Kafka topic name, if anything.
+fn topic_name_problem(name: &str) -> Option<String> {
     let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if name.is_empty()
+    let bad = name.is_empty()
         || name.len() > 249
         || !name.chars().all(legal)
         || name == "."
-        || name == ".."
-    {
-        Err(format!(
-            "expected a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -), found {name:?}"
-        ))
-    } else {
-        Ok(())
-    }
+        || name == "..";
+    bad.then(|| format!("expected a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -), found {name:?}"))
 }
 
 fn parse_error(path: &Path, raw: &str, key: &str, e: &toml::de::Error) -> ConfigError {

@@ -16,6 +16,21 @@ use crate::stages::archive::layout::PartitionKey;
 use crate::stages::archive::open_files::OpenFile;
 use crate::stages::archive::table::{Record, Row};
 
+/// Why the demo archive could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoArchiveError {
+    /// The catalog refused or failed a commit.
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    /// A tier could not be opened or written.
+    #[error(transparent)]
+    Storage(#[from] kusanagi_connectors::ConnectorError),
+    /// A Parquet file could not be written.
+    #[error("writing a demo file: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+}
+
 /// `hours` hours of demo traffic from 2099-01-01, `per_hour` events each
 /// (an event every 3600/per_hour seconds), `files_per_hour` files per
 /// hour; the first third of the hours in cold, the next in warm, the rest
@@ -25,7 +40,7 @@ pub async fn write_demo_archive(
     hours: i64,
     per_hour: usize,
     files_per_hour: usize,
-) -> anyhow::Result<Vec<GameEvent>> {
+) -> Result<Vec<GameEvent>, DemoArchiveError> {
     let tiers = config.open_tiers()?;
     let mut catalog = Catalog::open(config.open_catalog_store()?, "demo-archive").await?;
     let mut traffic = Traffic::new("demo-archive", 7);

@@ -357,11 +357,23 @@ impl CompactStage {
     }
 }
 
+/// Why an erasure request cannot be carried out (it is dead-lettered).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidErasure {
+    /// The request id cannot name a certificate.
+    #[error("request_id {0:?}: expected 1 to 128 of A-Z a-z 0-9 . _ : - (not starting with .)")]
+    RequestId(String),
+    /// The subject is not an account id (request id given).
+    #[error("{0}: expected an account id of 1 to 256 bytes as the subject")]
+    Subject(String),
+}
+
 /// A request Kusanagi can carry out: its id names the certificate's
 /// object and its audit records, so it must be a plain name; its subject
 /// an account id (what `kusanagi erase` and the API accept). Requests
 /// written to `erasures` by another producer are checked here.
-pub fn check_request(r: &ErasureRequest) -> Result<(), String> {
+pub fn check_request(r: &ErasureRequest) -> Result<(), InvalidErasure> {
     let id_ok = !r.request_id.is_empty()
         && r.request_id.len() <= 128
         && r.request_id
@@ -369,16 +381,10 @@ pub fn check_request(r: &ErasureRequest) -> Result<(), String> {
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
         && !r.request_id.starts_with('.');
     if !id_ok {
-        return Err(format!(
-            "request_id {:?}: expected 1 to 128 of A-Z a-z 0-9 . _ : - (not starting with .)",
-            r.request_id
-        ));
+        return Err(InvalidErasure::RequestId(r.request_id.clone()));
     }
     if r.subject.trim().is_empty() || r.subject.len() > 256 {
-        return Err(format!(
-            "{}: expected an account id of 1 to 256 bytes as the subject",
-            r.request_id
-        ));
+        return Err(InvalidErasure::Subject(r.request_id.clone()));
     }
     Ok(())
 }
@@ -403,7 +409,7 @@ impl Stage for CompactStage {
                         &self.topics.dead_letter,
                         record,
                         "invalid_request",
-                        why,
+                        why.to_string(),
                     )),
                 },
                 Err(e) => out.push(reject_record(
@@ -462,7 +468,7 @@ mod tests {
             ("er-1", " ", "subject"),
             ("er-1", &"x".repeat(300), "subject"),
         ] {
-            let err = check_request(&r(id, subject)).unwrap_err();
+            let err = check_request(&r(id, subject)).unwrap_err().to_string();
             assert!(err.contains(word), "{id:?} {subject:?}: {err}");
         }
     }

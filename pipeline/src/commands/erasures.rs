@@ -4,11 +4,11 @@
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::catalog::Catalog;
-use crate::config::Topology;
-use crate::erasure::Secrets;
-use crate::erasure::certificate::verify;
-use crate::stages::compact::certificate_path;
+use kusanagi_pipeline::catalog::Catalog;
+use kusanagi_pipeline::config::Topology;
+use kusanagi_pipeline::erasure::Secrets;
+use kusanagi_pipeline::erasure::certificate::verify;
+use kusanagi_pipeline::stages::compact::certificate_path;
 
 /// One line of `erasures ls`.
 #[derive(Debug, Clone, Serialize)]

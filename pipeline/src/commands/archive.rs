@@ -14,13 +14,13 @@ use rdkafka::ClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
-use super::restore::{Restored, TimeRange, restore};
-use super::verify::{selected, verify};
-use crate::catalog::stats::stats;
-use crate::catalog::{Action, Catalog, Rewind, Tier, Tiers};
-use crate::config::Topology;
-use crate::erasure::{Erased, Secrets};
-use crate::stages::archive::Table;
+use kusanagi_pipeline::catalog::stats::stats;
+use kusanagi_pipeline::catalog::{Action, Catalog, Rewind, Tier, Tiers};
+use kusanagi_pipeline::config::Topology;
+use kusanagi_pipeline::erasure::{Erased, Secrets};
+use kusanagi_pipeline::ops::restore::{Restored, TimeRange, restore};
+use kusanagi_pipeline::ops::verify::{selected, verify};
+use kusanagi_pipeline::stages::archive::Table;
 
 /// Counts the records the broker did not take.
 #[derive(Default)]
@@ -191,7 +191,7 @@ pub async fn tier(topology: &Topology, now: Option<&str>, dry_run: bool) -> anyh
             .map_err(|_| anyhow::anyhow!("--now: expected an RFC 3339 time, found {s:?}"))?,
     };
     let pb = bar(0, "moving", false);
-    let pass = crate::stages::tier::pass(
+    let pass = kusanagi_pipeline::stages::tier::pass(
         &topology.archive,
         "tier",
         topology.stages.archive.zstd_level,
@@ -302,7 +302,7 @@ pub async fn restore_cmd(
         None
     };
     let erased = Erased::of(catalog.state(), secrets)?;
-    let files = super::restore::files_for(&catalog, table, range);
+    let files = kusanagi_pipeline::ops::restore::files_for(&catalog, table, range);
     let pb = bar(files.iter().map(|f| f.size_bytes).sum(), "reading", true);
     let restored = restore(&tiers, &catalog, table, range, &erased, |b| pb.inc(b)).await?;
     if !erased.is_empty() {
