@@ -55,10 +55,13 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
     fn take(&mut self, batch: Vec<Consumed>, out: &mut Vec<OutRecord>) -> Result<(), Failure> {
         let mut taken = Vec::with_capacity(batch.len());
         let mut went_back: Vec<((String, i32), i64, i64)> = Vec::new();
-        let mut refusing = BTreeSet::new();
+        // Partitions whose later records in this batch are not to be taken:
+        // sought again (they were fetched before the seek and come again
+        // from the sink's offset), or going to be refused.
+        let mut skip = BTreeSet::new();
         for r in batch {
             let key = (r.topic.clone(), r.partition);
-            if refusing.contains(&key) {
+            if skip.contains(&key) {
                 continue;
             }
             match self.positions().admit(&key, r.offset) {
@@ -68,9 +71,10 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
                     if !self.source.seek(&key.0, key.1, next) {
                         self.positions().seek_failed(&key);
                     }
+                    skip.insert(key);
                 }
                 Admit::WentBack { read_to } => {
-                    refusing.insert(key.clone());
+                    skip.insert(key.clone());
                     went_back.push((key, read_to, r.offset));
                 }
             }
@@ -279,19 +283,32 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
     /// On shutdown: reads what is already there until nothing came for a
     /// while, then commits it, so that a clean stop leaves nothing behind.
     pub(super) fn finish_sink(&mut self, out: &mut Vec<OutRecord>) {
+        // Partitions left unplaced by a failed commit are placed first, so
+        // that what is drained of them is archived too.
+        let mut placed = self.place_unplaced().unwrap_or_default();
         let end = Instant::now() + DRAIN_LIMIT;
         let mut last = Instant::now();
-        let mut drained = Vec::new();
+        let mut drained: Vec<(u64, Consumed)> = Vec::new();
         while last.elapsed() < DRAIN_QUIET && Instant::now() < end {
             let polled = self.source.poll(Duration::from_millis(50));
-            if self.deliver_rebalances().is_err() {
-                break;
+            let generation = self.source.generation();
+            match self.deliver_rebalances() {
+                Ok(p) => placed.extend(p),
+                Err(_) => break,
             }
             if let Some(Ok(m)) = polled {
-                drained.push(m);
+                drained.push((generation, m));
                 last = Instant::now();
             }
         }
+        // As in `poll_batch`: what was fetched before a rebalance, or before
+        // its partition was sought to the sink's offset, comes again.
+        let current = self.source.generation();
+        let drained: Vec<Consumed> = drained
+            .into_iter()
+            .filter(|(g, m)| *g == current && !placed.contains(&(m.topic.clone(), m.partition)))
+            .map(|(_, m)| m)
+            .collect();
         let done = self
             .take(drained, out)
             .and_then(|()| self.sink_commit("shutdown"));

@@ -337,3 +337,26 @@ fn a_partition_the_sink_cannot_place_yet_is_paused_then_read_from_the_sinks_offs
     assert!(sink.refused.is_empty());
     assert!(world.0.borrow().paused.is_empty());
 }
+
+#[test]
+fn a_seek_that_did_not_take_drops_the_rest_of_its_batch_and_reads_from_the_sinks_offset() {
+    let world = World::with_logs(&[(0, 10)]);
+    world.at(0, assign(&[0]));
+    // The group says 2 (its commit lagged the sink's at a kill), the sink 6,
+    // and the first seek fails: records come from 2 until a seek takes.
+    {
+        let mut s = world.0.borrow_mut();
+        s.committed.insert(tp(0), 2);
+        s.fail_seeks = 1;
+    }
+    let mut stage = FakeStage::sink();
+    stage.sink.as_mut().unwrap().offsets.insert(tp(0), 6);
+    let (result, stage) = run(&world, stage);
+    result.unwrap();
+    let sink = sink_of(&stage);
+    assert_eq!(sink.rows, ["0:6", "0:7", "0:8", "0:9"]);
+    assert!(
+        sink.refused.is_empty(),
+        "records fetched before the seek are not the broker going back"
+    );
+}

@@ -115,6 +115,9 @@ pub struct ArchiveStage {
     /// A committed rotation whose move into place failed: retried every
     /// turn of the loop.
     not_in_place: Option<Flight>,
+    /// A commit failed in a way that may have landed (a timeout after the
+    /// write): files the catalog lists may sit under `_staging/`.
+    recover_due: bool,
     last_commit: Instant,
     metrics: Metrics,
 }
@@ -182,6 +185,7 @@ impl ArchiveStage {
             decoders: Decoders::new(),
             open: OpenFiles::default(),
             not_in_place: None,
+            recover_due: false,
             last_commit: Instant::now(),
             metrics,
         })
@@ -427,6 +431,7 @@ impl Sink for ArchiveStage {
             }
             Err(FlightError::Store(e)) => {
                 self.metrics.archive.commit("failed");
+                self.recover_due = true;
                 return Err(StageError::external(STAGE, e).into());
             }
         };
@@ -445,14 +450,17 @@ impl Sink for ArchiveStage {
     }
 
     fn tick(&mut self) {
-        if self.not_in_place.is_none() {
+        if self.not_in_place.is_none() && !self.recover_due {
             return;
         }
         // Through the catalog: a file a tier pass moved meanwhile must not
         // come back here.
         let (hot, rt) = (self.hot.clone(), self.rt.clone());
         match rt.block_on(recover(&hot, &mut self.catalog)) {
-            Ok(_) => self.not_in_place = None,
+            Ok(_) => {
+                self.not_in_place = None;
+                self.recover_due = false;
+            }
             Err(e) => {
                 tracing::warn!(stage = STAGE, error = %e, "committed files still not in place; retrying")
             }

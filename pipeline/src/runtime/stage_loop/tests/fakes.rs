@@ -64,6 +64,8 @@ pub struct State {
     pub transact_failures: VecDeque<OutputFailure>,
     pub aborts: u32,
     pub seeks: Vec<(Tp, Option<i64>)>,
+    /// How many of the next seeks fail (the fetcher not started yet).
+    pub fail_seeks: u32,
     pub async_commits: Vec<(String, i32, i64)>,
 }
 
@@ -263,6 +265,10 @@ impl Source for FakeSource {
         let mut s = self.world.0.borrow_mut();
         let p = (topic.to_owned(), partition);
         s.seeks.push((p.clone(), next));
+        if s.fail_seeks > 0 {
+            s.fail_seeks -= 1;
+            return false;
+        }
         s.positions.insert(p, next.unwrap_or(0));
         true
     }
