@@ -148,7 +148,3 @@ impl Flight {
 pub async fn recover(hot: &TierStore, catalog: &mut Catalog) -> Result<Vec<FileKey>, CatalogError> {
     promote_staged(hot, Tier::Hot, catalog).await
 }
-
-#[cfg(test)]
-#[path = "flight_tests.rs"]
-mod tests;

@@ -13,11 +13,15 @@
 
 pub mod config;
 pub mod file;
+#[cfg(test)]
+pub(crate) mod fixture;
 pub mod flight;
 pub mod layout;
 pub mod open_files;
 pub mod stage;
 pub mod table;
+#[cfg(test)]
+mod tests;
 
 pub use config::{ArchiveStageConfig, SPEC};
 pub use stage::{ArchiveCopy, ArchiveStage, ArchiveTopics, STAGE};

@@ -13,7 +13,10 @@
 
 mod config;
 pub mod purge;
+mod rewrite;
 mod stage;
+#[cfg(test)]
+mod tests;
 
 pub use config::{CompactStageConfig, SPEC};
 pub use stage::{ABORT_AT_ENV, CompactStage, CompactTopics, STAGE, certificate_path};

@@ -22,20 +22,19 @@
 //! again finds no rows left: it commits nothing and the certificate stays
 //! the same.
 
-use arrow_array::{Array, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray};
-use bytes::Bytes;
-
-use crate::catalog::parquet::{read_batches, sha256_hex, write_batches};
-use crate::catalog::subjects::{filter_of_batches, may_hold, subject_columns};
+use super::rewrite::rewrite_file;
+pub use super::rewrite::{Rewritten, without};
+use crate::catalog::subjects::{may_hold, subject_columns};
 use crate::catalog::tiers::promote;
 use crate::catalog::{
     Action, Catalog, CatalogError, Erasure, FileEntry, Purge, PurgedFile, Tiers, Unchanged, staged,
 };
 use crate::stages::archive::Table;
 use crate::stages::tier::TierError;
-use crate::stages::tier::mover::{Rewrite, read_checked};
+use crate::stages::tier::mover::Rewrite;
 
-/// How often a purge plans again after another writer changed its files.
+/// How many times a purge plans again after another writer changed its
+/// files before it gives up.
 const ATTEMPTS: usize = 5;
 
 /// The steps of a purge, where a test may stop the process.
@@ -105,19 +104,123 @@ pub struct PurgeReport {
     pub requests: Vec<RequestReport>,
 }
 
-/// A file rewritten and staged, not yet committed.
-struct Rewritten {
-    old: FileEntry,
-    new: Option<FileEntry>,
-    /// Rows removed in all.
-    removed: u64,
-    /// Rows removed that named each subject (a row may name two).
-    per_subject: Vec<u64>,
+/// Where a purge is, as explicit states (STYLE rule 9):
+///
+/// ```text
+/// Requested --mark--> Marked --rewrite--> Staged --commit--> Committed --swap--> Swapped
+///                       ^                   |  \--nothing to commit--> Clean
+///                       \----conflict------/
+/// ```
+///
+/// What a crash in each leaves, and how a rerun (which starts from
+/// `Requested` and reconciles the tiers first) finishes it:
+/// - `Requested`: nothing.
+/// - `Marked`: the erasures recorded; readers skip the subjects' rows;
+///   marking again is a no-op.
+/// - `Staged`: rewrites under `_staging/`, never listed; the rerun writes
+///   the same bytes under the same names and commits them.
+/// - `Committed`: the catalog lists the rewrites, the old bytes are still
+///   at their paths; [`Tiers::reconcile`] moves the rewrites into place,
+///   and the rerun finds nothing left to remove (`Clean`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purging {
+    /// Nothing done.
+    Requested,
+    /// The erasures are in the catalog.
+    Marked,
+    /// The files that held the subjects rewritten without them, staged.
+    Staged {
+        /// What the purge found.
+        report: PurgeReport,
+        /// The rewrites.
+        rewritten: Vec<Rewritten>,
+    },
+    /// The rewrites listed in the catalog, with the purges; still staged.
+    Committed {
+        /// What the purge did.
+        report: PurgeReport,
+        /// The rewrites to move into place.
+        rewritten: Vec<Rewritten>,
+    },
+    /// Done: the rewrites in place, emptied files deleted.
+    Swapped(PurgeReport),
+    /// Done: no file held the subjects and every request was already
+    /// recorded as purged; nothing committed.
+    Clean(PurgeReport),
+}
+
+/// What every step of one purge works on.
+pub struct PurgeRun<'a> {
+    /// The catalog.
+    pub catalog: &'a mut Catalog,
+    /// The tiers' stores.
+    pub tiers: &'a Tiers,
+    /// The erasures.
+    pub targets: &'a [Target],
+    /// How rewrites are written.
+    pub rewrite: Rewrite,
+    /// Commits refused so far because another writer changed the files.
+    pub conflicts: usize,
+}
+
+impl Purging {
+    /// The state's name, for logs and tests.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Purging::Requested => "requested",
+            Purging::Marked => "marked",
+            Purging::Staged { .. } => "staged",
+            Purging::Committed { .. } => "committed",
+            Purging::Swapped(_) => "swapped",
+            Purging::Clean(_) => "clean",
+        }
+    }
+
+    /// The crash point a test may stop at on entering this state.
+    pub fn step(&self) -> Option<Step> {
+        match self {
+            Purging::Marked => Some(Step::Marked),
+            Purging::Staged { .. } => Some(Step::Staged),
+            Purging::Committed { .. } => Some(Step::Committed),
+            Purging::Swapped(_) => Some(Step::Swapped),
+            Purging::Requested | Purging::Clean(_) => None,
+        }
+    }
+
+    /// What the purge did, once done.
+    pub fn report(&self) -> Option<&PurgeReport> {
+        match self {
+            Purging::Swapped(r) | Purging::Clean(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Takes the next step.
+    pub async fn advance(self, run: &mut PurgeRun<'_>) -> Result<Purging, TierError> {
+        match self {
+            Purging::Requested => {
+                let tables: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
+                run.tiers.reconcile(run.catalog, &tables).await?;
+                mark(run.catalog, run.targets).await?;
+                Ok(Purging::Marked)
+            }
+            Purging::Marked => stage(run).await,
+            Purging::Staged { report, rewritten } => commit(run, report, rewritten).await,
+            Purging::Committed {
+                mut report,
+                rewritten,
+            } => {
+                swap(run.tiers, &rewritten, &mut report).await?;
+                Ok(Purging::Swapped(report))
+            }
+            done @ (Purging::Swapped(_) | Purging::Clean(_)) => Ok(done),
+        }
+    }
 }
 
 /// Purges the subjects of `targets` from every tier, each file read and
-/// rewritten once for all of them; `at(step)` is called after each step
-/// (a test's crash point).
+/// rewritten once for all of them; `at(step)` is called on entering each
+/// state that has a [`Step`] (a test's crash point).
 pub async fn purge(
     catalog: &mut Catalog,
     tiers: &Tiers,
@@ -125,59 +228,83 @@ pub async fn purge(
     rewrite: Rewrite,
     mut at: impl FnMut(Step),
 ) -> Result<PurgeReport, TierError> {
-    let tables: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
-    tiers.reconcile(catalog, &tables).await?;
-    mark(catalog, targets).await?;
-    at(Step::Marked);
-    let subjects: Vec<&str> = targets.iter().map(|t| t.subject.as_str()).collect();
-    let mut last_conflict = None;
-    for _ in 0..ATTEMPTS {
-        catalog.refresh().await?;
-        let (mut report, candidates) = plan(catalog, targets, &subjects);
-        let mut rewritten = Vec::new();
-        for f in candidates {
-            report.files_opened += 1;
-            if let Some(r) = rewrite_file(tiers, &f, &subjects, rewrite).await? {
-                rewritten.push(r);
-            }
+    let mut run = PurgeRun {
+        catalog,
+        tiers,
+        targets,
+        rewrite,
+        conflicts: 0,
+    };
+    let mut state = Purging::Requested;
+    loop {
+        state = state.advance(&mut run).await?;
+        if let Some(step) = state.step() {
+            at(step);
         }
-        at(Step::Staged);
-        let unpurged = targets.iter().any(|t| {
-            catalog
-                .state()
-                .erasure(&t.erasure.request_id)
-                .is_none_or(|e| e.purged_at_ms.is_none())
-        });
-        if rewritten.is_empty() && !unpurged {
-            return Ok(report);
+        if let Some(report) = state.report() {
+            return Ok(report.clone());
         }
-        let actions = purge_actions(catalog, targets, &rewritten, &mut report);
-        match catalog.commit("purge", actions).await {
-            Ok(version) => report.version = Some(version),
-            Err(CatalogError::Conflict(c)) => {
-                // A tier pass moved some of the files meanwhile: plan again.
-                tracing::info!(conflict = %c, "files changed during the purge; planning again");
-                for r in &rewritten {
-                    if let Some(new) = &r.new {
-                        let _ = tiers
-                            .store(new.tier)
-                            .delete(&staged(&new.path, &new.sha256))
-                            .await;
-                    }
-                }
-                last_conflict = Some(c);
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        at(Step::Committed);
-        swap(tiers, &rewritten, &mut report).await?;
-        at(Step::Swapped);
-        return Ok(report);
     }
-    Err(TierError::Catalog(CatalogError::Conflict(
-        last_conflict.expect("a conflict ended every attempt"),
-    )))
+}
+
+/// Marked -> Staged: plans from the catalog as it is now and rewrites each
+/// file that holds a subject.
+async fn stage(run: &mut PurgeRun<'_>) -> Result<Purging, TierError> {
+    run.catalog.refresh().await?;
+    let subjects: Vec<&str> = run.targets.iter().map(|t| t.subject.as_str()).collect();
+    let (mut report, candidates) = plan(run.catalog, run.targets, &subjects);
+    let mut rewritten = Vec::new();
+    for f in candidates {
+        report.files_opened += 1;
+        if let Some(r) = rewrite_file(run.tiers, &f, &subjects, run.rewrite).await? {
+            rewritten.push(r);
+        }
+    }
+    Ok(Purging::Staged { report, rewritten })
+}
+
+/// Staged -> Committed (or Clean with nothing to commit; or back to Marked
+/// when another writer changed the files, the staged copies deleted).
+async fn commit(
+    run: &mut PurgeRun<'_>,
+    mut report: PurgeReport,
+    rewritten: Vec<Rewritten>,
+) -> Result<Purging, TierError> {
+    let unpurged = run.targets.iter().any(|t| {
+        run.catalog
+            .state()
+            .erasure(&t.erasure.request_id)
+            .is_none_or(|e| e.purged_at_ms.is_none())
+    });
+    if rewritten.is_empty() && !unpurged {
+        return Ok(Purging::Clean(report));
+    }
+    let actions = purge_actions(run.catalog, run.targets, &rewritten, &mut report);
+    match run.catalog.commit("purge", actions).await {
+        Ok(version) => {
+            report.version = Some(version);
+            Ok(Purging::Committed { report, rewritten })
+        }
+        Err(CatalogError::Conflict(c)) => {
+            // A tier pass moved some of the files meanwhile: plan again.
+            tracing::info!(conflict = %c, "files changed during the purge; planning again");
+            for r in &rewritten {
+                if let Some(new) = &r.new {
+                    let _ = run
+                        .tiers
+                        .store(new.tier)
+                        .delete(&staged(&new.path, &new.sha256))
+                        .await;
+                }
+            }
+            run.conflicts += 1;
+            if run.conflicts >= ATTEMPTS {
+                return Err(TierError::Catalog(CatalogError::Conflict(c)));
+            }
+            Ok(Purging::Marked)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Which files may hold the subjects (their subject filters say so), and a
@@ -318,137 +445,4 @@ async fn mark(catalog: &mut Catalog, targets: &[Target]) -> Result<(), TierError
         }
     }
     Ok(())
-}
-
-/// `f` without the rows of `subjects`, staged; `None` if it holds none.
-async fn rewrite_file(
-    tiers: &Tiers,
-    f: &FileEntry,
-    subjects: &[&str],
-    rewrite: Rewrite,
-) -> Result<Option<Rewritten>, TierError> {
-    let damaged = |detail: String| TierError::Damaged {
-        key: f.key(),
-        detail,
-    };
-    let Some(table) = Table::from_name(&f.table) else {
-        return Err(damaged(format!("unknown table {:?}", f.table)));
-    };
-    let bytes = read_checked(tiers, f).await?;
-    let batches = read_batches(bytes).map_err(|e| damaged(format!("not readable Parquet: {e}")))?;
-    let mut kept = Vec::with_capacity(batches.len());
-    let mut removed = 0u64;
-    let mut per_subject = vec![0u64; subjects.len()];
-    for batch in &batches {
-        let (batch, gone) = without(&f.table, batch, subjects, &mut per_subject)
-            .map_err(|e| damaged(format!("cannot filter: {e}")))?;
-        removed += gone;
-        if batch.num_rows() > 0 {
-            kept.push(batch);
-        }
-    }
-    if removed == 0 {
-        return Ok(None);
-    }
-    let rows: u64 = kept.iter().map(|b| b.num_rows() as u64).sum();
-    if rows == 0 {
-        return Ok(Some(Rewritten {
-            old: f.clone(),
-            new: None,
-            removed,
-            per_subject,
-        }));
-    }
-    let out = write_batches(table.schema(), &kept, rewrite.zstd_level)
-        .map_err(|e| damaged(format!("cannot write the rewrite: {e}")))?;
-    let out = Bytes::from(out);
-    // The new file is checked before it may replace the old one.
-    let back: u64 = read_batches(out.clone())
-        .map_err(|e| damaged(format!("the rewrite does not read back: {e}")))?
-        .iter()
-        .map(|b| b.num_rows() as u64)
-        .sum();
-    if back != rows {
-        return Err(damaged(format!(
-            "the rewrite reads back {back} rows, expected {rows}"
-        )));
-    }
-    let (min, max) = time_bounds(&kept, table.time_column());
-    let new = FileEntry {
-        rows,
-        min_event_time_us: min.unwrap_or(f.min_event_time_us),
-        max_event_time_us: max.unwrap_or(f.max_event_time_us),
-        size_bytes: out.len() as u64,
-        sha256: sha256_hex(&out),
-        json_bytes: f.json_bytes * rows / f.rows.max(1),
-        subjects: filter_of_batches(&f.table, &kept, rewrite.subject_filter_fpp),
-        created_at_ms: chrono::Utc::now().timestamp_millis(),
-        ..f.clone()
-    };
-    tiers
-        .store(new.tier)
-        .put(&staged(&new.path, &new.sha256), out)
-        .await?;
-    Ok(Some(Rewritten {
-        old: f.clone(),
-        new: Some(new),
-        removed,
-        per_subject,
-    }))
-}
-
-/// `batch` without the rows whose subject columns hold one of
-/// `subjects`, and how many were removed; `per_subject[i]` counts the
-/// removed rows that name `subjects[i]`.
-pub fn without(
-    table: &str,
-    batch: &RecordBatch,
-    subjects: &[&str],
-    per_subject: &mut [u64],
-) -> Result<(RecordBatch, u64), arrow_schema::ArrowError> {
-    let columns: Vec<&StringArray> = subject_columns(table)
-        .iter()
-        .filter_map(|c| batch.column_by_name(c))
-        .filter_map(|c| c.as_any().downcast_ref::<StringArray>())
-        .collect();
-    let keep: BooleanArray = (0..batch.num_rows())
-        .map(|i| {
-            let mut hit = false;
-            for (s, subject) in subjects.iter().enumerate() {
-                if columns
-                    .iter()
-                    .any(|c| c.is_valid(i) && c.value(i) == *subject)
-                {
-                    per_subject[s] += 1;
-                    hit = true;
-                }
-            }
-            Some(!hit)
-        })
-        .collect();
-    let removed = keep.false_count() as u64;
-    if removed == 0 {
-        return Ok((batch.clone(), 0));
-    }
-    Ok((
-        arrow_select::filter::filter_record_batch(batch, &keep)?,
-        removed,
-    ))
-}
-
-fn time_bounds(batches: &[RecordBatch], column: &str) -> (Option<i64>, Option<i64>) {
-    let mut min = None::<i64>;
-    let mut max = None::<i64>;
-    for b in batches {
-        if let Some(t) = b
-            .column_by_name(column)
-            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-        {
-            for v in t.iter().flatten() {
-                min = Some(min.map_or(v, |m| m.min(v)));
-                max = Some(max.map_or(v, |m| m.max(v)));
-            }
-        }
-    }
-    (min, max)
 }

@@ -6,11 +6,15 @@
 //! |---|---|
 //! | [`config`] | `[stages.tier]`: how often a pass runs |
 //! | [`plan`] | which files move where (pure) |
-//! | [`mover`] | one pass: read, check, merge, stage, commit, move into place |
+//! | [`mover`] | one pass: read, check and merge the files of each move |
+//! | [`moving`] | a group of moves as explicit states: planned, staged, committed, in place |
 
 pub mod config;
 pub mod mover;
+pub mod moving;
 pub mod plan;
+#[cfg(test)]
+mod tests;
 
 pub use config::{SPEC, TierStageConfig};
 pub use mover::{PassReport, TierError};

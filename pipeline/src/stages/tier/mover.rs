@@ -7,20 +7,17 @@
 //! into one Parquet file, upload it under the destination's `_staging/`.
 //! Then, for up to [`COMMIT_EVERY`] moves at a time, one catalog commit
 //! adds the new files and removes their sources; only after it are the new
-//! files moved into place and the sources deleted. A crash before the
-//! commit leaves the sources listed (the staged copies are never listed);
-//! a crash after it leaves the new files listed, and the next pass's
-//! [`crate::catalog::Tiers::reconcile`] finishes the moves and deletes.
+//! files moved into place and the sources deleted. The states a group of
+//! moves goes through, and what a crash in each leaves, are
+//! [`Moving`]'s.
 
 use bytes::Bytes;
 
+use super::moving::Moving;
 use super::plan::Move;
 use crate::catalog::parquet::{read_batches, sha256_hex, write_batches};
 use crate::catalog::subjects::filter_of_batches;
-use crate::catalog::tiers::promote;
-use crate::catalog::{
-    Action, Catalog, CatalogError, FileEntry, FileKey, OffsetRange, Tiers, Unchanged, staged,
-};
+use crate::catalog::{Catalog, CatalogError, FileEntry, FileKey, OffsetRange, Tiers, staged};
 use crate::stages::archive::Table;
 use crate::stages::archive::layout::PartitionKey;
 
@@ -129,7 +126,7 @@ fn check(f: &FileEntry, bytes: Bytes) -> Result<Bytes, TierError> {
 }
 
 /// The file `m` makes in its new tier, uploaded under `_staging/`.
-async fn prepare(
+pub(super) async fn prepare(
     tiers: &Tiers,
     m: &Move,
     rewrite: Rewrite,
@@ -208,7 +205,9 @@ async fn prepare(
     Ok(entry)
 }
 
-/// Carries out `moves`; `done(moves finished)` is called as they finish.
+/// Carries out `moves`, [`COMMIT_EVERY`] at a time, each group through
+/// the states of [`Moving`]; `done(moves finished)` is called as they
+/// are staged.
 pub async fn run_pass(
     catalog: &mut Catalog,
     tiers: &Tiers,
@@ -219,67 +218,11 @@ pub async fn run_pass(
     let mut report = PassReport::default();
     let now_ms = chrono::Utc::now().timestamp_millis();
     for chunk in moves.chunks(COMMIT_EVERY) {
-        let mut actions = Vec::new();
-        let mut prepared: Vec<(&Move, FileEntry)> = Vec::new();
-        for m in chunk {
-            match prepare(tiers, m, rewrite, now_ms).await {
-                Ok(entry) => {
-                    // The sources as read: a purge may rewrite one meanwhile.
-                    actions.extend(
-                        m.sources
-                            .iter()
-                            .map(|f| Action::Unchanged(Unchanged::of(f))),
-                    );
-                    actions.push(Action::Add(entry.clone()));
-                    actions.extend(m.sources.iter().map(|f| Action::Remove(f.key())));
-                    prepared.push((m, entry));
-                }
-                Err(TierError::Damaged { key, detail }) => {
-                    tracing::error!(file = %key, %detail, "not moving a damaged file");
-                    report.damaged.push(format!("{key}: {detail}"));
-                }
-                Err(TierError::Catalog(CatalogError::Storage(e))) if e.is_not_found() => {
-                    // Moved or rewritten by another writer since the plan.
-                    tracing::info!(error = %e, "a file changed during the pass; its move waits for the next one");
-                    report.deferred += 1;
-                }
-                Err(e) => return Err(e),
-            }
-            done(1);
-        }
-        if prepared.is_empty() {
-            continue;
-        }
-        match catalog.commit("tier", actions).await {
-            Ok(_) => {}
-            Err(CatalogError::Conflict(c)) => {
-                tracing::warn!(conflict = %c, "files changed during the pass; their moves wait for the next one");
-                report.deferred += prepared.len() as u64;
-                for (_, entry) in &prepared {
-                    let _ = tiers
-                        .store(entry.tier)
-                        .delete(&staged(&entry.path, &entry.sha256))
-                        .await;
-                }
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        for (m, entry) in &prepared {
-            let file = (entry.path.clone(), entry.sha256.clone());
-            promote(tiers.store(entry.tier), std::slice::from_ref(&file)).await?;
-            for f in &m.sources {
-                if f.key() != entry.key() {
-                    let store = tiers.store(f.tier);
-                    store.delete(&f.path).await?;
-                    // A copy its writer had not moved into place yet.
-                    store.delete(&staged(&f.path, &f.sha256)).await?;
-                }
-            }
-            report.files_moved += m.sources.len() as u64;
-            report.files_written += 1;
-            report.rows += entry.rows;
-            report.bytes_written += entry.size_bytes;
+        let mut state = Moving::Planned(chunk.to_vec());
+        while !state.is_done() {
+            state = state
+                .advance(catalog, tiers, rewrite, now_ms, &mut report, &mut done)
+                .await?;
         }
     }
     Ok(report)

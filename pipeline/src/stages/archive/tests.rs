@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use kusanagi_connectors::storage::TierStore;
 
-use super::*;
+use super::file::WrittenFile;
+use super::flight::*;
 use crate::catalog::model::{test_entry, test_progress};
+use crate::catalog::{Catalog, Tier, staged};
 
 const PATH: &str = "events/tenant=t/dt=1970-01-01/hour=00/part-a.parquet";
 
