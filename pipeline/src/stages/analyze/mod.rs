@@ -7,6 +7,8 @@ mod config;
 mod fallback;
 mod prompt;
 mod stage;
+#[cfg(test)]
+mod tests;
 
 pub use config::{AnalyzeConfig, ModelConfig, ProviderKind, SPEC};
 pub use fallback::{FALLBACK, fallback_fraud_type, fallback_score, fallback_verdict};
