@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
-use crate::drive::Driver;
+use crate::drive::{Driver, Sending};
 use crate::ledger::{Counters, Ledger, RunIds};
 use crate::observe::{self, Watch};
 use crate::pacing::Schedule;
@@ -91,40 +91,28 @@ pub fn run(
         schedule.rate
     );
 
-    let driving = {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("loadtest-drive".into())
-            .spawn(move || {
-                let sent = driver.run(schedule, &stop);
-                (driver, sent)
-            })?
-    };
     let started = Instant::now();
     let mut status = Status::new(started);
-    while !driving.is_finished() {
-        std::thread::sleep(Duration::from_millis(50));
-        status.maybe_print(&counters, &ledger);
-        if cluster.stage_stopped() {
-            eprintln!("loadtest: a stage stopped; ending the run");
-            stop.store(true, Ordering::Relaxed);
-        }
-    }
-    let (driver, sending) = driving
-        .join()
-        .map_err(|_| anyhow::anyhow!("the driver thread panicked"))?;
-    let sending = sending?;
-
+    let (driver, sending) = send(
+        cluster,
+        driver,
+        schedule,
+        stop,
+        &mut status,
+        &counters,
+        &ledger,
+    )?;
     let deadline = Instant::now() + plan.drain;
     let delivered = driver.finish(plan.drain);
-    while counters.seen.load(Ordering::Relaxed) < sending.sent
-        && Instant::now() < deadline
-        && !stop.load(Ordering::Relaxed)
-        && !cluster.stage_stopped()
-    {
-        std::thread::sleep(Duration::from_millis(20));
-        status.maybe_print(&counters, &ledger);
-    }
+    wait_until_seen(
+        cluster,
+        deadline,
+        sending.sent,
+        stop,
+        &mut status,
+        &counters,
+        &ledger,
+    );
     std::thread::sleep(QUIET_PERIOD);
     stop_observer.store(true, Ordering::Relaxed);
     let observed = observer
@@ -164,6 +152,60 @@ pub fn run(
         latency: LatencySummary::of(&observed.latency_us),
         cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     })
+}
+
+/// Sends on `schedule` from a thread of its own, printing the status
+/// line meanwhile; a stage that stops ends the run.
+fn send(
+    cluster: &Cluster,
+    mut driver: Driver,
+    schedule: Schedule,
+    stop: &Arc<AtomicBool>,
+    status: &mut Status,
+    counters: &Counters,
+    ledger: &Ledger,
+) -> anyhow::Result<(Driver, Sending)> {
+    let driving = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("loadtest-drive".into())
+            .spawn(move || {
+                let sent = driver.run(schedule, &stop);
+                (driver, sent)
+            })?
+    };
+    while !driving.is_finished() {
+        std::thread::sleep(Duration::from_millis(50));
+        status.maybe_print(counters, ledger);
+        if cluster.stage_stopped() {
+            eprintln!("loadtest: a stage stopped; ending the run");
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+    let (driver, sending) = driving
+        .join()
+        .map_err(|_| anyhow::anyhow!("the driver thread panicked"))?;
+    Ok((driver, sending?))
+}
+
+/// Waits until `sent` events were seen, `deadline` passed, or a stop.
+fn wait_until_seen(
+    cluster: &Cluster,
+    deadline: Instant,
+    sent: u64,
+    stop: &AtomicBool,
+    status: &mut Status,
+    counters: &Counters,
+    ledger: &Ledger,
+) {
+    while counters.seen.load(Ordering::Relaxed) < sent
+        && Instant::now() < deadline
+        && !stop.load(Ordering::Relaxed)
+        && !cluster.stage_stopped()
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        status.maybe_print(counters, ledger);
+    }
 }
 
 /// Sets its flag when dropped.

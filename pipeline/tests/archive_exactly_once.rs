@@ -16,182 +16,24 @@
 //! `kusanagi stats` reports the compression.
 
 mod common;
+#[path = "archive_exactly_once/processes.rs"]
+mod processes;
+#[path = "archive_exactly_once/stored.rs"]
+mod stored;
+#[path = "archive_exactly_once/workload.rs"]
+mod workload;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use common::{
-    Broker, BrokerKind, ChildGuard, S3Bucket, TopologyFile, harness_python, kusanagi_with_env,
-    produce_all, producer, tempdir::TempDir,
-};
-use kusanagi_pipeline::catalog::{Catalog, Tier};
+use common::{Broker, BrokerKind, S3Bucket, produce_all, producer, tempdir::TempDir};
+use kusanagi_pipeline::catalog::Tier;
 use kusanagi_pipeline::config::Topology;
-use kusanagi_schemas::{ActionDetails, ContextMetadata, EventTime, GameEvent, GameEventCodec};
-
-const TOTAL: usize = 200_000;
-const DAYS: i64 = 45;
-const PARTITIONS: i32 = 3;
-const WAIT: Duration = Duration::from_secs(300);
-const HOUR_US: i64 = 3_600_000_000;
-
-/// A small deterministic generator (no RNG crate needed in the test).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-}
-
-/// The events of the 45 days before `end_us`, in time order give or take
-/// half an hour (so a few land in the previous hour's partition).
-fn events(end_us: i64) -> Vec<GameEvent> {
-    let span = DAYS * 24 * HOUR_US;
-    let start = end_us - span;
-    let step = span / TOTAL as i64;
-    let mut rng = Lcg(20_261_129);
-    (0..TOTAL)
-        .map(|i| {
-            let jitter = (rng.next() as i64 % HOUR_US) - HOUR_US / 2;
-            let at = (start + i as i64 * step + jitter).clamp(start, end_us - 1);
-            GameEvent {
-                event_id: format!("ar-{i:06}"),
-                timestamp: EventTime::from_micros(at),
-                event_type: "TRADE".into(),
-                actor_id: format!("p{}", rng.next() % 5_000),
-                target_id: format!("acct_{}", rng.next() % 2_000),
-                action_details: ActionDetails {
-                    currency_amount: (rng.next() % 100_000) as i64,
-                    item_id: (i % 3 == 0).then(|| format!("item_{}", i % 50)),
-                    market_avg_price: (i % 2 == 0).then_some(1_000),
-                },
-                context_metadata: ContextMetadata {
-                    actor_level: (i % 60) as i32 + 1,
-                    account_age_days: (i % 400) as i32,
-                    recent_chat_log: (i % 10 == 0).then(|| "gg, trade ok?".to_owned()),
-                },
-                tenant_id: if i % 4 == 0 { "game-b" } else { "game-a" }.into(),
-            }
-        })
-        .collect()
-}
-
-fn per_day(events: &[GameEvent]) -> BTreeMap<String, u64> {
-    let mut days = BTreeMap::new();
-    for e in events {
-        let day = e.timestamp.to_datetime().expect("time").format("%Y-%m-%d");
-        *days.entry(day.to_string()).or_insert(0) += 1;
-    }
-    days
-}
-
-fn write_topology(dir: &Path, bootstrap: &str, bucket: &S3Bucket) -> PathBuf {
-    let topology = TopologyFile::new()
-        .set("instance.id", "it")
-        .set("kafka.bootstrap", bootstrap)
-        .set("kafka.session_timeout_ms", 6000)
-        .set("topics.partitions", i64::from(PARTITIONS))
-        .set("stages.archive.rotate_after_seconds", 2)
-        .set("archive.catalog", bucket.url("catalog"))
-        .path("archive.hot", &dir.join("archive/hot"))
-        .path("archive.warm", &dir.join("archive/warm"))
-        .set("archive.cold", bucket.url("cold"))
-        .set("http.enabled", false);
-    bucket.options(topology).write(dir)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// The catalog as the operator commands see it.
-fn catalog(topology: &Topology) -> Catalog {
-    let store = topology
-        .archive
-        .open_catalog_store()
-        .expect("catalog store");
-    runtime()
-        .block_on(Catalog::open(store, "test"))
-        .expect("catalog opens")
-}
-
-/// Waits until the catalog lists `at_least` rows.
-fn wait_for_rows(catalog: &mut Catalog, at_least: u64) {
-    let rt = runtime();
-    let end = Instant::now() + WAIT;
-    loop {
-        rt.block_on(catalog.refresh()).expect("catalog refresh");
-        let rows: u64 = catalog.state().files().map(|f| f.rows).sum();
-        if rows >= at_least {
-            return;
-        }
-        assert!(
-            Instant::now() < end,
-            "only {rows} rows archived after {WAIT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Every Parquet file under `root/<table>`, relative to `root`.
-fn files_under(root: &Path, table: &str) -> BTreeSet<String> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    let mut found = Vec::new();
-    walk(&root.join(table), &mut found);
-    found
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .map(|p| {
-            p.strip_prefix(root)
-                .expect("under root")
-                .display()
-                .to_string()
-        })
-        .collect()
-}
-
-fn duckdb_counts(table: &str, folders: &[&Path]) -> serde_json::Value {
-    let script = common::workspace().join("pipeline/tests/duckdb/archive_counts.py");
-    let out = std::process::Command::new(harness_python())
-        .arg(script)
-        .arg(table)
-        .args(folders)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "DuckDB script failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON from the DuckDB script")
-}
-
-fn stage(dir: &Path, name: &str, topology: &Path, instance: &str) -> ChildGuard {
-    kusanagi_with_env(
-        dir,
-        name,
-        topology,
-        &["stage", "archive"],
-        &[("KUSANAGI_INSTANCE_ID", instance)],
-    )
-}
+use kusanagi_schemas::{EventTime, GameEvent, GameEventCodec};
+use processes::{PARTITIONS, cli, stage, write_topology};
+use stored::{WAIT, catalog, duckdb_counts, files_under, runtime, wait_for_rows};
+use workload::{HOUR_US, Lcg, TOTAL, events, per_day};
 
 fn archive_exactly_once(kind: BrokerKind) {
     let broker = Broker::start(kind);
@@ -314,28 +156,6 @@ fn archive_exactly_once(kind: BrokerKind) {
         now_us,
         &events,
     );
-}
-
-/// Runs `kusanagi --topology T <args>` to its end: (success, stdout).
-fn cli(topology: &Path, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kusanagi"))
-        .arg("--topology")
-        .arg(topology)
-        .args(args)
-        .output()
-        .expect("kusanagi runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    eprintln!(
-        "[kusanagi {}] {}{}",
-        args.join(" "),
-        stdout.lines().last().unwrap_or(""),
-        String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .last()
-            .map(|l| format!(" / {l}"))
-            .unwrap_or_default()
-    );
-    (out.status.success(), stdout)
 }
 
 fn operator_commands(

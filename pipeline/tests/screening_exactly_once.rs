@@ -21,366 +21,39 @@
 //! screenings meet is a race, and so is its path.)
 
 mod common;
+#[path = "screening_exactly_once/records.rs"]
+mod records;
+#[path = "screening_exactly_once/reference.rs"]
+mod reference;
+#[path = "screening_exactly_once/stages.rs"]
+mod stages;
+#[path = "screening_exactly_once/workload.rs"]
+mod workload;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    Broker, BrokerKind, ChildGuard, Reader, TopologyFile, committed, end_offsets, kusanagi,
-    kusanagi_with_env, produce_all, producer, tempdir::TempDir,
+    Broker, BrokerKind, ChildGuard, Reader, committed, end_offsets, kusanagi, kusanagi_with_env,
+    produce_all, producer, tempdir::TempDir,
 };
 use kusanagi_pipeline::config::Topology;
-use kusanagi_pipeline::runtime::{InRecord, NoHistory, OutRecord, Stage};
-use kusanagi_pipeline::stages::analyze::{AnalyzeStage, Analyzer};
-use kusanagi_pipeline::stages::decide::{DecideStage, DecideTopics};
-use kusanagi_pipeline::stages::screen::{ScreenConfig, ScreenStage};
 use kusanagi_schemas::{
-    Account, AccountState, ActionDetails, ContextMetadata, EventTime, GameEvent, GameEventCodec,
-    L2Request, RecordCodec, Screening, Transition, Verdict,
+    Account, AccountState, GameEventCodec, L2Request, RecordCodec, Screening, Transition, Verdict,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::Message;
-use rdkafka::message::OwnedMessage;
+use records::{by_partition, count, values};
+use reference::{per_account, settle, uninterrupted};
+use stages::{PARTITIONS, kill_at, write_topology};
+use workload::{EVENTS, RMT, workload};
 
-const ACCOUNTS: usize = 2_000;
-const EVENTS: usize = 50_000;
-const PARTITIONS: i32 = 3;
-const RMT: usize = 400;
 const WAIT: Duration = Duration::from_secs(600);
 
 /// The suites run one at a time: each keeps a broker and two stage
 /// processes busy, and the machine may have two cores.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-const T0: i64 = 4_070_908_800_000_000; // 2099-01-01T00:00:00Z
-const SEC: i64 = 1_000_000;
-
-fn event(id: String, target: usize, actor: String, at_us: i64, amount: i64) -> GameEvent {
-    GameEvent {
-        event_id: id,
-        timestamp: EventTime::from_micros(at_us),
-        event_type: "TRADE".into(),
-        actor_id: actor,
-        target_id: format!("acct_{target:04}"),
-        action_details: ActionDetails {
-            currency_amount: amount,
-            item_id: None,
-            market_avg_price: None,
-        },
-        context_metadata: ContextMetadata::default(),
-        tenant_id: "default".into(),
-    }
-}
-
-/// The input: ordinary trades spread over ~80 minutes of event time with
-/// up to 40 s of jitter (out of order), 0.2% very late, 1% redelivered, and 400 scripted
-/// RMT accounts (`acct_0000`..`acct_0399`), each active twice.
-fn workload() -> Vec<GameEvent> {
-    let mut rng = StdRng::seed_from_u64(20_261_129);
-    let mut out: Vec<GameEvent> = Vec::with_capacity(EVENTS);
-    let mut n = 0usize;
-    while out.len() < EVENTS {
-        let i = out.len();
-        let clock = T0 + (i as i64) * 100_000;
-        if i % 100 == 99 {
-            let copy = out[i - rng.random_range(1..50)].clone();
-            out.push(copy);
-            continue;
-        }
-        n += 1;
-        // Up to 40 s out of order; one event in 500 arrives 25 minutes
-        // late (past the allowed lateness: screened over what is retained).
-        let jitter = if i % 500 == 250 {
-            1_500 * SEC
-        } else {
-            rng.random_range(0..40 * SEC)
-        };
-        let target = rng.random_range(RMT..ACCOUNTS);
-        let mut e = event(
-            format!("ev-{n:06}"),
-            target,
-            format!("player_{}", rng.random_range(0..5_000)),
-            clock - jitter,
-            rng.random_range(100..20_000),
-        );
-        if i.is_multiple_of(62) && i / 62 < 2 * RMT {
-            // A scripted RMT account every 62 events, each twice, ~40
-            // minutes apart: the second round finds the account restricted
-            // with an L2 request in flight (state a restarted stage must
-            // have rebuilt, or it would restrict and ask again).
-            let rmt = (i / 62) % RMT;
-            match rmt % 4 {
-                0 => {
-                    // Smurfing: 12 senders within two minutes (R2).
-                    for s in 0..12 {
-                        n += 1;
-                        out.push(event(
-                            format!("ev-{n:06}"),
-                            rmt,
-                            format!("mule_{rmt}_{s}"),
-                            clock + s * 10 * SEC,
-                            5_000,
-                        ));
-                    }
-                }
-                1 => e.action_details.currency_amount = 1_500_000, // R1
-                2 => {
-                    e.action_details.currency_amount = 150_000; // R3
-                    e.action_details.market_avg_price = Some(1_000);
-                }
-                _ => e.context_metadata.recent_chat_log = Some("口座に5万おねがい".into()), // R4
-            }
-            if !rmt.is_multiple_of(4) {
-                e.target_id = format!("acct_{rmt:04}");
-            }
-        }
-        out.push(e);
-    }
-    out.truncate(EVENTS);
-    out
-}
-
-fn write_topology(dir: &Path, bootstrap: &str) -> PathBuf {
-    TopologyFile::new()
-        .set("instance.id", "it")
-        .set("kafka.bootstrap", bootstrap)
-        .set("kafka.session_timeout_ms", 6000)
-        .set("topics.partitions", i64::from(PARTITIONS))
-        .set("stages.screen.batch_max_records", 500)
-        // The workload is stamped in 2099.
-        .set("stages.screen.max_future_seconds", 0)
-        .set("stages.decide.batch_max_records", 500)
-        // Many transactions, so that kills land while verdicts flow.
-        .set("stages.analyze.batch_max_records", 5)
-        .set("http.enabled", false)
-        .write(dir)
-}
-
-/// Records by (partition, offset), read_committed, from the beginning.
-fn by_partition(messages: Vec<&OwnedMessage>) -> BTreeMap<i32, Vec<&OwnedMessage>> {
-    let mut out: BTreeMap<i32, Vec<&OwnedMessage>> = BTreeMap::new();
-    for m in messages {
-        out.entry(m.partition()).or_default().push(m);
-    }
-    for list in out.values_mut() {
-        list.sort_by_key(|m| m.offset());
-    }
-    out
-}
-
-fn run_stage(
-    stage: &mut dyn Stage,
-    topic: &str,
-    partition: i32,
-    values: &[Vec<u8>],
-) -> Vec<OutRecord> {
-    let batch: Vec<InRecord<'_>> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| InRecord {
-            topic,
-            partition,
-            offset: i as i64,
-            key: None,
-            payload: Some(v),
-            timestamp_ms: None,
-            trace: None,
-        })
-        .collect();
-    let mut out = Vec::new();
-    stage
-        .process(&batch, &mut out)
-        .expect("the reference run processes its input");
-    out
-}
-
-/// What the pipeline must have produced: per partition, the screenings,
-/// the transitions and requests in order, and the latest account states.
-struct Expected {
-    screenings: BTreeMap<i32, Vec<Vec<u8>>>,
-    transitions: BTreeMap<i32, Vec<Vec<u8>>>,
-    requests: BTreeMap<i32, Vec<Vec<u8>>>,
-    accounts: BTreeMap<String, Account>,
-    /// The decide stage of each partition, to carry on in phase 2.
-    decides: BTreeMap<i32, DecideStage>,
-}
-
-/// Phase 2 of the uninterrupted run: per partition, the fallback analyzer
-/// answers the pending requests, decide applies the verdicts, until no
-/// request is left. Returns every account's transitions (phase 1 and 2)
-/// and verdicts in order, and the latest account states.
-struct Settled {
-    transitions: BTreeMap<String, Vec<Transition>>,
-    verdicts: BTreeMap<String, Vec<Verdict>>,
-    accounts: BTreeMap<String, Account>,
-}
-
-fn settle(mut expected: Expected) -> Settled {
-    // The fallback analyzer makes no call, but the stage runs on the
-    // process's runtime as in `kusanagi run`.
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let t_codec = RecordCodec::<Transition>::new();
-    let v_codec = RecordCodec::<Verdict>::new();
-    let a_codec = RecordCodec::<Account>::new();
-    let mut settled = Settled {
-        transitions: per_account(
-            expected.transitions.values().flatten(),
-            |v| t_codec.decode(v).unwrap(),
-            |t| t.account_id.clone(),
-        ),
-        verdicts: BTreeMap::new(),
-        accounts: expected.accounts.clone(),
-    };
-    for (p, decide) in expected.decides.iter_mut() {
-        let mut analyze = AnalyzeStage::new(
-            Analyzer::Fallback,
-            "l2.verdicts",
-            "events.dlq",
-            runtime.handle().clone(),
-        );
-        let mut pending = expected.requests.get(p).cloned().unwrap_or_default();
-        while !pending.is_empty() {
-            let verdicts: Vec<Vec<u8>> = run_stage(&mut analyze, "l2.requests", *p, &pending)
-                .into_iter()
-                .filter_map(|r| r.payload)
-                .collect();
-            for v in &verdicts {
-                let v = v_codec.decode(v).unwrap();
-                settled
-                    .verdicts
-                    .entry(v.target_id.clone())
-                    .or_default()
-                    .push(v);
-            }
-            pending = vec![];
-            for r in run_stage(decide, "l2.verdicts", *p, &verdicts) {
-                match r.topic.as_str() {
-                    "accounts.transitions" => {
-                        let t = t_codec.decode(r.payload.as_deref().unwrap()).unwrap();
-                        settled
-                            .transitions
-                            .entry(t.account_id.clone())
-                            .or_default()
-                            .push(t);
-                    }
-                    "l2.requests" => pending.extend(r.payload),
-                    "accounts" => {
-                        let a = a_codec.decode(r.payload.as_deref().unwrap()).unwrap();
-                        settled.accounts.insert(a.account_id.clone(), a);
-                    }
-                    other => panic!("unexpected output topic {other}"),
-                }
-            }
-        }
-    }
-    settled
-}
-
-/// Decodes `values` and groups them by account, keeping their order.
-fn per_account<'a, T>(
-    values: impl Iterator<Item = &'a Vec<u8>>,
-    decode: impl Fn(&[u8]) -> T,
-    account: impl Fn(&T) -> String,
-) -> BTreeMap<String, Vec<T>> {
-    let mut out: BTreeMap<String, Vec<T>> = BTreeMap::new();
-    for v in values {
-        let t = decode(v);
-        out.entry(account(&t)).or_default().push(t);
-    }
-    out
-}
-
-fn uninterrupted(events: &BTreeMap<i32, Vec<&OwnedMessage>>) -> Expected {
-    let topics = DecideTopics::of(&kusanagi_pipeline::config::TopicsConfig::default());
-    let mut expected = Expected {
-        screenings: BTreeMap::new(),
-        transitions: BTreeMap::new(),
-        requests: BTreeMap::new(),
-        accounts: BTreeMap::new(),
-        decides: BTreeMap::new(),
-    };
-    let codec = RecordCodec::<Account>::new();
-    for (&p, messages) in events {
-        let values: Vec<Vec<u8>> = messages
-            .iter()
-            .map(|m| m.payload().unwrap().to_vec())
-            .collect();
-        let mut screen = ScreenStage::new(
-            ScreenConfig::default(),
-            "events",
-            "screenings",
-            "events.dlq",
-            Box::new(NoHistory),
-        );
-        let screenings: Vec<Vec<u8>> = run_stage(&mut screen, "events", p, &values)
-            .into_iter()
-            .filter_map(|r| r.payload)
-            .collect();
-        let mut decide = DecideStage::new(topics.clone(), Box::new(NoHistory));
-        let mut transitions = vec![];
-        let mut requests = vec![];
-        for r in run_stage(&mut decide, "screenings", p, &screenings) {
-            match r.topic.as_str() {
-                "accounts.transitions" => transitions.extend(r.payload),
-                "l2.requests" => requests.extend(r.payload),
-                "accounts" => {
-                    let a = codec.decode(r.payload.as_deref().unwrap()).unwrap();
-                    expected.accounts.insert(a.account_id.clone(), a);
-                }
-                other => panic!("unexpected output topic {other}"),
-            }
-        }
-        expected.decides.insert(p, decide);
-        expected.screenings.insert(p, screenings);
-        expected.transitions.insert(p, transitions);
-        expected.requests.insert(p, requests);
-    }
-    expected
-}
-
-fn values(messages: &BTreeMap<i32, Vec<&OwnedMessage>>) -> BTreeMap<i32, Vec<Vec<u8>>> {
-    messages
-        .iter()
-        .map(|(p, ms)| {
-            (
-                *p,
-                ms.iter().map(|m| m.payload().unwrap().to_vec()).collect(),
-            )
-        })
-        .collect()
-}
-
-fn count(m: &[OwnedMessage], topic: &str) -> usize {
-    m.iter().filter(|m| m.topic() == topic).count()
-}
-
-/// Kills `stage` with SIGKILL and restarts it when its committed progress
-/// passes the next of `kills`.
-fn kill_at(
-    dir: &Path,
-    topology: &Path,
-    stage: &str,
-    child: &mut ChildGuard,
-    seen: i64,
-    kills: &mut Vec<i64>,
-    generation: &mut u32,
-) {
-    if kills.first().is_some_and(|k| seen >= *k) {
-        kills.remove(0);
-        child.kill9();
-        *generation += 1;
-        eprintln!(
-            "[it] SIGKILLed the {stage} stage after it committed {seen} input offsets; restarting it"
-        );
-        *child = kusanagi(
-            dir,
-            &format!("{stage}-{generation}"),
-            topology,
-            &["stage", stage],
-        );
-    }
-}
 
 fn exactly_once_across_sigkills(kind: BrokerKind) {
     let _turn = ONE_AT_A_TIME

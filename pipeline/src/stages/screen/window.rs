@@ -155,6 +155,93 @@ fn own_evidence(event: &GameEvent) -> EvidenceEvent {
     }
 }
 
+/// The window of `event` over its target's retained events from `from`
+/// to `ts` (this event included), and those events, oldest first.
+fn window_of<'a>(
+    target: Option<&'a TargetWindow>,
+    event: &'a GameEvent,
+    from: i64,
+    ts: i64,
+) -> (WindowProfile, Vec<&'a Entry>) {
+    let mut window = WindowProfile {
+        total_received: event.action_details.currency_amount,
+        transaction_count: 1,
+        distinct_senders: 1,
+    };
+    let mut senders: HashSet<&str> = HashSet::from([event.actor_id.as_str()]);
+    let mut members: Vec<&Entry> = Vec::new();
+    if let Some(t) = target {
+        for entry in t
+            .events
+            .range((from, i64::MIN)..=(ts, i64::MAX))
+            .map(|(_, e)| e)
+        {
+            window.total_received = window.total_received.saturating_add(entry.amount);
+            window.transaction_count += 1;
+            senders.insert(&entry.actor_id);
+            members.push(entry);
+        }
+    }
+    window.distinct_senders = i32::try_from(senders.len()).unwrap_or(i32::MAX);
+    (window, members)
+}
+
+/// What a screening carries of its window for the L2 analysis.
+struct Evidence {
+    /// The newest events of the window, this one last.
+    events: Vec<EvidenceEvent>,
+    /// The rules fired anywhere in the window.
+    window_rules: RuleSet,
+    /// The newest events of the window that fired a rule.
+    event_ids: Vec<String>,
+}
+
+/// The evidence of `event`, which fired `rules`, over the window events
+/// `members`. A late event's evidence is itself alone.
+fn evidence(members: &[&Entry], event: &GameEvent, rules: RuleSet, late: bool) -> Evidence {
+    // The newest events of the window, this one last (it is newest by
+    // offset among equal times), for the L2 analysis of a screened event.
+    let events = if rules.is_empty() {
+        vec![]
+    } else if late {
+        vec![own_evidence(event)]
+    } else {
+        let skip = (members.len() + 1).saturating_sub(Screening::MAX_EVIDENCE_EVENTS);
+        let mut newest: Vec<EvidenceEvent> =
+            members.iter().skip(skip).map(|e| e.evidence()).collect();
+        newest.push(own_evidence(event));
+        newest
+    };
+    if late {
+        let own = if rules.is_empty() {
+            vec![]
+        } else {
+            vec![event.event_id.clone()]
+        };
+        return Evidence {
+            events,
+            window_rules: rules,
+            event_ids: own,
+        };
+    }
+    let window_rules = members.iter().fold(rules, |acc, e| acc.union(e.rules));
+    let mut event_ids: Vec<String> = members
+        .iter()
+        .filter(|e| !e.rules.is_empty())
+        .map(|e| e.event_id.to_string())
+        .collect();
+    if !rules.is_empty() {
+        event_ids.push(event.event_id.clone());
+    }
+    let skip = event_ids.len().saturating_sub(Screening::MAX_EVIDENCE);
+    event_ids.drain(..skip);
+    Evidence {
+        events,
+        window_rules,
+        event_ids,
+    }
+}
+
 /// One target's retained events, keyed by (event time, offset).
 #[derive(Debug, Default)]
 struct TargetWindow {
@@ -204,62 +291,13 @@ impl PartitionWindows {
             .is_some_and(|w| ts < w.saturating_sub(self.spec.allowed_lateness_us));
 
         let from = ts.saturating_sub(self.spec.window_us);
-        let mut window = WindowProfile {
-            total_received: event.action_details.currency_amount,
-            transaction_count: 1,
-            distinct_senders: 1,
-        };
-        let mut senders: HashSet<&str> = HashSet::from([event.actor_id.as_str()]);
-        let mut members: Vec<&Entry> = Vec::new();
-        if let Some(t) = target {
-            for entry in t
-                .events
-                .range((from, i64::MIN)..=(ts, i64::MAX))
-                .map(|(_, e)| e)
-            {
-                window.total_received = window.total_received.saturating_add(entry.amount);
-                window.transaction_count += 1;
-                senders.insert(&entry.actor_id);
-                members.push(entry);
-            }
-        }
-        window.distinct_senders = i32::try_from(senders.len()).unwrap_or(i32::MAX);
+        let (window, members) = window_of(target, event, from, ts);
         let rules = evaluate(thresholds, event, &window);
-
-        // The newest events of the window, this one last (it is newest by
-        // offset among equal times), for the L2 analysis of a screened event.
-        let evidence_events = if rules.is_empty() {
-            vec![]
-        } else if late {
-            vec![own_evidence(event)]
-        } else {
-            let skip = (members.len() + 1).saturating_sub(Screening::MAX_EVIDENCE_EVENTS);
-            let mut newest: Vec<EvidenceEvent> =
-                members.iter().skip(skip).map(|e| e.evidence()).collect();
-            newest.push(own_evidence(event));
-            newest
-        };
-        let (window_rules, evidence_event_ids) = if late {
-            let own = if rules.is_empty() {
-                vec![]
-            } else {
-                vec![event.event_id.clone()]
-            };
-            (rules, own)
-        } else {
-            let union = members.iter().fold(rules, |acc, e| acc.union(e.rules));
-            let mut evidence: Vec<String> = members
-                .iter()
-                .filter(|e| !e.rules.is_empty())
-                .map(|e| e.event_id.to_string())
-                .collect();
-            if !rules.is_empty() {
-                evidence.push(event.event_id.clone());
-            }
-            let skip = evidence.len().saturating_sub(Screening::MAX_EVIDENCE);
-            evidence.drain(..skip);
-            (union, evidence)
-        };
+        let Evidence {
+            events: evidence_events,
+            window_rules,
+            event_ids: evidence_event_ids,
+        } = evidence(&members, event, rules, late);
 
         let screening = Screening {
             event_id: event.event_id.clone(),
