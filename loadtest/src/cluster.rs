@@ -5,6 +5,7 @@
 //! (ingest; ingest and screen), started exactly as `kusanagi run` starts them.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::Context;
@@ -13,6 +14,7 @@ use kusanagi_pipeline::config::Topology;
 use kusanagi_pipeline::run::{self, Brokers};
 use kusanagi_pipeline::runtime::{Metrics, RuntimeError, Shutdown};
 use kusanagi_pipeline::stages::registry::StageSpec;
+use kusanagi_pipeline::stages::view::View;
 
 /// Which brokers a run uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +50,8 @@ pub struct Cluster {
     /// `embedded` or `external`.
     pub mode: &'static str,
     shutdown: Shutdown,
+    metrics: Metrics,
+    view: Arc<View>,
     stages: Vec<(&'static StageSpec, JoinHandle<Result<(), RuntimeError>>)>,
     brokers: Option<Brokers>,
     data_dir: Option<PathBuf>,
@@ -68,10 +72,12 @@ impl Cluster {
                 topology.kafka.bootstrap = bootstrap;
                 let settings = topology.kafka_settings(&topology.kafka.bootstrap);
                 Ok(Self {
+                    view: Arc::new(View::new(topology.stages.view.max_versions)),
                     topology,
                     settings,
                     mode: "external",
                     shutdown,
+                    metrics: Metrics::new(),
                     stages: Vec::new(),
                     brokers: None,
                     data_dir: None,
@@ -88,9 +94,11 @@ impl Cluster {
                 topology.embedded_broker.data_dir = data_dir.clone();
                 let mut cluster = Self {
                     settings: KafkaSettings::new(""),
+                    view: Arc::new(View::new(topology.stages.view.max_versions)),
                     topology,
                     mode: "embedded",
                     shutdown,
+                    metrics: Metrics::new(),
                     stages: Vec::new(),
                     brokers: None,
                     data_dir: Some(data_dir),
@@ -102,25 +110,82 @@ impl Cluster {
                 run::prepare_topics(&cluster.topology, &cluster.settings)
                     .await
                     .context("creating the topics")?;
-                let metrics = Metrics::new();
-                let view = std::sync::Arc::new(kusanagi_pipeline::stages::view::View::new(
-                    cluster.topology.stages.view.max_versions,
-                ));
-                let ctx = run::stage_context(
-                    &cluster.topology,
-                    &cluster.settings,
-                    &metrics,
-                    &cluster.shutdown,
-                    &view,
-                );
-                for &spec in stages {
-                    let handle = run::spawn_stage(spec, &ctx)
-                        .with_context(|| format!("starting the {} stage", spec.name))?;
-                    cluster.stages.push((spec, handle));
-                }
+                cluster.start_stages(stages)?;
                 Ok(cluster)
             }
         }
+    }
+
+    /// Starts `stages` here, as `kusanagi run` starts them.
+    ///
+    /// # Panics
+    ///
+    /// When called outside the tokio runtime the stages are to use.
+    pub fn start_stages(&mut self, stages: &[&'static StageSpec]) -> anyhow::Result<()> {
+        let ctx = run::stage_context(
+            &self.topology,
+            &self.settings,
+            &self.metrics,
+            &self.shutdown,
+            &self.view,
+        );
+        for &spec in stages {
+            let handle = run::spawn_stage(spec, &ctx)
+                .with_context(|| format!("starting the {} stage", spec.name))?;
+            self.stages.push((spec, handle));
+        }
+        Ok(())
+    }
+
+    /// The shutdown of the stages started here.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// The view's index the stages started here fill.
+    pub fn view(&self) -> Arc<View> {
+        Arc::clone(&self.view)
+    }
+
+    /// The metrics of the stages started here.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Puts the archive's catalog and tiers in the run's temporary
+    /// directory (embedded), so that a run starts from an empty archive
+    /// and leaves nothing behind.
+    pub fn archive_in_run_dir(&mut self) {
+        if let Some(dir) = &self.data_dir {
+            let at = |name: &str| dir.join("archive").join(name).display().to_string();
+            let archive = &mut self.topology.archive;
+            archive.catalog = at("catalog");
+            archive.hot = at("hot");
+            archive.warm = at("warm");
+            archive.cold = at("cold");
+        }
+    }
+
+    /// The number of partitions of `topic`.
+    pub fn partitions_of(&self, topic: &str) -> anyhow::Result<i32> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = self
+            .settings
+            .reader_config("kusanagi-loadtest-metadata")
+            .create()
+            .context("creating a metadata client")?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
+            .with_context(|| format!("reading the metadata of `{topic}`"))?;
+        let n = metadata
+            .topics()
+            .iter()
+            .map(|t| t.partitions().len())
+            .sum::<usize>();
+        i32::try_from(n)
+            .ok()
+            .filter(|n| *n > 0)
+            .with_context(|| format!("`{topic}` has no partitions"))
     }
 
     /// Whether a stage started here has stopped on its own (a fatal

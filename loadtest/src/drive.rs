@@ -214,7 +214,7 @@ fn now_rfc3339() -> String {
 
 /// The next valid record of `traffic`, counting every record it generates
 /// in `seq` (its event ids end in that count, malformed records included).
-fn next_valid(traffic: &mut Traffic, now: &str, seq: &mut u64) -> Generated {
+pub(crate) fn next_valid(traffic: &mut Traffic, now: &str, seq: &mut u64) -> Generated {
     loop {
         *seq += 1;
         let g = traffic.next_record(now);

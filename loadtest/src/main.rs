@@ -12,11 +12,17 @@
 //! | [`session`] | one run from warm-up to drain |
 //! | [`report`] | the figures, as text on stdout and as JSON |
 //! | [`view`] | `kusanagi-loadtest view`: latest-state lookups over many connections |
+//! | [`drain`] | `kusanagi-loadtest drain`: every stage working off a preloaded backlog |
+//! | [`block`] | `kusanagi-loadtest block`: time from a suspicious trade to a refused withdrawal |
+//! | [`cpu`] | CPU time per thread group, from `/proc` |
 //!
 //! Exit status: 0 when every event was seen exactly once, 1 when some were
 //! missing or duplicated, 2 when the run could not be carried out.
 
+mod block;
 mod cluster;
+mod cpu;
+mod drain;
 mod drive;
 mod ledger;
 mod observe;
@@ -91,10 +97,22 @@ enum Sub {
     /// The state API: `GET /api/v1/accounts/{id}` over many concurrent
     /// connections (`docs/loadtest.md`).
     View(view::ViewArgs),
+    /// How fast every stage works off a backlog: N events preloaded, then
+    /// the stages started (`docs/loadtest.md`).
+    Drain(drain::DrainArgs),
+    /// Time to block: a suspicious trade -> the withdrawal check answers
+    /// 423, over a background load (`docs/loadtest.md`).
+    Block(block::BlockArgs),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Sub::Drain(d)) = &args.command {
+        return run_drain(d);
+    }
+    if let Some(Sub::Block(b)) = &args.command {
+        return run_block(b);
+    }
     if let Some(Sub::View(v)) = &args.command {
         return match view::run(v) {
             Ok(true) => ExitCode::SUCCESS,
@@ -163,6 +181,71 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     let report = published?;
     stopped?;
     Ok(report)
+}
+
+fn run_drain(args: &drain::DrainArgs) -> ExitCode {
+    let result = drain::run(args, &stop_on_ctrl_c()).and_then(|report| {
+        print_and_save(&report, report.to_json(), args.json.as_deref())?;
+        Ok(report)
+    });
+    exit_code("drain", result, |r| r.dead_letters == 0)
+}
+
+fn run_block(args: &block::BlockArgs) -> ExitCode {
+    let result = block::run(args, &stop_on_ctrl_c()).and_then(|report| {
+        print_and_save(&report, report.to_json(), args.json.as_deref())?;
+        Ok(report)
+    });
+    exit_code("block", result, block::BlockReport::passed)
+}
+
+/// A flag that Ctrl-C sets (the run then gives up without a report).
+fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = std::thread::Builder::new()
+        .name("loadtest-signal".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt
+                && rt.block_on(tokio::signal::ctrl_c()).is_ok()
+            {
+                flag.store(true, Ordering::Relaxed);
+            }
+        });
+    stop
+}
+
+/// Prints `report` on stdout and writes `json` to `path`.
+fn print_and_save(
+    report: &dyn std::fmt::Display,
+    json: serde_json::Value,
+    path: Option<&Path>,
+) -> anyhow::Result<()> {
+    println!("{report}");
+    if let Some(path) = path {
+        let text = serde_json::to_string_pretty(&json)? + "\n";
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// 0 when `passed`, 1 when not, 2 when the run failed.
+fn exit_code<R>(
+    command: &str,
+    result: anyhow::Result<R>,
+    passed: impl FnOnce(&R) -> bool,
+) -> ExitCode {
+    match result {
+        Ok(report) if passed(&report) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("kusanagi-loadtest {command}: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Prints the report on stdout and writes its JSON form to `json`.

@@ -183,6 +183,16 @@ impl Metrics {
             .inc_by(n);
     }
 
+    /// Records `stage` consumed from `topic` and committed so far.
+    pub fn records_in_total(&self, stage: &'static str, topic: &str) -> u64 {
+        self.records_in
+            .get_or_create(&StageTopic {
+                stage,
+                topic: topic.to_owned(),
+            })
+            .get()
+    }
+
     /// Records produced by `stage` to `topic` so far.
     pub fn records_out_total(&self, stage: &'static str, topic: &str) -> u64 {
         self.records_out

@@ -1,0 +1,324 @@
+//! `kusanagi-loadtest block`: how long a fraudster's withdrawal still
+//! passes after the trade that should block it.
+//!
+//! In one process, on the embedded broker: every stage `kusanagi run`
+//! starts, and its HTTP API (event intake and the state API) on a free
+//! port. Ordinary trades flow to `events.raw` at `--background-rate` in the
+//! background (the demo's generator, as the rate-based run sends them).
+//! Then, one trial at a time: a suspicious trade for a fresh account (a
+//! price 200 times the market's with payment slang in the chat: rules R3
+//! and R4, which every analyzer keeps blocked) is sent, through Kafka
+//! (`events.raw`, then ingest) or through the HTTP intake (`POST
+//! /api/v1/events`); the clock starts just before the send, and `POST
+//! /api/v1/withdrawals/check` for the account is asked every millisecond
+//! until it answers 423. The first trial warms the path up and is not
+//! counted.
+
+mod report;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use kusanagi_pipeline::api::{Keys, auth};
+use kusanagi_pipeline::config::{KeyConfig, Role, Topology};
+use kusanagi_pipeline::run;
+use kusanagi_pipeline::stages::registry;
+use rand::Rng;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+
+use crate::cluster::{Cluster, Target};
+use crate::drive::Driver;
+use crate::ledger::{Counters, Ledger, RunIds};
+use crate::pacing::Schedule;
+pub use report::BlockReport;
+
+/// How a trial's trade is sent.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// To `events.raw`, through the ingest stage.
+    Kafka,
+    /// `POST /api/v1/events`, straight to `events`.
+    Http,
+}
+
+impl Via {
+    fn as_str(self) -> &'static str {
+        match self {
+            Via::Kafka => "kafka",
+            Via::Http => "http",
+        }
+    }
+}
+
+/// Arguments of `kusanagi-loadtest block`.
+#[derive(clap::Args, Debug)]
+pub struct BlockArgs {
+    /// Ordinary trades per second to `events.raw` meanwhile (0: none).
+    #[arg(long, default_value_t = 5_000)]
+    pub background_rate: u64,
+    /// Trials counted.
+    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u64).range(1..))]
+    pub trials: u64,
+    /// How each suspicious trade is sent.
+    #[arg(long, value_enum, default_value = "kafka")]
+    pub via: Via,
+    /// Milliseconds between one trial's block and the next trade.
+    #[arg(long, default_value_t = 100)]
+    pub pause_ms: u64,
+    /// Seconds a trial may take before it counts as failed.
+    #[arg(long, default_value_t = 10)]
+    pub trial_timeout: u64,
+    /// Topology file (topic names, client and stage settings).
+    #[arg(long, short, env = "KUSANAGI_TOPOLOGY")]
+    pub topology: Option<PathBuf>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Seed of the background generator.
+    #[arg(long, default_value_t = 20_261_124)]
+    pub seed: u64,
+}
+
+/// What the trials need to send and ask.
+struct Trials {
+    via: Via,
+    producer: FutureProducer,
+    raw: String,
+    http: reqwest::Client,
+    base: String,
+    key: String,
+    run: String,
+}
+
+/// The suspicious trade of trial `i`.
+fn trade(run: &str, i: u64) -> (String, String) {
+    let account = format!("{run}-blk-{i:05}");
+    let event = json!({
+        "event_id": format!("{run}-blk-ev-{i:05}"),
+        "timestamp": kusanagi_schemas::EventTime::from(chrono::Utc::now()).to_rfc3339(),
+        "event_type": "TRADE",
+        "actor_id": format!("{run}-mule-{i:05}"),
+        "target_id": account,
+        "action_details": {"currency_amount": 1_000_000, "item_id": "gem-pack", "market_avg_price": 5_000},
+        "context_metadata": {"actor_level": 3, "account_age_days": 2, "recent_chat_log": "1000k gems, PayPal ok?"},
+    });
+    (account, event.to_string())
+}
+
+impl Trials {
+    /// Sends trial `i`'s trade and asks until the account is blocked;
+    /// `None` when `timeout` passed first.
+    async fn one(&self, i: u64, timeout: Duration) -> anyhow::Result<Option<Duration>> {
+        let (account, event) = trade(&self.run, i);
+        let started = Instant::now();
+        let delivery = match self.via {
+            Via::Kafka => {
+                let record = FutureRecord::to(&self.raw).key(&account).payload(&event);
+                Some(
+                    self.producer
+                        .send_result(record)
+                        .map_err(|(e, _)| e)
+                        .context("handing the trade to the producer")?,
+                )
+            }
+            Via::Http => {
+                let status = self
+                    .http
+                    .post(format!("{}/api/v1/events", self.base))
+                    .header("X-API-KEY", &self.key)
+                    .header("content-type", "application/json")
+                    .body(event)
+                    .send()
+                    .await
+                    .context("POST /api/v1/events")?
+                    .status();
+                if !status.is_success() {
+                    bail!("POST /api/v1/events answered {status}");
+                }
+                None
+            }
+        };
+        let body = json!({ "account_id": account }).to_string();
+        let blocked = loop {
+            let status = self
+                .http
+                .post(format!("{}/api/v1/withdrawals/check", self.base))
+                .header("X-API-KEY", &self.key)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .context("POST /api/v1/withdrawals/check")?
+                .status();
+            if status.as_u16() == 423 {
+                break Some(started.elapsed());
+            }
+            if !status.is_success() {
+                bail!("the withdrawal check answered {status}");
+            }
+            if started.elapsed() > timeout {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        if let Some(d) = delivery {
+            d.await
+                .context("the trade's delivery")?
+                .map_err(|(e, _)| e)
+                .context("the brokers refused the trade")?;
+        }
+        Ok(blocked)
+    }
+}
+
+/// Runs the trials; `stop` (Ctrl-C) gives up early.
+pub fn run(args: &BlockArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<BlockReport> {
+    let mut topology = match &args.topology {
+        Some(p) => Topology::load(p)?,
+        None => Topology::default_with_env()?,
+    };
+    topology.http.listen = "127.0.0.1:0".into();
+    let ids = RunIds::fresh();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut cluster = rt.block_on(Cluster::start(topology, Target::Embedded, ids.run(), &[]))?;
+    cluster.archive_in_run_dir();
+    let stages = registry::enabled(&cluster.topology);
+    let key: String = {
+        let bytes: [u8; 24] = rand::rng().random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let keys = Keys::load(
+        &cluster.topology.http.auth,
+        vec![KeyConfig {
+            name: "loadtest".into(),
+            sha256: auth::hash_key(&key),
+            roles: vec![Role::Admin],
+            tenant: None,
+        }],
+    )?;
+    let addr = {
+        let _in_runtime = rt.enter();
+        cluster.start_stages(&stages)?;
+        let (addr, _server) = rt.block_on(run::serve_http(
+            &cluster.topology,
+            &cluster.settings,
+            cluster.metrics(),
+            cluster.shutdown(),
+            Arc::new(keys),
+            true,
+            Some(cluster.view()),
+        ))?;
+        addr
+    };
+    let trials = Trials {
+        via: args.via,
+        producer: cluster
+            .settings
+            .producer_config()
+            .create()
+            .context("creating the producer")?,
+        raw: cluster.topology.topics.raw.clone(),
+        http: reqwest::Client::new(),
+        base: format!("http://{addr}"),
+        key,
+        run: ids.run().to_owned(),
+    };
+
+    let background_stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(Counters::default());
+    let background = if args.background_rate > 0 {
+        let mut driver = Driver::new(
+            &cluster.settings,
+            &cluster.topology.topics.raw,
+            &ids,
+            args.seed,
+            Arc::new(Ledger::new()),
+            counters.clone(),
+        )?;
+        let schedule = Schedule::new(args.background_rate, Duration::from_secs(24 * 3600));
+        let stop = background_stop.clone();
+        Some(
+            std::thread::Builder::new()
+                .name("loadtest-background".into())
+                .spawn(move || driver.run(schedule, &stop).map(|s| (driver, s)))?,
+        )
+    } else {
+        None
+    };
+    eprintln!(
+        "block: {} background events/s; {} trials through {}",
+        args.background_rate,
+        args.trials,
+        args.via.as_str()
+    );
+
+    let measured = rt.block_on(trial_loop(&trials, args, &cluster, stop));
+    background_stop.store(true, Ordering::Relaxed);
+    let background_sent = match background.map(|h| h.join()) {
+        Some(Ok(Ok((driver, sending)))) => {
+            drop(driver.finish(Duration::from_secs(10)));
+            Some(sending)
+        }
+        Some(Ok(Err(e))) => return Err(e.context("the background sender")),
+        Some(Err(_)) => bail!("the background sender panicked"),
+        None => None,
+    };
+    let stopped = rt.block_on(cluster.stop());
+    let (latencies, failed) = measured?;
+    stopped?;
+    Ok(BlockReport::new(
+        ids.run(),
+        args.via.as_str(),
+        args.background_rate,
+        background_sent,
+        &latencies,
+        failed,
+    ))
+}
+
+/// The warm-up trial, then `args.trials` counted ones: (latencies in
+/// microseconds, trials that timed out).
+async fn trial_loop(
+    trials: &Trials,
+    args: &BlockArgs,
+    cluster: &Cluster,
+    stop: &AtomicBool,
+) -> anyhow::Result<(Histogram<u64>, u64)> {
+    let mut latencies = Histogram::<u64>::new(3).context("a latency histogram")?;
+    let mut failed = 0;
+    if trials.one(0, Duration::from_secs(60)).await?.is_none() {
+        bail!("the warm-up trade was not blocked within 60 s");
+    }
+    for i in 1..=args.trials {
+        if stop.load(Ordering::Relaxed) {
+            bail!("interrupted");
+        }
+        if cluster.stage_stopped() {
+            bail!("a stage stopped on its own; see its log above");
+        }
+        tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
+        match trials
+            .one(i, Duration::from_secs(args.trial_timeout))
+            .await?
+        {
+            Some(d) => latencies.record(d.as_micros() as u64)?,
+            None => failed += 1,
+        }
+        if i % 25 == 0 {
+            eprintln!(
+                "block: {i} trials, median so far {:.1} ms",
+                latencies.value_at_quantile(0.5) as f64 / 1e3
+            );
+        }
+    }
+    Ok((latencies, failed))
+}
