@@ -30,9 +30,15 @@ impl Snapshot {
                 continue;
             };
             if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat"))
-                && let Some(parsed) = parse_stat(&stat)
+                && let Some((name, ticks)) = parse_stat(&stat)
             {
-                threads.insert(tid, parsed);
+                // The main thread bears the program's name, whatever it is.
+                let name = if tid == std::process::id() {
+                    "loadtest-main".to_owned()
+                } else {
+                    name
+                };
+                threads.insert(tid, (name, ticks));
             }
         }
         Self { threads }
@@ -77,7 +83,7 @@ fn group_of(name: &str) -> String {
     if name.starts_with("tokio-") {
         return "async runtime".into();
     }
-    if name.starts_with("loadtest") || name == "kusanagi-loadte" {
+    if name.starts_with("loadtest") {
         return "load test".into();
     }
     name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-' || c == '_')

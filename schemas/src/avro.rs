@@ -81,6 +81,9 @@ impl GameEventCodec {
 
     /// Decodes a single object written with any known schema into a GameEvent.
     pub fn decode(&self, bytes: &[u8]) -> Result<GameEvent, CodecError> {
+        if bytes.len() >= HEADER_LEN && bytes[..HEADER_LEN] == self.header {
+            return fast_decode(&bytes[HEADER_LEN..]);
+        }
         let value = self.decode_value(bytes, game_event_v1())?;
         from_value(value)
     }
@@ -295,6 +298,76 @@ fn shape(name: &str, expected: &str, found: &Value) -> CodecError {
     ))
 }
 
+/// GameEvent v1 laid out as its Avro datum, for the fast decoder.
+#[derive(serde::Deserialize)]
+struct AvroEvent {
+    event_id: String,
+    timestamp: i64,
+    event_type: String,
+    actor_id: String,
+    target_id: String,
+    action_details: AvroAction,
+    context_metadata: AvroContext,
+    tenant_id: String,
+}
+
+#[derive(serde::Deserialize)]
+struct AvroAction {
+    currency_amount: i64,
+    item_id: Option<String>,
+    market_avg_price: Option<i64>,
+}
+
+#[derive(serde::Deserialize)]
+struct AvroContext {
+    actor_level: i32,
+    account_age_days: i32,
+    recent_chat_log: Option<String>,
+}
+
+fn fast_v1() -> &'static serde_avro_fast::Schema {
+    static SCHEMA: OnceLock<serde_avro_fast::Schema> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        GAME_EVENT_V1_AVSC
+            .parse()
+            .expect("the shipped GameEvent v1 schema is valid")
+    })
+}
+
+/// A v1 datum read straight into a GameEvent (serde_avro_fast: no `Value`
+/// tree, no schema resolution per record); trailing bytes are an error.
+fn fast_decode(body: &[u8]) -> Result<GameEvent, CodecError> {
+    use serde::Deserialize;
+    let mut state = serde_avro_fast::de::DeserializerState::from_reader(body, fast_v1());
+    let e = AvroEvent::deserialize(state.deserializer())
+        .map_err(|e| CodecError::Avro(format!("GameEvent: {e}")))?;
+    let rest = state.into_reader().into_inner();
+    if !rest.is_empty() {
+        return Err(CodecError::Avro(format!(
+            "{} trailing bytes after the datum",
+            rest.len()
+        )));
+    }
+    Ok(GameEvent {
+        event_id: e.event_id,
+        timestamp: EventTime::from_micros(e.timestamp),
+        event_type: e.event_type,
+        actor_id: e.actor_id,
+        target_id: e.target_id,
+        action_details: ActionDetails {
+            currency_amount: e.action_details.currency_amount,
+            item_id: e.action_details.item_id,
+            market_avg_price: e.action_details.market_avg_price,
+        },
+        context_metadata: ContextMetadata {
+            actor_level: e.context_metadata.actor_level,
+            account_age_days: e.context_metadata.account_age_days,
+            recent_chat_log: e.context_metadata.recent_chat_log,
+        },
+        tenant_id: e.tenant_id,
+    })
+}
+
 fn from_value(value: Value) -> Result<GameEvent, CodecError> {
     let mut f = Fields::of(value, "GameEvent")?;
     let mut a = Fields::of(f.take("action_details")?, "action_details")?;
@@ -361,6 +434,28 @@ mod tests {
         for e in [sample(), bare] {
             let reference = apache_avro::to_avro_datum(game_event_v1(), to_value(&e)).unwrap();
             assert_eq!(&codec.encode(&e)[HEADER_LEN..], &reference[..]);
+        }
+    }
+
+    #[test]
+    fn the_fast_decoder_reads_what_the_value_path_reads() {
+        let codec = GameEventCodec::new();
+        let mut bare = sample();
+        bare.action_details.item_id = None;
+        bare.action_details.market_avg_price = Some(7);
+        bare.context_metadata.recent_chat_log = None;
+        bare.event_type = String::new();
+        for e in [sample(), bare] {
+            let bytes = codec.encode(&e);
+            let tree = codec.decode_value(&bytes, game_event_v1()).unwrap();
+            assert_eq!(fast_decode(&bytes[HEADER_LEN..]).unwrap(), e);
+            assert_eq!(from_value(tree).unwrap(), e);
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(codec.decode(&longer).is_err(), "a trailing byte");
+            for cut in HEADER_LEN..bytes.len() {
+                assert!(codec.decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
         }
     }
 

@@ -53,6 +53,8 @@ pub trait AvroRecord: Serialize + DeserializeOwned {
     const NAME: &'static str;
     /// The parsed schema (parsed once).
     fn schema() -> &'static Schema;
+    /// The same schema for the fast decoder (parsed once).
+    fn fast_schema() -> &'static serde_avro_fast::Schema;
     /// Earlier versions of the schema that data may still be written with
     /// (records on a topic from before an upgrade, or from a copy not yet
     /// upgraded), by fingerprint: read and resolved to [`Self::schema`].
@@ -68,6 +70,16 @@ macro_rules! avro_record {
                 static SCHEMA: OnceLock<Schema> = OnceLock::new();
                 SCHEMA.get_or_init(|| {
                     Schema::parse_str($avsc).expect(concat!(
+                        "the shipped ",
+                        $name,
+                        " schema is valid"
+                    ))
+                })
+            }
+            fn fast_schema() -> &'static serde_avro_fast::Schema {
+                static SCHEMA: OnceLock<serde_avro_fast::Schema> = OnceLock::new();
+                SCHEMA.get_or_init(|| {
+                    $avsc.parse().expect(concat!(
                         "the shipped ",
                         $name,
                         " schema is valid"
@@ -168,11 +180,11 @@ impl<T: AvroRecord> RecordCodec<T> {
             Some(schema)
         };
         let mut body = &bytes[HEADER_LEN..];
-        let value = match writer {
-            None => apache_avro::from_avro_datum(T::schema(), &mut body, None)?,
-            // An earlier version: read with it, resolved to ours.
-            Some(w) => apache_avro::from_avro_datum(w, &mut body, Some(T::schema()))?,
+        let Some(writer) = writer else {
+            return fast_decode::<T>(body);
         };
+        // An earlier version: read with it, resolved to ours.
+        let value = apache_avro::from_avro_datum(writer, &mut body, Some(T::schema()))?;
         if !body.is_empty() {
             return Err(CodecError::Avro(format!(
                 "{} trailing bytes after the datum",
@@ -182,6 +194,23 @@ impl<T: AvroRecord> RecordCodec<T> {
         apache_avro::from_value::<T>(&value)
             .map_err(|e| CodecError::Shape(format!("{}: {e}", T::NAME)))
     }
+}
+
+/// A datum of `T`'s own schema, read straight into `T` (serde_avro_fast: no
+/// `Value` tree, no schema resolution per record); trailing bytes are an
+/// error.
+fn fast_decode<T: AvroRecord>(body: &[u8]) -> Result<T, CodecError> {
+    let mut state = serde_avro_fast::de::DeserializerState::from_reader(body, T::fast_schema());
+    let record = T::deserialize(state.deserializer())
+        .map_err(|e| CodecError::Avro(format!("{}: {e}", T::NAME)))?;
+    let rest = state.into_reader().into_inner();
+    if !rest.is_empty() {
+        return Err(CodecError::Avro(format!(
+            "{} trailing bytes after the datum",
+            rest.len()
+        )));
+    }
+    Ok(record)
 }
 
 /// Serde of an [`EventTime`](crate::EventTime) as Avro `timestamp-micros`
@@ -215,6 +244,21 @@ mod tests {
         let bytes = codec.encode(&value);
         assert_eq!(&bytes[..2], &[0xC3, 0x01]);
         assert_eq!(codec.decode(&bytes).unwrap(), value);
+        // The fast decoder reads what apache-avro's `Value` path reads.
+        let mut body = &bytes[HEADER_LEN..];
+        let tree = apache_avro::from_avro_datum(T::schema(), &mut body, None).unwrap();
+        assert_eq!(apache_avro::from_value::<T>(&tree).unwrap(), value);
+        // A byte too many or too few is an error, not a panic.
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(codec.decode(&longer).is_err(), "{}: trailing byte", T::NAME);
+        for cut in HEADER_LEN..bytes.len() {
+            assert!(
+                codec.decode(&bytes[..cut]).is_err(),
+                "{}: cut at {cut}",
+                T::NAME
+            );
+        }
     }
 
     pub(crate) fn evidence() -> Vec<crate::screening::EvidenceEvent> {

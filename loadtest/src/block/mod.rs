@@ -111,6 +111,27 @@ fn trade(run: &str, i: u64) -> (String, String) {
 }
 
 impl Trials {
+    /// Waits until the state API can answer (`/healthz/ready`: the view
+    /// has caught up with the account topics).
+    async fn wait_until_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let ready = self
+                .http
+                .get(format!("{}/healthz/ready", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return Ok(());
+            }
+            if started.elapsed() > timeout {
+                bail!("the state API was not ready within {} s", timeout.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends trial `i`'s trade and asks until the account is blocked;
     /// `None` when `timeout` passed first.
     async fn one(&self, i: u64, timeout: Duration) -> anyhow::Result<Option<Duration>> {
@@ -158,7 +179,8 @@ impl Trials {
             if status.as_u16() == 423 {
                 break Some(started.elapsed());
             }
-            if !status.is_success() {
+            // 503: this copy's view is catching up (a restart); ask again.
+            if !status.is_success() && status.as_u16() != 503 {
                 bail!("the withdrawal check answered {status}");
             }
             if started.elapsed() > timeout {
@@ -295,6 +317,7 @@ async fn trial_loop(
 ) -> anyhow::Result<(Histogram<u64>, u64)> {
     let mut latencies = Histogram::<u64>::new(3).context("a latency histogram")?;
     let mut failed = 0;
+    trials.wait_until_ready(Duration::from_secs(60)).await?;
     if trials.one(0, Duration::from_secs(60)).await?.is_none() {
         bail!("the warm-up trade was not blocked within 60 s");
     }
