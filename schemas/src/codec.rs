@@ -152,7 +152,9 @@ impl<T: AvroRecord> RecordCodec<T> {
     pub fn encode(&self, record: &T) -> Vec<u8> {
         // apache-avro's schema-aware serde writer, straight into the
         // buffer: no `Value` tree. It does not resolve named references,
-        // so each shipped schema names every type once.
+        // so each shipped schema names every type once. (serde_avro_fast's
+        // writer, as fast, writes a sequence of unknown length one block
+        // per item: valid Avro, but other bytes than every earlier record.)
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(&self.header);
         apache_avro::write_avro_datum_ref(T::schema(), record, &mut out)

@@ -35,12 +35,21 @@ impl PartitionKey {
     /// checks, can make one) is filed under `1970-01-01`, hour `00`; the
     /// row keeps its own time.
     pub fn of(table: Table, tenant: &str, event_time_us: i64) -> Self {
+        use chrono::{Datelike, Timelike};
         let t = chrono::DateTime::from_timestamp_micros(event_time_us).unwrap_or_default();
+        // What `%Y-%m-%d` prints, without parsing a format string per row
+        // (a twentieth of the archive stage's CPU); `%Y` adds a sign
+        // outside years 0-9999.
+        let dt = if (0..=9999).contains(&t.year()) {
+            format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day())
+        } else {
+            t.format("%Y-%m-%d").to_string()
+        };
         Self {
             table,
             tenant: tenant.to_owned(),
-            dt: t.format("%Y-%m-%d").to_string(),
-            hour: chrono::Timelike::hour(&t) as u8,
+            dt,
+            hour: t.hour() as u8,
         }
     }
 
@@ -95,6 +104,20 @@ pub fn escape(tenant: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_day_is_what_strftime_prints_in_every_year() {
+        const YEAR_US: i64 = 31_556_952_000_000;
+        let times = (-3_000..12_000i64)
+            .step_by(7)
+            .map(|y| (y - 1970) * YEAR_US + 12_345_678_901)
+            .chain([0, -1, i64::MAX, i64::MIN]);
+        for us in times {
+            let t = chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();
+            let k = PartitionKey::of(Table::Events, "t", us);
+            assert_eq!(k.dt, t.format("%Y-%m-%d").to_string(), "{us}");
+        }
+    }
 
     #[test]
     fn paths_are_hive_style_by_utc_event_time() {

@@ -35,7 +35,11 @@
 //! it is not counted again and gets no second screening. Deduplication
 //! reaches as far back as the state does.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+// foldhash: the window code hashes ids on every event; SipHash was a
+// sixth of the stage's CPU. Its seeds are random per process.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 
 use kusanagi_schemas::{
@@ -168,7 +172,8 @@ fn window_of<'a>(
         transaction_count: 1,
         distinct_senders: 1,
     };
-    let mut senders: HashSet<&str> = HashSet::from([event.actor_id.as_str()]);
+    let mut senders: HashSet<&str> = HashSet::with_capacity(8);
+    senders.insert(event.actor_id.as_str());
     let mut members: Vec<&Entry> = Vec::new();
     if let Some(t) = target {
         for entry in t
