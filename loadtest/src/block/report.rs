@@ -2,8 +2,9 @@
 //!
 //! Time to block: the send of the suspicious trade (hand-over to the
 //! producer, or the start of `POST /api/v1/events`) -> the first
-//! withdrawal check that answers 423; the checks are 1 ms apart, so a
-//! figure is at most about 1 ms late.
+//! withdrawal check that answers 423; a check is asked 1 ms after the
+//! previous one answered, so a figure is at most about 1.5 ms late on
+//! loopback.
 
 use std::fmt;
 
