@@ -35,6 +35,16 @@ pub struct Deliveries {
     first_error: Mutex<Option<String>>,
 }
 
+impl Deliveries {
+    /// Records the brokers refused so far, and the first error.
+    pub fn failures(&self) -> (u64, Option<String>) {
+        (
+            self.failed.load(Ordering::Relaxed),
+            self.first_error.lock().expect("error lock").clone(),
+        )
+    }
+}
+
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {

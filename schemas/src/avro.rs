@@ -338,14 +338,15 @@ fn fast_v1() -> &'static serde_avro_fast::Schema {
 /// tree, no schema resolution per record); trailing bytes are an error.
 fn fast_decode(body: &[u8]) -> Result<GameEvent, CodecError> {
     use serde::Deserialize;
-    let mut state = serde_avro_fast::de::DeserializerState::from_reader(body, fast_v1());
+    // From the slice: a length past the end of the record is an error at
+    // once, before anything is allocated for it.
+    let mut state = serde_avro_fast::de::DeserializerState::from_slice(body, fast_v1());
     let e = AvroEvent::deserialize(state.deserializer())
         .map_err(|e| CodecError::Avro(format!("GameEvent: {e}")))?;
-    let rest = state.into_reader().into_inner();
-    if !rest.is_empty() {
+    let rest = std::io::BufRead::fill_buf(&mut state.into_reader()).map_or(0, <[u8]>::len);
+    if rest > 0 {
         return Err(CodecError::Avro(format!(
-            "{} trailing bytes after the datum",
-            rest.len()
+            "{rest} trailing bytes after the datum"
         )));
     }
     Ok(GameEvent {
@@ -457,6 +458,15 @@ mod tests {
                 assert!(codec.decode(&bytes[..cut]).is_err(), "cut at {cut}");
             }
         }
+    }
+
+    #[test]
+    fn a_length_past_the_end_is_an_error_without_allocating_it() {
+        let codec = GameEventCodec::new();
+        let mut bytes = codec.encode(&sample())[..HEADER_LEN].to_vec();
+        // event_id: a string of 2^28 bytes, then nothing.
+        bytes.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x02]);
+        assert!(codec.decode(&bytes).is_err());
     }
 
     #[test]

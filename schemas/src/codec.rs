@@ -202,14 +202,15 @@ impl<T: AvroRecord> RecordCodec<T> {
 /// `Value` tree, no schema resolution per record); trailing bytes are an
 /// error.
 fn fast_decode<T: AvroRecord>(body: &[u8]) -> Result<T, CodecError> {
-    let mut state = serde_avro_fast::de::DeserializerState::from_reader(body, T::fast_schema());
+    // From the slice: a length past the end of the record is an error at
+    // once, before anything is allocated for it.
+    let mut state = serde_avro_fast::de::DeserializerState::from_slice(body, T::fast_schema());
     let record = T::deserialize(state.deserializer())
         .map_err(|e| CodecError::Avro(format!("{}: {e}", T::NAME)))?;
-    let rest = state.into_reader().into_inner();
-    if !rest.is_empty() {
+    let rest = std::io::BufRead::fill_buf(&mut state.into_reader()).map_or(0, <[u8]>::len);
+    if rest > 0 {
         return Err(CodecError::Avro(format!(
-            "{} trailing bytes after the datum",
-            rest.len()
+            "{rest} trailing bytes after the datum"
         )));
     }
     Ok(record)

@@ -10,8 +10,8 @@
 //! and R4, which every analyzer keeps blocked) is sent, through Kafka
 //! (`events.raw`, then ingest) or through the HTTP intake (`POST
 //! /api/v1/events`); the clock starts just before the send, and `POST
-//! /api/v1/withdrawals/check` for the account is asked every millisecond
-//! until it answers 423. The first trial warms the path up and is not
+//! /api/v1/withdrawals/check` for the account is asked again 1 ms after
+//! each answer until it refuses the withdrawal (423, or 403 if banned). The first trial warms the path up and is not
 //! counted.
 
 mod report;
@@ -176,7 +176,8 @@ impl Trials {
                 .await
                 .context("POST /api/v1/withdrawals/check")?
                 .status();
-            if status.as_u16() == 423 {
+            // 423 restricted; 403 banned (an analyzer may ban at once).
+            if matches!(status.as_u16(), 423 | 403) {
                 break Some(started.elapsed());
             }
             // 503: this copy's view is catching up (a restart); ask again.
@@ -249,7 +250,11 @@ pub fn run(args: &BlockArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<BlockRepo
             .create()
             .context("creating the producer")?,
         raw: cluster.topology.topics.raw.clone(),
-        http: reqwest::Client::new(),
+        // A stuck connection fails the run instead of hanging it.
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .context("creating the HTTP client")?,
         base: format!("http://{addr}"),
         key,
         run: ids.run().to_owned(),

@@ -2,9 +2,10 @@
 //!
 //! Time to block: the send of the suspicious trade (hand-over to the
 //! producer, or the start of `POST /api/v1/events`) -> the first
-//! withdrawal check that answers 423; a check is asked 1 ms after the
-//! previous one answered, so a figure is at most about 1.5 ms late on
-//! loopback.
+//! withdrawal check that refuses (423, or 403 if banned). A check is
+//! asked 1 ms after the previous one answered, so a figure can be late by
+//! one check's round trip plus the sleep: 1-2 ms on an idle loopback, more
+//! under load.
 
 use std::fmt;
 

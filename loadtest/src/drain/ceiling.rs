@@ -14,6 +14,7 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Preload;
+use crate::drive::Deliveries;
 
 /// The scratch topic.
 pub const TOPIC: &str = "loadtest.ceiling";
@@ -60,9 +61,9 @@ pub fn produce_all(
     topic: &str,
     records: &Preload,
 ) -> anyhow::Result<f64> {
-    let producer: ThreadedProducer<_> = settings
+    let producer: ThreadedProducer<Deliveries> = settings
         .producer_config()
-        .create()
+        .create_with_context(Deliveries::default())
         .context("creating the producer")?;
     let started = Instant::now();
     for (key, json) in &records.records {
@@ -86,7 +87,14 @@ pub fn produce_all(
     producer
         .flush(Duration::from_secs(120))
         .context("waiting for the acknowledgements")?;
-    Ok(started.elapsed().as_secs_f64())
+    let seconds = started.elapsed().as_secs_f64();
+    if let (failed @ 1.., first) = producer.context().failures() {
+        bail!(
+            "{failed} records to `{topic}` were not delivered; the first: {}",
+            first.unwrap_or_default()
+        );
+    }
+    Ok(seconds)
 }
 
 /// Reads `n` records of `topic` from the start, `read_committed`; returns

@@ -126,6 +126,12 @@ pub fn run(args: &DrainArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<DrainRepo
 
     let stages = registry::enabled(&cluster.topology);
     let names: Vec<&str> = stages.iter().map(|s| s.name).collect();
+    if let Some((missing, _)) = milestones(&cluster.topology)
+        .into_iter()
+        .find(|(stage, _)| !names.contains(stage))
+    {
+        bail!("the drain measures the {missing} stage, which the topology disables");
+    }
     eprintln!("drain: starting the stages ({})", names.join(", "));
     let cpu_before = Snapshot::take();
     let started = Instant::now();

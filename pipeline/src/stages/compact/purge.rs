@@ -238,7 +238,10 @@ pub async fn purge(
     let mut state = Purging::Requested;
     loop {
         state = state.advance(&mut run).await?;
-        if let Some(step) = state.step() {
+        // `Marked` again after a conflict is no new step.
+        if let Some(step) = state.step()
+            && !(step == Step::Marked && run.conflicts > 0)
+        {
             at(step);
         }
         if let Some(report) = state.report() {
