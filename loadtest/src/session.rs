@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
-use crate::drive::{Driver, Sending};
+use crate::drive::{Delivered, Driver, Sending};
 use crate::ledger::{Counters, Ledger, RunIds};
-use crate::observe::{self, Watch};
+use crate::observe::{self, Observed, Watch};
 use crate::pacing::Schedule;
 use crate::report::{LatencySummary, Report};
 
@@ -73,23 +73,7 @@ pub fn run(
         counters.clone(),
     )?;
 
-    eprintln!(
-        "loadtest: {} brokers at {}; warming up (at least {} s) until events flow from `{}` to `{}`",
-        cluster.mode,
-        cluster.settings.bootstrap,
-        plan.warm_up.as_secs(),
-        topics.raw,
-        watched
-    );
-    let warm = Instant::now();
-    let probes = driver.warm_up(plan.warm_up, WARM_UP_TIMEOUT, stop)?;
-    let schedule = Schedule::new(plan.rate, plan.duration);
-    eprintln!(
-        "loadtest: warm-up done in {:.1} s ({probes} probes); sending {} events at {} events/s",
-        warm.elapsed().as_secs_f64(),
-        schedule.total,
-        schedule.rate
-    );
+    let schedule = warm_up(cluster, &mut driver, plan, watched, stop)?;
 
     let started = Instant::now();
     let mut status = Status::new(started);
@@ -118,18 +102,7 @@ pub fn run(
     let observed = observer
         .join()
         .map_err(|_| anyhow::anyhow!("the observer thread panicked"))?;
-    if let Some(e) = &delivered.first_error {
-        eprintln!(
-            "loadtest: {} records not delivered; first error: {e}",
-            delivered.failed
-        );
-    }
-    if observed.undecodable > 0 {
-        eprintln!(
-            "loadtest: {} records of `{}` could not be decoded",
-            observed.undecodable, watched
-        );
-    }
+    warn_of_losses(&delivered, &observed, watched);
 
     Ok(Report {
         run: ids.run().to_owned(),
@@ -152,6 +125,51 @@ pub fn run(
         latency: LatencySummary::of(&observed.latency_us),
         cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     })
+}
+
+/// Warms the path up (see [`Driver::warm_up`]); returns the schedule of
+/// the measured events.
+fn warm_up(
+    cluster: &Cluster,
+    driver: &mut Driver,
+    plan: &Plan,
+    watched: &str,
+    stop: &AtomicBool,
+) -> anyhow::Result<Schedule> {
+    eprintln!(
+        "loadtest: {} brokers at {}; warming up (at least {} s) until events flow from `{}` to `{}`",
+        cluster.mode,
+        cluster.settings.bootstrap,
+        plan.warm_up.as_secs(),
+        cluster.topology.topics.raw,
+        watched
+    );
+    let warm = Instant::now();
+    let probes = driver.warm_up(plan.warm_up, WARM_UP_TIMEOUT, stop)?;
+    let schedule = Schedule::new(plan.rate, plan.duration);
+    eprintln!(
+        "loadtest: warm-up done in {:.1} s ({probes} probes); sending {} events at {} events/s",
+        warm.elapsed().as_secs_f64(),
+        schedule.total,
+        schedule.rate
+    );
+    Ok(schedule)
+}
+
+/// Says on stderr what was not delivered or could not be decoded.
+fn warn_of_losses(delivered: &Delivered, observed: &Observed, watched: &str) {
+    if let Some(e) = &delivered.first_error {
+        eprintln!(
+            "loadtest: {} records not delivered; first error: {e}",
+            delivered.failed
+        );
+    }
+    if observed.undecodable > 0 {
+        eprintln!(
+            "loadtest: {} records of `{}` could not be decoded",
+            observed.undecodable, watched
+        );
+    }
 }
 
 /// Sends on `schedule` from a thread of its own, printing the status

@@ -32,7 +32,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
 use crate::cluster::{Cluster, Target};
-use crate::drive::Driver;
+use crate::drive::{Driver, Sending};
 use crate::ledger::{Counters, Ledger, RunIds};
 use crate::pacing::Schedule;
 pub use report::BlockReport;
@@ -214,34 +214,7 @@ pub fn run(args: &BlockArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<BlockRepo
         .context("starting the async runtime")?;
     let mut cluster = rt.block_on(Cluster::start(topology, Target::Embedded, ids.run(), &[]))?;
     cluster.archive_in_run_dir();
-    let stages = registry::enabled(&cluster.topology);
-    let key: String = {
-        let bytes: [u8; 24] = rand::rng().random();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    };
-    let keys = Keys::load(
-        &cluster.topology.http.auth,
-        vec![KeyConfig {
-            name: "loadtest".into(),
-            sha256: auth::hash_key(&key),
-            roles: vec![Role::Admin],
-            tenant: None,
-        }],
-    )?;
-    let addr = {
-        let _in_runtime = rt.enter();
-        cluster.start_stages(&stages)?;
-        let (addr, _server) = rt.block_on(run::serve_http(
-            &cluster.topology,
-            &cluster.settings,
-            cluster.metrics(),
-            cluster.shutdown(),
-            Arc::new(keys),
-            true,
-            Some(cluster.view()),
-        ))?;
-        addr
-    };
+    let (addr, key) = start_pipeline(&rt, &mut cluster)?;
     let trials = Trials {
         via: args.via,
         producer: cluster
@@ -261,26 +234,9 @@ pub fn run(args: &BlockArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<BlockRepo
     };
 
     let background_stop = Arc::new(AtomicBool::new(false));
-    let counters = Arc::new(Counters::default());
-    let background = if args.background_rate > 0 {
-        let mut driver = Driver::new(
-            &cluster.settings,
-            &cluster.topology.topics.raw,
-            &ids,
-            args.seed,
-            Arc::new(Ledger::new()),
-            counters.clone(),
-        )?;
-        let schedule = Schedule::new(args.background_rate, Duration::from_secs(24 * 3600));
-        let stop = background_stop.clone();
-        Some(
-            std::thread::Builder::new()
-                .name("loadtest-background".into())
-                .spawn(move || driver.run(schedule, &stop).map(|s| (driver, s)))?,
-        )
-    } else {
-        None
-    };
+    let background = (args.background_rate > 0)
+        .then(|| start_background(&cluster, &ids, args, &background_stop))
+        .transpose()?;
     eprintln!(
         "block: {} background events/s; {} trials through {}",
         args.background_rate,
@@ -310,6 +266,65 @@ pub fn run(args: &BlockArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<BlockRepo
         &latencies,
         failed,
     ))
+}
+
+/// Starts every stage of the topology and the HTTP API with a fresh admin
+/// key; returns the API's address and the key.
+fn start_pipeline(
+    rt: &tokio::runtime::Runtime,
+    cluster: &mut Cluster,
+) -> anyhow::Result<(std::net::SocketAddr, String)> {
+    let stages = registry::enabled(&cluster.topology);
+    let key: String = {
+        let bytes: [u8; 24] = rand::rng().random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let keys = Keys::load(
+        &cluster.topology.http.auth,
+        vec![KeyConfig {
+            name: "loadtest".into(),
+            sha256: auth::hash_key(&key),
+            roles: vec![Role::Admin],
+            tenant: None,
+        }],
+    )?;
+    let _in_runtime = rt.enter();
+    cluster.start_stages(&stages)?;
+    let (addr, _server) = rt.block_on(run::serve_http(
+        &cluster.topology,
+        &cluster.settings,
+        cluster.metrics(),
+        cluster.shutdown(),
+        Arc::new(keys),
+        true,
+        Some(cluster.view()),
+    ))?;
+    Ok((addr, key))
+}
+
+/// The background sender's thread: what it returns when `stop` is set.
+type Background = std::thread::JoinHandle<anyhow::Result<(Driver, Sending)>>;
+
+/// Starts sending ordinary trades at `args.background_rate` until `stop`.
+fn start_background(
+    cluster: &Cluster,
+    ids: &RunIds,
+    args: &BlockArgs,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Background> {
+    let mut driver = Driver::new(
+        &cluster.settings,
+        &cluster.topology.topics.raw,
+        ids,
+        args.seed,
+        Arc::new(Ledger::new()),
+        Arc::new(Counters::default()),
+    )?;
+    let schedule = Schedule::new(args.background_rate, Duration::from_secs(24 * 3600));
+    let stop = stop.clone();
+    Ok(std::thread::Builder::new()
+        .name("loadtest-background".into())
+        .spawn(move || driver.run(schedule, &stop).map(|s| (driver, s)))?)
 }
 
 /// The warm-up trial, then `args.trials` counted ones: (latencies in
