@@ -16,6 +16,25 @@ use kusanagi_pipeline::runtime::{Metrics, RuntimeError, Shutdown};
 use kusanagi_pipeline::stages::registry::StageSpec;
 use kusanagi_pipeline::stages::view::View;
 
+/// The topology at `path`, or the built-in one with the environment's
+/// overrides.
+pub fn topology(path: Option<&std::path::Path>) -> anyhow::Result<Topology> {
+    Ok(match path {
+        Some(p) => Topology::load(p)?,
+        None => Topology::default_with_env()?,
+    })
+}
+
+/// The async runtime of a run: one worker (the stages have threads of
+/// their own; it carries object-storage I/O and the HTTP parts).
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 /// Which brokers a run uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {

@@ -39,7 +39,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use kusanagi_pipeline::config::Topology;
 use kusanagi_pipeline::stages::registry::StageSpec;
 use kusanagi_pipeline::stages::{ingest, screen};
 
@@ -134,10 +133,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<Report> {
-    let topology = match &args.topology {
-        Some(p) => Topology::load(p)?,
-        None => Topology::default_with_env()?,
-    };
+    let topology = cluster::topology(args.topology.as_deref())?;
     let target = Target::choose(
         args.embedded,
         args.bootstrap.as_deref(),
@@ -152,11 +148,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         watch: args.until,
     };
     let ids = RunIds::fresh();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = cluster::runtime()?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();

@@ -24,14 +24,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use kusanagi_pipeline::api::{Keys, auth};
-use kusanagi_pipeline::config::{KeyConfig, Role, Topology};
+use kusanagi_pipeline::config::{KeyConfig, Role};
 use kusanagi_pipeline::run;
 use kusanagi_pipeline::stages::registry;
 use rand::Rng;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
-use crate::cluster::{Cluster, Target};
+use crate::cluster::{self, Cluster, Target};
 use crate::drive::{Driver, Sending};
 use crate::ledger::{Counters, Ledger, RunIds};
 use crate::pacing::Schedule;
@@ -201,17 +201,10 @@ impl Trials {
 
 /// Runs the trials; `stop` (Ctrl-C) gives up early.
 pub fn run(args: &BlockArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<BlockReport> {
-    let mut topology = match &args.topology {
-        Some(p) => Topology::load(p)?,
-        None => Topology::default_with_env()?,
-    };
+    let mut topology = cluster::topology(args.topology.as_deref())?;
     topology.http.listen = "127.0.0.1:0".into();
     let ids = RunIds::fresh();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = cluster::runtime()?;
     let mut cluster = rt.block_on(Cluster::start(topology, Target::Embedded, ids.run(), &[]))?;
     cluster.archive_in_run_dir();
     let (addr, key) = start_pipeline(&rt, &mut cluster)?;

@@ -20,13 +20,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use kusanagi_pipeline::config::Topology;
 use kusanagi_pipeline::demo::Traffic;
 use kusanagi_pipeline::runtime::Metrics;
 use kusanagi_pipeline::stages::registry;
 
-use crate::cluster::{Cluster, Target};
+use crate::cluster::{self, Cluster, Target};
 use crate::cpu::Snapshot;
 use crate::drive::next_valid;
 use crate::ledger::RunIds;
@@ -95,16 +95,9 @@ fn milestones(topology: &Topology) -> Vec<(&'static str, String)> {
 
 /// Runs the drain; `stop` (Ctrl-C) gives up early.
 pub fn run(args: &DrainArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<DrainReport> {
-    let topology = match &args.topology {
-        Some(p) => Topology::load(p)?,
-        None => Topology::default_with_env()?,
-    };
+    let topology = cluster::topology(args.topology.as_deref())?;
     let ids = RunIds::fresh();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = cluster::runtime()?;
     let mut cluster = rt.block_on(Cluster::start(topology, Target::Embedded, ids.run(), &[]))?;
     cluster.archive_in_run_dir();
     cluster.topology.stages.archive.rotate_after_seconds = args.archive_rotate_seconds;
