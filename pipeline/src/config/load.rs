@@ -25,12 +25,13 @@ pub struct ConfigProblem {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("{path}: cannot read the topology file: {source}")]
+    #[error("{path}: cannot read the topology file: {error}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message already, so not a `source`: a
+        /// report of the whole chain would say it twice).
+        error: std::io::Error,
     },
     /// The file is not valid TOML or does not fit the schema.
     #[error("{path}:{line}: key `{key}`: {message}")]
@@ -71,9 +72,9 @@ impl fmt::Display for ConfigProblem {
 impl Topology {
     /// Reads `path`, applies environment overrides and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let raw = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::from_toml(&raw, path)?.finish(path.display().to_string())
     }
