@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use checks::check_all;
 use common::{Broker, BrokerKind, TopologyFile, free_port, http, new_key, tempdir::TempDir};
 use copies::{json, metric, start_view, wait_ready};
-use history::{scripts, t0, write_history};
+use history::{Script, scripts, t0, write_history, write_history_to};
 use kusanagi_schemas::AccountState::{Banned, UnderSurveillance};
 
 fn view_serves_and_rebuilds(kind: BrokerKind) {
@@ -32,6 +32,7 @@ fn view_serves_and_rebuilds(kind: BrokerKind) {
         .set("topics.partitions", 3)
         .path("http.auth.keys_file", &keys)
         .set("http.auth.reload_seconds", 1)
+        .set("stages.view.metadata_refresh_seconds", 1)
         .write(dir.path());
 
     // Copy A starts on empty topics, then follows the history as it is written.
@@ -168,6 +169,34 @@ fn view_serves_and_rebuilds(kind: BrokerKind) {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    // Partitions added to the topics are found (within
+    // `metadata_refresh_seconds`) and read from their beginning.
+    add_partitions(&broker.bootstrap, &["accounts", "accounts.transitions"], 4);
+    let model = scripts.iter().find(|s| !s.erased && s.moves.len() == 3);
+    let added: Vec<Script> = (0..3)
+        .map(|i| Script {
+            id: format!("acct-added-{i}"),
+            ..model.expect("a banned account").clone()
+        })
+        .collect();
+    let started = Instant::now();
+    write_history_to(&broker.bootstrap, &added, Some(3));
+    for addr in [&addr_a, &addr_b] {
+        let path = "/api/v1/accounts/acct-added-2";
+        while http(addr, "GET", path, Some(&admin), b"").0 != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{addr} never read the added partition"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        check_all(addr, &admin, &added);
+    }
+    eprintln!(
+        "accounts on an added partition reached both copies {:?} after they were written",
+        started.elapsed()
+    );
+
     // An erasure asked for over HTTP: both copies answer 410 for the
     // subject (and its history) within seconds.
     let subject = scripts[4].id.clone();
@@ -234,6 +263,30 @@ fn view_serves_and_rebuilds(kind: BrokerKind) {
                 m
             });
     assert_eq!(counts, BTreeMap::from([(200, 1), (401, 2)]));
+}
+
+/// Grows `topics` to `total` partitions.
+fn add_partitions(bootstrap: &str, topics: &[&str], total: usize) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let grow: Vec<NewPartitions<'_>> = topics
+        .iter()
+        .map(|t| NewPartitions::new(t, total))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let results = rt
+        .block_on(admin.create_partitions(&grow, &AdminOptions::new()))
+        .expect("CreatePartitions answered");
+    for r in results {
+        r.expect("partitions added");
+    }
 }
 
 #[test]

@@ -96,6 +96,27 @@ pub enum RuntimeError {
         /// The client library's error.
         detail: String,
     },
+    /// A partition's records came again from before where this copy had
+    /// read: the broker lost records it had acknowledged. A stage that
+    /// holds what it read in memory (the view) is started again and
+    /// rebuilds from the beginning.
+    #[error(
+        "{stage}: {topic}/{partition} came again from offset {came_back_at}, below {read_to} \
+         where this copy had read: the broker lost records it had acknowledged; rebuilding \
+         from the beginning"
+    )]
+    WentBack {
+        /// The stage.
+        stage: &'static str,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Where this copy had read to.
+        read_to: i64,
+        /// The offset the records came again from.
+        came_back_at: i64,
+    },
     /// The stage itself failed in a way a retry does not mend.
     #[error(transparent)]
     Stage(#[from] StageError),
@@ -107,7 +128,9 @@ impl RuntimeError {
         match self {
             RuntimeError::Client { .. } | RuntimeError::Setup { .. } => ErrorClass::User,
             RuntimeError::Fenced { .. } => ErrorClass::User,
-            RuntimeError::Storage { .. } | RuntimeError::Fatal { .. } => ErrorClass::External,
+            RuntimeError::Storage { .. }
+            | RuntimeError::Fatal { .. }
+            | RuntimeError::WentBack { .. } => ErrorClass::External,
             RuntimeError::Stage(e) => e.class,
         }
     }

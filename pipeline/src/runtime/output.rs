@@ -75,3 +75,74 @@ pub trait Output<G> {
     /// Serves delivery reports without waiting.
     fn poll(&mut self) {}
 }
+
+/// The output of a stage that produces nothing (the view): any record it
+/// is asked to send is an error, never silently dropped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoOutput;
+
+impl NoOutput {
+    fn refuse(operation: &'static str) -> OutputFailure {
+        OutputFailure::Fatal {
+            operation,
+            detail: "this stage has no output to send records to".into(),
+        }
+    }
+}
+
+impl<G> Output<G> for NoOutput {
+    fn transact(
+        &mut self,
+        _group: &G,
+        _out: &[OutRecord],
+        _offsets: &[NextOffset],
+    ) -> Result<(), OutputFailure> {
+        Err(Self::refuse("commit_transaction"))
+    }
+
+    fn abort(&mut self) -> Result<(), OutputFailure> {
+        Ok(())
+    }
+
+    fn send(&mut self, out: &[OutRecord]) -> Result<(), OutputFailure> {
+        if out.is_empty() {
+            Ok(())
+        } else {
+            Err(Self::refuse("produce"))
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), OutputFailure> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_output_sends_nothing_and_refuses_a_record() {
+        let mut o = NoOutput;
+        assert!(Output::<()>::send(&mut o, &[]).is_ok());
+        assert!(Output::<()>::flush(&mut o).is_ok());
+        let r = OutRecord {
+            topic: "t".into(),
+            partition: None,
+            key: None,
+            payload: None,
+            headers: Vec::new(),
+            timestamp_ms: None,
+            trace: super::super::trace::TraceCause::None,
+        };
+        let err = Output::<()>::send(&mut o, &[r]).unwrap_err();
+        assert!(matches!(
+            err,
+            OutputFailure::Fatal {
+                operation: "produce",
+                ..
+            }
+        ));
+        assert!(Output::<()>::transact(&mut o, &(), &[], &[]).is_err());
+    }
+}

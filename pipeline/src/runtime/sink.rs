@@ -75,6 +75,17 @@ pub trait Sink {
     /// A partition was refused (`true`) or given up after being refused
     /// (`false`): for metrics.
     fn refused(&mut self, _topic: &str, _partition: i32, _refused: bool) {}
+
+    /// Whether what the sink commits outlives the process (the archive's
+    /// catalog: true), or is held in memory and rebuilt from the beginning
+    /// of the topics at every start (the view: false). For a sink that is
+    /// not durable, records deleted by retention before it read them are
+    /// expected, not a loss, and a broker that went back is met by
+    /// rebuilding (the loop stops with [`super::RuntimeError::WentBack`]
+    /// and the stage is started again), not by refusing the partition.
+    fn is_durable(&self) -> bool {
+        true
+    }
 }
 
 /// Where one partition of a sink stage stands.
@@ -186,13 +197,20 @@ impl Positions {
     /// Places `partition` at the sink's offset `durable`, checked against
     /// the broker's log (`bounds`; `None`: it did not answer, and the first
     /// record tells). A refused partition stays refused.
+    ///
+    /// A sink that is not durable ([`Sink::is_durable`]) reads from the
+    /// log's start whatever it starts with: records deleted before it are
+    /// not reported.
     pub fn place(
         &mut self,
         partition: &(String, i32),
         durable: Option<i64>,
         bounds: Option<LogBounds>,
+        report_aged_out: bool,
     ) -> Placement {
-        let found = bounds.map(|b| check(durable, b.low, b.high));
+        let found = bounds
+            .map(|b| check(durable, b.low, b.high))
+            .filter(|c| report_aged_out || !matches!(c, LogCheck::AgedOut { .. }));
         let state = match found {
             Some(LogCheck::WentBack { log_end }) => {
                 self.parts

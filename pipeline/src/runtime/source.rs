@@ -120,7 +120,12 @@ pub trait Source {
 
     /// The partition's log bounds in the broker; `None` when it did not
     /// answer.
-    fn log_bounds(&self, topic: &str, partition: i32) -> Option<LogBounds>;
+    fn log_bounds(&mut self, topic: &str, partition: i32) -> Option<LogBounds>;
+
+    /// Where the application stands in each assigned partition: the offset
+    /// after the last record handed out, past any transaction markers that
+    /// follow it. Partitions with no position yet are left out.
+    fn positions(&self) -> Vec<((String, i32), i64)>;
 
     /// The group metadata for a transactional commit; `None` until the
     /// consumer has joined its group.

@@ -110,6 +110,13 @@ pub trait Stage: Send {
     /// committed offsets of `assigned`: forget anything learned since.
     fn on_rewind(&mut self, _assigned: &[AssignedPartition]) {}
 
+    /// For a sink stage: called once it has been handed everything its
+    /// partitions held when they were placed (under `read_committed`, up
+    /// to their last stable offset then), and again each time partitions
+    /// placed later have caught up too. A stage that serves what it read
+    /// (the view) starts serving here.
+    fn on_caught_up(&mut self, _metrics: &Metrics) {}
+
     /// Called after the transaction of the last batch committed: record
     /// what it did in `metrics` here (counts of aborted batches are
     /// dropped by [`Stage::on_rewind`]).

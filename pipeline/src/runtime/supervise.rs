@@ -5,16 +5,18 @@
 use std::time::Duration;
 
 use super::kafka::{KafkaOutput, KafkaSource};
+use super::output::Output;
+use super::source::Source;
 use super::{Backoff, RuntimeError, Shutdown, Stage, StageLoop};
 
-/// A stage's loop on Kafka.
+/// A stage's loop on Kafka, in a consumer group.
 pub type KafkaLoop<S> = StageLoop<S, KafkaSource, KafkaOutput>;
 
 /// Runs the loop `make` creates, creating it again after a retriable
 /// error, until `shutdown`.
-pub fn supervise_loop<S: Stage>(
+pub fn supervise_loop<S: Stage, Src: Source, Out: Output<Src::Group>>(
     shutdown: &Shutdown,
-    mut make: impl FnMut() -> Result<KafkaLoop<S>, RuntimeError>,
+    mut make: impl FnMut() -> Result<StageLoop<S, Src, Out>, RuntimeError>,
 ) -> Result<(), RuntimeError> {
     supervise(shutdown, || make().and_then(|mut l| l.run(shutdown)))
 }

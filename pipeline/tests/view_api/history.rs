@@ -93,6 +93,11 @@ fn transition(s: &Script, version: usize, applied: bool) -> Transition {
 /// Writes each account's transitions (with a refused move and a
 /// redelivery mixed in), its latest state, and the erasures' tombstones.
 pub(crate) fn write_history(bootstrap: &str, scripts: &[Script]) {
+    write_history_to(bootstrap, scripts, None);
+}
+
+/// As [`write_history`], every record to `partition` when given.
+pub(crate) fn write_history_to(bootstrap: &str, scripts: &[Script], partition: Option<i32>) {
     let p = producer(bootstrap);
     let (tc, ac) = (
         RecordCodec::<Transition>::new(),
@@ -105,6 +110,9 @@ pub(crate) fn write_history(bootstrap: &str, scripts: &[Script]) {
         }
         if let Some(ts) = ts {
             r = r.timestamp(ts);
+        }
+        if let Some(partition) = partition {
+            r = r.partition(partition);
         }
         let mut r = r;
         loop {

@@ -1,9 +1,13 @@
 //! The loop's ports on Kafka: a librdkafka consumer in the stage's group
-//! ([`KafkaSource`]) and a producer, transactional or not
+//! ([`KafkaSource`]), a reader of every partition outside any group
+//! ([`KafkaReader`]), and a producer, transactional or not
 //! ([`KafkaOutput`]).
 
+mod consumer;
 mod output;
+mod reader;
 mod source;
 
 pub use output::KafkaOutput;
+pub use reader::KafkaReader;
 pub use source::KafkaSource;

@@ -10,14 +10,16 @@ use kusanagi_connectors::kafka::KafkaSettings;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
 };
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::consumer::{
+    consumed, log_bounds, partitions_of, pause, poll_error, positions, resume, seek,
+};
 use crate::runtime::lag::{LagReporter, enable_stats};
 use crate::runtime::source::{Consumed, LogBounds, PollError, RebalanceEvent, Source};
-use crate::runtime::{AssignedPartition, Backoff, Metrics, RuntimeError, trace};
+use crate::runtime::{AssignedPartition, Backoff, Metrics, RuntimeError};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -48,13 +50,6 @@ impl ConsumerContext for Tracker {
         *self.generation.lock().expect("generation lock") += 1;
         self.pending.lock().expect("pending lock").push(event);
     }
-}
-
-fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
-    tpl.elements()
-        .iter()
-        .map(|e| (e.topic().to_owned(), e.partition()))
-        .collect()
 }
 
 /// A stage copy's consumer.
@@ -107,42 +102,18 @@ impl KafkaSource {
             detail: source.to_string(),
         }
     }
-
-    fn one(topic: &str, partition: i32) -> TopicPartitionList {
-        let mut tpl = TopicPartitionList::with_capacity(1);
-        tpl.add_partition(topic, partition);
-        tpl
-    }
-}
-
-fn consumed(m: &BorrowedMessage<'_>) -> Consumed {
-    Consumed {
-        topic: m.topic().to_owned(),
-        partition: m.partition(),
-        offset: m.offset(),
-        key: m.key().map(<[u8]>::to_vec),
-        payload: m.payload().map(<[u8]>::to_vec),
-        timestamp_ms: m.timestamp().to_millis(),
-        trace: m.headers().and_then(|h| {
-            h.iter()
-                .find(|h| h.key == trace::HEADER)
-                .and_then(|h| h.value.map(<[u8]>::to_vec))
-        }),
-    }
 }
 
 impl Source for KafkaSource {
     type Group = ConsumerGroupMetadata;
 
     fn poll(&mut self, timeout: Duration) -> Option<Result<Consumed, PollError>> {
-        Some(match self.consumer.poll(timeout)? {
-            Ok(m) => Ok(consumed(&m)),
-            Err(e) => Err(match e.rdkafka_error_code() {
-                Some(RDKafkaErrorCode::FencedInstanceId) => PollError::Fenced,
-                Some(RDKafkaErrorCode::Fatal) => PollError::Fatal(e.to_string()),
-                _ => PollError::Transient(e.to_string()),
-            }),
-        })
+        Some(
+            self.consumer
+                .poll(timeout)?
+                .map(|m| consumed(&m))
+                .map_err(poll_error),
+        )
     }
 
     fn generation(&self) -> u64 {
@@ -217,34 +188,23 @@ impl Source for KafkaSource {
     }
 
     fn seek(&mut self, topic: &str, partition: i32, next: Option<i64>) -> bool {
-        let offset = next.map_or(Offset::Beginning, Offset::Offset);
-        match self.consumer.seek(topic, partition, offset, KAFKA_TIMEOUT) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(stage = self.stage, topic, partition, error = %e, "seek failed");
-                false
-            }
-        }
+        seek(&self.consumer, self.stage, topic, partition, next)
     }
 
     fn pause(&mut self, topic: &str, partition: i32) {
-        if let Err(e) = self.consumer.pause(&Self::one(topic, partition)) {
-            tracing::warn!(stage = self.stage, topic, partition, error = %e, "cannot pause the partition");
-        }
+        pause(&self.consumer, self.stage, topic, partition);
     }
 
     fn resume(&mut self, topic: &str, partition: i32) {
-        if let Err(e) = self.consumer.resume(&Self::one(topic, partition)) {
-            tracing::debug!(stage = self.stage, topic, partition, error = %e, "cannot resume the partition");
-        }
+        resume(&self.consumer, self.stage, topic, partition);
     }
 
-    fn log_bounds(&self, topic: &str, partition: i32) -> Option<LogBounds> {
-        self.consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(5))
-            .map(|(low, high)| LogBounds { low, high })
-            .map_err(|e| tracing::warn!(stage = self.stage, topic, partition, error = %e, "cannot read the partition's offsets"))
-            .ok()
+    fn log_bounds(&mut self, topic: &str, partition: i32) -> Option<LogBounds> {
+        log_bounds(&self.consumer, self.stage, topic, partition)
+    }
+
+    fn positions(&self) -> Vec<((String, i32), i64)> {
+        positions(&self.consumer)
     }
 
     fn group(&self) -> Option<ConsumerGroupMetadata> {

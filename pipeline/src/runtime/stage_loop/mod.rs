@@ -23,6 +23,7 @@
 //! The loop talks to Kafka through two ports, [`Source`] and [`Output`];
 //! its unit tests run it on in-memory ones.
 
+mod catch_up;
 mod sink_step;
 mod transaction;
 
@@ -55,7 +56,9 @@ pub struct LoopConfig {
     pub transactional_id: String,
     /// Most records in one batch.
     pub batch_max_records: usize,
-    /// Longest wait for a batch to fill once its first record arrived.
+    /// Longest wait for a batch to fill once its first record arrived;
+    /// after it, the batch still takes what the consumer already holds,
+    /// without waiting (zero: only that).
     pub batch_max_wait: Duration,
 }
 
@@ -125,6 +128,9 @@ pub struct StageLoop<S, Src, Out> {
     /// For a sink stage: what it sent (dead letters) since its last
     /// commit, counted in the metrics once the commit holds.
     sink_sent: Vec<OutRecord>,
+    /// For a sink stage: what it still has to read of what its partitions
+    /// held when placed.
+    catch_up: catch_up::CatchUp,
     backoff: Backoff,
 }
 
@@ -183,13 +189,14 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
             positions,
             sink_paused: BTreeSet::new(),
             sink_sent: Vec::new(),
+            catch_up: catch_up::CatchUp::default(),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
         }
     }
 
     /// Runs until `shutdown` is triggered or an error that retrying the
-    /// batch cannot mend. A sink stage reads what is already there and
-    /// commits it before it returns.
+    /// batch cannot mend. A durable sink stage reads what is already there
+    /// and commits it before it returns.
     pub fn run(&mut self, shutdown: &Shutdown) -> Result<(), RuntimeError> {
         let mut out = Vec::new();
         while !shutdown.is_triggered() {
@@ -203,7 +210,8 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
             };
             self.settle(step, shutdown)?;
         }
-        if self.positions.is_some() {
+        // A sink held in memory is lost with the process: nothing to drain.
+        if self.positions.is_some() && self.stage.sink().is_some_and(|s| s.is_durable()) {
             self.finish_sink(&mut out);
         }
         tracing::info!(stage = self.config.stage, "stage stopping");
@@ -239,8 +247,9 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
         }
     }
 
-    /// Polls until the batch is full, its wait is over, or shutdown.
-    /// Records polled before a rebalance are dropped (see the module notes).
+    /// Polls until the batch is full, its wait is over and the consumer has
+    /// nothing more at hand, or shutdown. Records polled before a rebalance
+    /// are dropped (see the module notes).
     fn poll_batch(&mut self, shutdown: &Shutdown) -> Result<Vec<Consumed>, RuntimeError> {
         let mut batch: Vec<(u64, Consumed)> = Vec::new();
         let mut deadline: Option<Instant> = None;
@@ -250,6 +259,7 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
                 Some(d) => d.saturating_duration_since(Instant::now()),
             };
             let polled = self.source.poll(timeout);
+            let got = matches!(polled, Some(Ok(_)));
             let generation = self.source.generation();
             let placed = self.deliver_rebalances()?;
             match polled {
@@ -268,7 +278,7 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
                 None if self.positions.is_some() && deadline.is_none() => break,
                 None => {}
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if !got && deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
         }

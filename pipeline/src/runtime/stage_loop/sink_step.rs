@@ -2,9 +2,10 @@
 //! process them, send the stage's outputs, and commit through the sink
 //! when it says so (see [`crate::runtime::sink`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use super::catch_up::Check;
 use super::{Failure, StageLoop};
 use crate::runtime::output::Output;
 use crate::runtime::sink::PartitionState;
@@ -40,6 +41,7 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
             .filter(|r| !placed.contains(&(r.topic.clone(), r.partition)))
             .collect();
         self.take(batch, out)?;
+        self.check_caught_up();
         self.sink().tick();
         let progress = self.positions().has_progress() || !self.sink_sent.is_empty();
         if let Some(reason) = self.sink().due(Instant::now(), progress) {
@@ -72,6 +74,17 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
                         self.positions().seek_failed(&key);
                     }
                     skip.insert(key);
+                }
+                Admit::WentBack { read_to } if !self.sink().is_durable() => {
+                    // What it holds came from records the broker lost:
+                    // start again and rebuild from the beginning.
+                    return Err(Failure::Stop(RuntimeError::WentBack {
+                        stage: self.config.stage,
+                        topic: key.0,
+                        partition: key.1,
+                        read_to,
+                        came_back_at: r.offset,
+                    }));
                 }
                 Admit::WentBack { read_to } => {
                     skip.insert(key.clone());
@@ -160,10 +173,16 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
             }
         };
         let mut assigned = Vec::with_capacity(parts.len());
+        let report_aged_out = self.sink().is_durable();
         for (part, durable) in parts.iter().zip(durable) {
             let bounds = self.source.log_bounds(&part.0, part.1);
-            match self.positions().place(part, durable, bounds) {
+            match self
+                .positions()
+                .place(part, durable, bounds, report_aged_out)
+            {
                 Placement::Read(next) => {
+                    self.catch_up
+                        .placed(part.clone(), durable, bounds, Instant::now());
                     // Resume first: librdkafka restarts a resumed partition
                     // at the application's position, undoing a seek made
                     // before. Only what this loop paused is resumed.
@@ -187,10 +206,62 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
         Ok(parts.into_iter().collect())
     }
 
+    /// Tells the stage once it has read what its partitions held when they
+    /// were placed ([`Stage::on_caught_up`]); logs the partitions still
+    /// behind every few seconds.
+    fn check_caught_up(&mut self) {
+        if !self.catch_up.is_pending() {
+            return;
+        }
+        for part in self.catch_up.unknown() {
+            let from = match self.positions().state(&part.0, part.1) {
+                Some(PartitionState::Reading { durable, .. }) => durable,
+                _ => None,
+            };
+            if let Some(bounds) = self.source.log_bounds(&part.0, part.1) {
+                self.catch_up.set_end(part, from, bounds);
+            }
+        }
+        // A position is trusted once the seek to the sink's offset held.
+        let positions = self.positions.as_ref().expect("a sink stage has positions");
+        let at: BTreeMap<(String, i32), i64> = self
+            .source
+            .positions()
+            .into_iter()
+            .filter(|(p, _)| {
+                matches!(
+                    positions.state(&p.0, p.1),
+                    Some(PartitionState::Reading {
+                        seek_pending: false,
+                        ..
+                    })
+                )
+            })
+            .collect();
+        let stage = self.config.stage;
+        match self.catch_up.check(&at, Instant::now()) {
+            Check::CaughtUp(after) => {
+                if !after.is_zero() {
+                    tracing::info!(
+                        stage,
+                        seconds = after.as_secs_f64(),
+                        "caught up with what its partitions held when assigned"
+                    );
+                }
+                self.stage.on_caught_up(&self.metrics);
+            }
+            Check::Behind(Some(behind)) => {
+                tracing::info!(stage, behind = %behind.join(", "), "still catching up");
+            }
+            Check::Behind(None) | Check::Quiet => {}
+        }
+    }
+
     /// Stops reading `part`: its log ends at `log_end`, below `durable`.
     /// The records the broker takes next reuse offsets the sink holds;
     /// reading on would skip them silently.
     fn refuse(&mut self, part: &(String, i32), durable: Option<i64>, log_end: i64) {
+        self.catch_up.forget(part);
         self.source.pause(&part.0, part.1);
         self.positions().refuse(part, log_end);
         self.sink().refused(&part.0, part.1, true);
@@ -241,6 +312,7 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
 
     /// Every partition lost at once: nothing read can be committed.
     pub(super) fn sink_lost(&mut self) {
+        self.catch_up.clear();
         self.stage.on_rewind(&[]);
         self.sink_sent.clear();
         for p in self.positions().clear() {
@@ -255,6 +327,7 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
     /// Forgets `p`; a refused partition is resumed (its next owner checks
     /// it again).
     fn release(&mut self, p: &(String, i32)) {
+        self.catch_up.forget(p);
         if self.positions().remove(p) {
             self.source.resume(&p.0, p.1);
             self.sink().refused(&p.0, p.1, false);

@@ -41,9 +41,17 @@ fn revoke(parts: &[i32]) -> Event {
 
 /// Runs `stage` until the world's script is done and its logs are read.
 fn run(world: &World, stage: FakeStage) -> (Result<(), RuntimeError>, FakeStage) {
+    run_with(world, stage, config())
+}
+
+fn run_with(
+    world: &World,
+    stage: FakeStage,
+    config: LoopConfig,
+) -> (Result<(), RuntimeError>, FakeStage) {
     let shutdown = Shutdown::new();
     let (source, output) = world.ports(&shutdown);
-    let mut l = StageLoop::new(stage, config(), Metrics::new(), source, output);
+    let mut l = StageLoop::new(stage, config, Metrics::new(), source, output);
     let result = l.run(&shutdown);
     (result, l.stage)
 }
@@ -359,4 +367,72 @@ fn a_seek_that_did_not_take_drops_the_rest_of_its_batch_and_reads_from_the_sinks
         sink.refused.is_empty(),
         "records fetched before the seek are not the broker going back"
     );
+}
+
+#[test]
+fn after_its_wait_a_batch_still_takes_what_the_consumer_holds() {
+    let world = World::with_logs(&[(0, 7)]);
+    world.at(0, assign(&[0]));
+    let no_wait = LoopConfig {
+        batch_max_wait: Duration::ZERO,
+        ..config()
+    };
+    let (result, stage) = run_with(&world, FakeStage::default(), no_wait);
+    result.unwrap();
+    each_once(&world, &[(0, 7)]);
+    assert_eq!(
+        stage.batches,
+        [3, 3, 1],
+        "full batches, not one record each"
+    );
+}
+
+#[test]
+fn a_sink_is_told_it_caught_up_once_it_processed_what_its_partitions_held() {
+    let world = World::with_logs(&[(0, 7), (1, 5)]);
+    world.at(0, assign(&[0, 1]));
+    let (result, stage) = run(&world, FakeStage::sink());
+    result.unwrap();
+    assert_eq!(
+        stage.caught_up,
+        [12],
+        "once, after every record was handed over"
+    );
+}
+
+#[test]
+fn a_partition_placed_later_is_caught_up_on_too_and_empty_ones_at_once() {
+    let world = World::with_logs(&[(0, 4), (1, 3), (2, 0)]);
+    world
+        .at(0, assign(&[2]))
+        .at(0, assign(&[0]))
+        .at(4, assign(&[1]));
+    let (result, stage) = run(&world, FakeStage::sink());
+    result.unwrap();
+    assert_eq!(stage.caught_up, [4, 7]);
+}
+
+#[test]
+fn a_sink_held_in_memory_stops_to_rebuild_when_the_broker_went_back() {
+    let world = World::with_logs(&[(0, 3)]);
+    world.at(0, assign(&[0]));
+    world.at(3, Event::Truncate(tp(0), 1));
+    let mut stage = FakeStage::sink();
+    stage.sink.as_mut().unwrap().in_memory = true;
+    let (result, stage) = run(&world, stage);
+    let err = result.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RuntimeError::WentBack {
+                read_to: 3,
+                came_back_at: 0,
+                partition: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.is_retriable(), "the supervisor starts it again");
+    assert!(sink_of(&stage).refused.is_empty(), "not refused: rebuilt");
 }

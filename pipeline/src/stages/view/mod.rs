@@ -10,23 +10,23 @@
 //! |---|---|
 //! | [`config`] | `[stages.view]` |
 //! | [`index`] | latest state per account, its versions, state at a time, the withdrawal answer |
-//! | [`feed`] | the Kafka reader that keeps the index up to date |
+//! | [`stage`] | the stage that keeps the index up to date, on the shared loop |
 
 pub mod config;
-pub mod feed;
 pub mod index;
+pub mod stage;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use config::{SPEC, ViewConfig};
-pub use feed::{ViewFeed, ViewTopics};
 pub use index::{AccountIndex, Gone, Version, Withdrawal};
+pub use stage::{ViewStage, ViewTopics};
 
 /// The stage's name in metrics and logs.
 pub const STAGE: &str = "view";
 
-/// The index a view copy serves, shared by its feed (the one writer) and
+/// The index a view copy serves, shared by its stage (the one writer) and
 /// the HTTP handlers.
 #[derive(Debug)]
 pub struct View {
@@ -53,15 +53,15 @@ impl View {
         self.index.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Changes the index. The stage's feed is its one writer; benches and
+    /// Changes the index. The stage is its one writer; benches and
     /// the load test fill it directly.
     pub fn write(&self) -> RwLockWriteGuard<'_, AccountIndex> {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Reads the index if it has caught up, else `None`. The feed marks it
+    /// Reads the index if it has caught up, else `None`. The stage marks it
     /// not ready only under the write lock, so an index read through this
-    /// cannot be emptied by a restart of the feed while it is held.
+    /// cannot be emptied by a restart of the stage while it is held.
     pub fn read_ready(&self) -> Option<RwLockReadGuard<'_, AccountIndex>> {
         let index = self.read();
         self.is_ready().then_some(index)

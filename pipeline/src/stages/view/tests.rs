@@ -3,7 +3,8 @@
 use kusanagi_schemas::{Account, AccountState, EventTime, Transition, Trigger};
 use proptest::prelude::*;
 
-use super::{AccountIndex, Withdrawal};
+use super::{AccountIndex, View, ViewStage, ViewTopics, Withdrawal};
+use crate::runtime::{InRecord, Metrics, Stage};
 
 const STATES: [AccountState; 4] = AccountState::ALL;
 
@@ -192,4 +193,93 @@ proptest! {
             }
         }
     }
+}
+
+fn topics() -> ViewTopics {
+    ViewTopics {
+        accounts: "accounts".into(),
+        transitions: "accounts.transitions".into(),
+        erasures: "erasures".into(),
+    }
+}
+
+fn record<'a>(
+    topic: &'a str,
+    offset: i64,
+    key: Option<&'a [u8]>,
+    payload: Option<&'a [u8]>,
+) -> InRecord<'a> {
+    InRecord {
+        topic,
+        partition: 0,
+        offset,
+        key,
+        payload,
+        timestamp_ms: Some(1_000 + offset),
+        trace: None,
+    }
+}
+
+#[test]
+fn the_stage_applies_each_topic_skips_what_it_cannot_read_and_serves_once_caught_up() {
+    use kusanagi_schemas::{ErasureRequest, RecordCodec};
+    let view = std::sync::Arc::new(View::new(100));
+    let metrics = Metrics::new();
+    let mut stage = ViewStage::new(topics(), view.clone(), metrics.clone());
+    let mut a = Account::new("a", "t", EventTime::from_micros(0));
+    a.version = 1;
+    a.state = AccountState::RestrictedWithdrawal;
+    let account = RecordCodec::<Account>::new().encode(&a);
+    let moved = RecordCodec::<Transition>::new().encode(&transition(
+        "b",
+        1,
+        AccountState::Normal,
+        AccountState::Banned,
+        true,
+    ));
+    let erase = RecordCodec::<ErasureRequest>::new().encode(&ErasureRequest {
+        request_id: "r1".into(),
+        subject: "b".into(),
+        requested_at: EventTime::from_micros(5_000_000),
+        requested_by: "cli:test".into(),
+    });
+    let batch = [
+        record("accounts", 0, Some(b"a"), Some(&account)),
+        record("accounts", 1, None, Some(&account)), // no key
+        record("accounts.transitions", 0, None, Some(&moved)),
+        record("accounts.transitions", 1, None, Some(b"\xff\xff")), // not Avro
+        record("accounts.transitions", 2, None, None),              // no value
+    ];
+    stage.process(&batch, &mut Vec::new()).unwrap();
+    assert!(
+        view.read_ready().is_none(),
+        "not served before it caught up"
+    );
+    stage.on_caught_up(&metrics);
+    {
+        let index = view.read_ready().expect("served once caught up");
+        assert_eq!(
+            index.latest("a").map(|a| a.state),
+            Some(AccountState::RestrictedWithdrawal)
+        );
+        assert_eq!(index.state_at("b", 10_000), Some(AccountState::Banned));
+    }
+    let skipped = |t| metrics.view.records_total(t, "skipped");
+    assert_eq!(skipped("accounts"), 1);
+    assert_eq!(skipped("accounts.transitions"), 2);
+    assert_eq!(metrics.view.records_total("accounts", "applied"), 1);
+
+    stage
+        .process(
+            &[record("erasures", 0, Some(b"b"), Some(&erase))],
+            &mut Vec::new(),
+        )
+        .unwrap();
+    assert_eq!(view.read().state_at("b", 10_000), None, "erased");
+    assert_eq!(metrics.view.records_total("erasures", "applied"), 1);
+
+    // A restarted stage starts from an empty index, not served.
+    let _again = ViewStage::new(topics(), view.clone(), metrics.clone());
+    assert!(view.read_ready().is_none());
+    assert!(view.read().is_empty());
 }

@@ -299,13 +299,22 @@ impl Source for FakeSource {
         }
     }
 
-    fn log_bounds(&self, topic: &str, partition: i32) -> Option<LogBounds> {
+    fn log_bounds(&mut self, topic: &str, partition: i32) -> Option<LogBounds> {
         let s = self.world.0.borrow();
         let len = s.logs.get(&(topic.to_owned(), partition))?.len();
         Some(LogBounds {
             low: 0,
             high: len as i64,
         })
+    }
+
+    fn positions(&self) -> Vec<(Tp, i64)> {
+        let s = self.world.0.borrow();
+        s.app_positions
+            .iter()
+            .filter(|(p, _)| s.positions.contains_key(*p))
+            .map(|(p, o)| (p.clone(), *o))
+            .collect()
     }
 
     fn group(&self) -> Option<()> {

@@ -27,6 +27,10 @@ pub struct FakeStage {
     /// Set for a sink stage.
     pub sink: Option<FakeSink>,
     pub processed: u64,
+    /// The size of each batch processed.
+    pub batches: Vec<usize>,
+    /// How many records it had processed each time it was told it caught up.
+    pub caught_up: Vec<u64>,
 }
 
 /// A sink that keeps rows and offsets "durably" in memory.
@@ -40,6 +44,8 @@ pub struct FakeSink {
     pub positions_failures: u32,
     pub commits: Vec<(&'static str, Vec<ReadRange>)>,
     pub refused: Vec<(Tp, bool)>,
+    /// Held in memory only (rebuilt at every start), as the view's.
+    pub in_memory: bool,
 }
 
 impl FakeStage {
@@ -65,6 +71,7 @@ impl Stage for FakeStage {
             return Err(e);
         }
         self.processed += batch.len() as u64;
+        self.batches.push(batch.len());
         for r in batch {
             let value = text(r);
             match &mut self.sink {
@@ -102,6 +109,10 @@ impl Stage for FakeStage {
         if let Some(sink) = &mut self.sink {
             sink.buffer.clear();
         }
+    }
+
+    fn on_caught_up(&mut self, _metrics: &crate::runtime::Metrics) {
+        self.caught_up.push(self.processed);
     }
 
     fn sink(&mut self) -> Option<&mut dyn Sink> {
@@ -158,5 +169,9 @@ impl Sink for FakeSink {
 
     fn refused(&mut self, topic: &str, partition: i32, refused: bool) {
         self.refused.push(((topic.to_owned(), partition), refused));
+    }
+
+    fn is_durable(&self) -> bool {
+        !self.in_memory
     }
 }
