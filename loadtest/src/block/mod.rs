@@ -14,6 +14,7 @@
 //! each answer until it refuses the withdrawal (423, or 403 if banned). The first trial warms the path up and is not
 //! counted.
 
+mod hops;
 mod report;
 
 use std::path::PathBuf;
@@ -134,8 +135,13 @@ impl Trials {
 
     /// Sends trial `i`'s trade and asks until the account is blocked;
     /// `None` when `timeout` passed first.
-    async fn one(&self, i: u64, timeout: Duration) -> anyhow::Result<Option<Duration>> {
+    async fn one(
+        &self,
+        i: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<(Duration, hops::Trial)>> {
         let (account, event) = trade(&self.run, i);
+        let sent_ms = chrono::Utc::now().timestamp_millis();
         let started = Instant::now();
         let delivery = match self.via {
             Via::Kafka => {
@@ -178,7 +184,12 @@ impl Trials {
                 .status();
             // 423 restricted; 403 banned (an analyzer may ban at once).
             if matches!(status.as_u16(), 423 | 403) {
-                break Some(started.elapsed());
+                let trial = hops::Trial {
+                    account: account.clone(),
+                    sent_ms,
+                    refused_ms: chrono::Utc::now().timestamp_millis(),
+                };
+                break Some((started.elapsed(), trial));
             }
             // 503: this copy's view is catching up (a restart); ask again.
             if !status.is_success() && status.as_u16() != 503 {
@@ -248,17 +259,45 @@ pub fn run(args: &BlockArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<BlockRepo
         Some(Err(_)) => bail!("the background sender panicked"),
         None => None,
     };
+    let gaps = match &measured {
+        Ok(m) => Some(
+            hops::measure(&cluster.settings, &path(&cluster, args.via), &m.blocked).map(|mut h| {
+                h.transactions = hops::transactions(&cluster.metrics().encode());
+                h
+            }),
+        ),
+        Err(_) => None,
+    };
     let stopped = rt.block_on(cluster.stop());
-    let (latencies, failed) = measured?;
+    let measured = measured?;
     stopped?;
-    Ok(BlockReport::new(
+    let mut report = BlockReport::new(
         ids.run(),
         args.via.as_str(),
         args.background_rate,
         background_sent,
-        &latencies,
-        failed,
-    ))
+        &measured.latencies,
+        measured.failed,
+    );
+    report.hops = gaps
+        .transpose()
+        .context("reading the trials' records back")?;
+    Ok(report)
+}
+
+/// The topics a trial's trade passes through, in order.
+fn path(cluster: &Cluster, via: Via) -> hops::Path {
+    let t = &cluster.topology.topics;
+    let mut topics = Vec::new();
+    if via == Via::Kafka {
+        topics.push((t.raw.clone(), "-> events.raw (producer)"));
+        topics.push((t.events.clone(), "-> events (ingest)"));
+    } else {
+        topics.push((t.events.clone(), "-> events (HTTP intake)"));
+    }
+    topics.push((t.screenings.clone(), "-> screenings (screen)"));
+    topics.push((t.transitions.clone(), "-> accounts.transitions (decide)"));
+    hops::Path { topics }
 }
 
 /// Starts every stage of the topology and the HTTP API with a fresh admin
@@ -320,15 +359,25 @@ fn start_background(
         .spawn(move || driver.run(schedule, &stop).map(|s| (driver, s)))?)
 }
 
-/// The warm-up trial, then `args.trials` counted ones: (latencies in
-/// microseconds, trials that timed out).
+/// What the counted trials measured.
+struct Measured {
+    /// Time to block, microseconds.
+    latencies: Histogram<u64>,
+    /// Trials that timed out.
+    failed: u64,
+    /// The trials blocked.
+    blocked: Vec<hops::Trial>,
+}
+
+/// The warm-up trial, then `args.trials` counted ones.
 async fn trial_loop(
     trials: &Trials,
     args: &BlockArgs,
     cluster: &Cluster,
     stop: &AtomicBool,
-) -> anyhow::Result<(Histogram<u64>, u64)> {
+) -> anyhow::Result<Measured> {
     let mut latencies = Histogram::<u64>::new(3).context("a latency histogram")?;
+    let mut blocked = Vec::new();
     let mut failed = 0;
     trials.wait_until_ready(Duration::from_secs(60)).await?;
     if trials.one(0, Duration::from_secs(60)).await?.is_none() {
@@ -346,7 +395,10 @@ async fn trial_loop(
             .one(i, Duration::from_secs(args.trial_timeout))
             .await?
         {
-            Some(d) => latencies.record(d.as_micros() as u64)?,
+            Some((d, trial)) => {
+                latencies.record(d.as_micros() as u64)?;
+                blocked.push(trial);
+            }
             None => failed += 1,
         }
         if i % 25 == 0 {
@@ -356,5 +408,9 @@ async fn trial_loop(
             );
         }
     }
-    Ok((latencies, failed))
+    Ok(Measured {
+        latencies,
+        failed,
+        blocked,
+    })
 }

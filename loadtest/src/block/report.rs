@@ -32,6 +32,8 @@ pub struct BlockReport {
     pub failed: u64,
     /// Time to block, when any trial was blocked.
     pub latency: Option<LatencySummary>,
+    /// Where the time went, gap by gap.
+    pub hops: Option<super::hops::Hops>,
 }
 
 impl BlockReport {
@@ -55,6 +57,7 @@ impl BlockReport {
             blocked: latencies.len(),
             failed,
             latency: LatencySummary::of(latencies),
+            hops: None,
         }
     }
 
@@ -76,6 +79,7 @@ impl BlockReport {
                 "p50": l.p50_ms, "p90": l.p90_ms, "p99": l.p99_ms,
                 "p99_9": l.p999_ms, "max": l.max_ms, "mean": l.mean_ms,
             })),
+            "hops": self.hops.as_ref().map(super::hops::Hops::to_json),
         })
     }
 }
@@ -97,8 +101,12 @@ impl fmt::Display for BlockReport {
                 f,
                 "  time to block (ms): p50 {:.1} | p90 {:.1} | p99 {:.1} | p99.9 {:.1} | max {:.1} | mean {:.1}",
                 l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.mean_ms
-            ),
-            None => write!(f, "  no trial was blocked"),
+            )?,
+            None => write!(f, "  no trial was blocked")?,
         }
+        if let Some(h) = &self.hops {
+            write!(f, "\n{h}")?;
+        }
+        Ok(())
     }
 }
