@@ -82,31 +82,59 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
-/// A reader of `topic` outside any group, positioned at the current end of
-/// every partition; also returns the number of partitions.
-pub fn tail_from_end(
+/// A partition's first offset and end.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// The partition.
+    pub partition: i32,
+    /// Its first offset.
+    pub low: i64,
+    /// Its end (the offset of the next record).
+    pub high: i64,
+}
+
+/// A `read_committed` reader outside any group (`group` names it in the
+/// brokers' logs), and the bounds of every partition of `topic`.
+pub fn reader_with_bounds(
     settings: &KafkaSettings,
+    group: &str,
     topic: &str,
-) -> anyhow::Result<(BaseConsumer, usize)> {
+) -> anyhow::Result<(BaseConsumer, Vec<Bounds>)> {
     let consumer: BaseConsumer = settings
-        .reader_config("kusanagi-loadtest-reader")
+        .reader_config(group)
         .create()
         .context("creating the reader")?;
     let timeout = Duration::from_secs(10);
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
         .with_context(|| format!("reading the metadata of `{topic}`"))?;
-    let mut tpl = TopicPartitionList::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p.id(), timeout)
-                .with_context(|| format!("reading the end of `{topic}` [{}]", p.id()))?;
-            tpl.add_partition_offset(topic, p.id(), Offset::Offset(high))?;
-        }
+    let mut bounds = Vec::new();
+    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p.id(), timeout)
+            .with_context(|| format!("reading the ends of `{topic}` [{}]", p.id()))?;
+        bounds.push(Bounds {
+            partition: p.id(),
+            low,
+            high,
+        });
     }
-    if tpl.count() == 0 {
+    if bounds.is_empty() {
         bail!("topic `{topic}` has no partitions: does it exist on these brokers?");
+    }
+    Ok((consumer, bounds))
+}
+
+/// A reader of `topic` outside any group, positioned at the current end of
+/// every partition; also returns the number of partitions.
+pub fn tail_from_end(
+    settings: &KafkaSettings,
+    topic: &str,
+) -> anyhow::Result<(BaseConsumer, usize)> {
+    let (consumer, bounds) = reader_with_bounds(settings, "kusanagi-loadtest-reader", topic)?;
+    let mut tpl = TopicPartitionList::new();
+    for b in &bounds {
+        tpl.add_partition_offset(topic, b.partition, Offset::Offset(b.high))?;
     }
     consumer.assign(&tpl)?;
     Ok((consumer, tpl.count()))

@@ -14,10 +14,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use kusanagi_connectors::kafka::KafkaSettings;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
+
+use crate::observe::reader_with_bounds;
 
 /// One blocked trial.
 #[derive(Debug, Clone)]
@@ -175,47 +177,37 @@ fn summarise(
 }
 
 /// Notes, for each trial account, the timestamp of its first record in
-/// `topic` (read from the beginning to the current end).
+/// `topic` (read from the beginning to the end it had when the read began).
 fn read_first_stamps(
     settings: &KafkaSettings,
     topic: &str,
     index: &HashMap<&str, usize>,
     stamps: &mut [Option<i64>],
 ) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = settings
-        .reader_config("kusanagi-loadtest-hops")
-        .create()
-        .context("creating the reader")?;
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("reading the metadata of `{topic}`"))?;
+    let (consumer, bounds) = reader_with_bounds(settings, "kusanagi-loadtest-hops", topic)?;
+    // The partitions not read to their end yet, with that end.
+    let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0usize;
-    let mut ends = HashMap::new();
-    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p.id(), timeout)
-            .with_context(|| format!("reading the ends of `{topic}` [{}]", p.id()))?;
-        if high > low {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-            ends.insert(p.id(), high);
-            remaining += 1;
-        }
+    for b in bounds.into_iter().filter(|b| b.high > b.low) {
+        tpl.add_partition_offset(topic, b.partition, Offset::Offset(b.low))?;
+        ends.insert(b.partition, b.high);
     }
     consumer.assign(&tpl)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while remaining > 0 {
+    while !ends.is_empty() {
         if std::time::Instant::now() > deadline {
             bail!("reading `{topic}` back took over 120 s");
         }
         let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-            // Transaction markers end a partition without a record: its
-            // position tells.
-            remaining = ends
-                .iter()
-                .filter(|(p, end)| position(&consumer, topic, **p) < **end)
-                .count();
+            // Transaction markers can end a partition without a record:
+            // the reader's position tells.
+            if let Ok(at) = consumer.position() {
+                ends.retain(|p, end| {
+                    at.find_partition(topic, *p)
+                        .and_then(|e| e.offset().to_raw())
+                        .is_none_or(|o| o < *end)
+                });
+            }
             continue;
         };
         let m = m.with_context(|| format!("reading `{topic}`"))?;
@@ -224,27 +216,18 @@ fn read_first_stamps(
             .and_then(|k| std::str::from_utf8(k).ok())
             .and_then(|k| index.get(k))
         {
-            let ts = m.timestamp().to_millis();
-            stamps[*i] = stamps[*i].or(ts);
+            stamps[*i] = stamps[*i].or(m.timestamp().to_millis());
         }
-        if m.offset() + 1 >= ends[&m.partition()] {
-            ends.insert(m.partition(), i64::MIN);
-            remaining -= 1;
+        // Records written after the read began come too: past the end, a
+        // partition is done (and stays done).
+        if ends
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() + 1 >= *end)
+        {
+            ends.remove(&m.partition());
         }
     }
     Ok(())
-}
-
-/// Where the reader stands in `topic`/`partition` (`i64::MIN` if unknown).
-fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> i64 {
-    consumer
-        .position()
-        .ok()
-        .and_then(|tpl| {
-            tpl.find_partition(topic, partition)
-                .and_then(|e| e.offset().to_raw())
-        })
-        .unwrap_or(i64::MIN)
 }
 
 #[cfg(test)]
