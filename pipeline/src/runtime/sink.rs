@@ -198,9 +198,10 @@ impl Positions {
     /// the broker's log (`bounds`; `None`: it did not answer, and the first
     /// record tells). A refused partition stays refused.
     ///
-    /// A sink that is not durable ([`Sink::is_durable`]) reads from the
-    /// log's start whatever it starts with: records deleted before it are
-    /// not reported.
+    /// `report_aged_out`: whether records retention deleted before the
+    /// sink's offset are reported (an error in the log). False for a sink
+    /// that is not durable ([`Sink::is_durable`]): it reads each log from
+    /// its start at every start, so what retention deleted is expected.
     pub fn place(
         &mut self,
         partition: &(String, i32),
