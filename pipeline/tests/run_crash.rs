@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{
-    ChildGuard, Reader, TopologyFile, free_port, harness_python, tempdir::TempDir, wait_for_port,
-};
+use common::{ChildGuard, Reader, TopologyFile, free_port, tempdir::TempDir, wait_for_port};
 use kusanagi_pipeline::catalog::Catalog;
 use kusanagi_pipeline::config::Topology;
 use rdkafka::ClientConfig;
@@ -96,16 +94,7 @@ fn produce(bootstrap: String, ids: Vec<usize>, rate: usize) -> usize {
         }
         let key = format!("acct_{}", i % 97);
         let value = event(*i);
-        let mut record = BaseRecord::to("events.raw").key(&key).payload(&value);
-        loop {
-            match p.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        }
+        common::send_waiting(&p, BaseRecord::to("events.raw").key(&key).payload(&value));
     }
     p.flush(Duration::from_secs(240))
         .expect("every event acknowledged");
@@ -212,19 +201,8 @@ fn kusanagi_run_killed_5_times_loses_and_repeats_nothing() {
         assert!(Instant::now() < end, "only {rows} events archived");
         std::thread::sleep(Duration::from_millis(500));
     }
-    let script = common::workspace().join("pipeline/tests/duckdb/archive_counts.py");
-    let out = std::process::Command::new(harness_python())
-        .arg(script)
-        .arg("events")
-        .arg(dir.path().join("archive/hot"))
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let counts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let hot = dir.path().join("archive/hot");
+    let counts = common::duckdb_script("archive_counts.py", [Path::new("events"), hot.as_path()]);
     assert_eq!(counts["rows"], TOTAL, "DuckDB: rows");
     assert_eq!(counts["distinct_ids"], TOTAL, "DuckDB: distinct event ids");
     drop(process);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use kusanagi_pipeline::catalog::Catalog;
 use kusanagi_pipeline::config::Topology;
 
-use crate::common::{self, harness_python};
+use crate::common;
 
 pub(crate) const WAIT: Duration = Duration::from_secs(300);
 
@@ -75,17 +75,6 @@ pub(crate) fn files_under(root: &Path, table: &str) -> BTreeSet<String> {
 }
 
 pub(crate) fn duckdb_counts(table: &str, folders: &[&Path]) -> serde_json::Value {
-    let script = common::workspace().join("pipeline/tests/duckdb/archive_counts.py");
-    let out = std::process::Command::new(harness_python())
-        .arg(script)
-        .arg(table)
-        .args(folders)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "DuckDB script failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON from the DuckDB script")
+    let args = std::iter::once(Path::new(table)).chain(folders.iter().copied());
+    common::duckdb_script("archive_counts.py", args)
 }

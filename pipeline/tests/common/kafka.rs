@@ -4,8 +4,12 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::ToBytes;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer,
+};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// An idempotent producer for test input.
@@ -53,6 +57,36 @@ pub fn trades(
         .collect()
 }
 
+/// Hands `record` to `producer`, waiting while its queue is full, or while
+/// it does not know the record's partition yet (one just added to the
+/// topic: the producer learns it at its next metadata refresh). Any other
+/// refusal, or a minute of waiting, fails the test.
+pub fn send_waiting<'a, C, K, P>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'a, K, P, C::DeliveryOpaque>,
+) where
+    C: ProducerContext + 'static,
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(code), back))
+                if matches!(
+                    code,
+                    RDKafkaErrorCode::QueueFull | RDKafkaErrorCode::UnknownPartition
+                ) && Instant::now() < deadline =>
+            {
+                record = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => panic!("the producer refused a test record: {e}"),
+        }
+    }
+}
+
 /// Produces `(key, value)` records to `topic` and waits for every ack.
 pub fn produce_all(
     producer: &ThreadedProducer<DefaultProducerContext>,
@@ -60,16 +94,7 @@ pub fn produce_all(
     records: &[(String, Vec<u8>)],
 ) {
     for (key, value) in records {
-        let mut record = BaseRecord::to(topic).key(key).payload(value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        }
+        send_waiting(producer, BaseRecord::to(topic).key(key).payload(value));
     }
     producer
         .flush(Duration::from_secs(60))

@@ -18,7 +18,9 @@ mod topology;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-pub use kafka::{Reader, committed, end_offsets, header, produce_all, producer, trades};
+pub use kafka::{
+    Reader, committed, end_offsets, header, produce_all, producer, send_waiting, trades,
+};
 pub use process::{Broker, ChildGuard, kusanagi, kusanagi_with_env, new_key, wait_for_port};
 pub use topology::{S3Bucket, TopologyFile, http};
 
@@ -97,6 +99,26 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// Runs the DuckDB script `pipeline/tests/duckdb/<script>` with the
+/// harness's Python and `args`, and reads the JSON it prints; fails the
+/// test with the script's error output when it fails.
+pub fn duckdb_script<S: AsRef<std::ffi::OsStr>>(
+    script: &str,
+    args: impl IntoIterator<Item = S>,
+) -> serde_json::Value {
+    let out = std::process::Command::new(harness_python())
+        .arg(workspace().join("pipeline/tests/duckdb").join(script))
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "DuckDB script {script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON from the DuckDB script")
 }
 
 /// The Python of the test harness (with DuckDB), from `KUSANAGI_VENV`.

@@ -3,27 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{self, harness_python};
+use crate::common;
 
 pub(crate) fn duckdb(table: &str, ids: &Path, folders: &[String]) -> Value {
-    let script = common::workspace().join("pipeline/tests/duckdb/erased_counts.py");
-    let out = Command::new(harness_python())
-        .arg(script)
-        .arg(table)
-        .arg(ids)
-        .args(folders)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "DuckDB script failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON from the DuckDB script")
+    let args = [std::ffi::OsStr::new(table), ids.as_os_str()]
+        .into_iter()
+        .chain(folders.iter().map(std::ffi::OsStr::new));
+    common::duckdb_script("erased_counts.py", args)
 }
 
 /// The certificates in the catalog folder, by request id.

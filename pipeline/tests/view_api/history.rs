@@ -6,7 +6,7 @@ use std::time::Duration;
 use kusanagi_schemas::{Account, AccountState, EventTime, RecordCodec, Transition, Trigger};
 use rdkafka::producer::{BaseRecord, Producer};
 
-use crate::common::producer;
+use crate::common::{producer, send_waiting};
 
 use AccountState::*;
 
@@ -114,16 +114,7 @@ pub(crate) fn write_history_to(bootstrap: &str, scripts: &[Script], partition: O
         if let Some(partition) = partition {
             r = r.partition(partition);
         }
-        let mut r = r;
-        loop {
-            match p.send(r) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    r = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        }
+        send_waiting(&p, r);
     };
     for s in scripts {
         for (v, (_, at)) in s.moves.iter().enumerate() {
