@@ -1,7 +1,8 @@
 //! CPU time of this process's threads, from `/proc/self/task/*/stat`
 //! (Linux), grouped by what the thread does: a stage's own thread
-//! (`stage-<name>`), librdkafka's threads (`rdk:*`), the async runtime's
-//! workers, the embedded broker's, the load test's own.
+//! (`stage-<name>`), librdkafka's threads (`rdk:*`, and rust-rdkafka's
+//! `producer polling thread`), the async runtime's workers, the embedded
+//! broker's, the load test's own.
 //!
 //! The figures are the kernel's per-thread user + system time, in clock
 //! ticks of 10 ms (`USER_HZ`, which Linux fixes at 100 for `/proc`): a
@@ -77,7 +78,9 @@ fn group_of(name: &str) -> String {
     if let Some(stage) = name.strip_prefix("stage-") {
         return stage.to_owned();
     }
-    if name.starts_with("rdk:") {
+    // rust-rdkafka's delivery-report thread ("producer polling thread",
+    // cut to 15 characters) serves a producer as librdkafka's own do.
+    if name.starts_with("rdk:") || name.starts_with("producer poll") {
         return "librdkafka".into();
     }
     if name.starts_with("tokio-") {
@@ -106,6 +109,7 @@ mod tests {
     fn threads_are_grouped_by_what_they_do() {
         assert_eq!(group_of("stage-screen"), "screen");
         assert_eq!(group_of("rdk:main"), "librdkafka");
+        assert_eq!(group_of("producer pollin"), "librdkafka");
         assert_eq!(group_of("tokio-runtime-w"), "async runtime");
         assert_eq!(group_of("conn-17"), "conn");
     }

@@ -71,9 +71,6 @@ pub trait Output<G> {
     /// Waits until everything queued was delivered; an error if anything
     /// sent since the last flush was not.
     fn flush(&mut self) -> Result<(), OutputFailure>;
-
-    /// Serves delivery reports without waiting.
-    fn poll(&mut self) {}
 }
 
 /// The output of a stage that produces nothing (the view): any record it

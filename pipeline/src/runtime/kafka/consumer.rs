@@ -17,6 +17,16 @@ const SEEK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a request for a partition's bounds may take.
 const BOUNDS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `timeout` rounded up to whole milliseconds, for a consumer poll.
+///
+/// rust-rdkafka hands librdkafka the time left truncated to whole
+/// milliseconds and polls again until it is over, so the last fraction of
+/// a millisecond would be spent polling with a zero timeout in a loop.
+pub(super) fn whole_ms(timeout: Duration) -> Duration {
+    let ms = timeout.as_nanos().div_ceil(1_000_000);
+    Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
 /// The record, owned.
 pub(super) fn consumed(m: &BorrowedMessage<'_>) -> Consumed {
     Consumed {
@@ -131,4 +141,23 @@ pub(super) fn positions<C: ConsumerContext>(
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poll_timeout_is_rounded_up_to_whole_milliseconds() {
+        assert_eq!(whole_ms(Duration::ZERO), Duration::ZERO);
+        assert_eq!(whole_ms(Duration::from_micros(1)), Duration::from_millis(1));
+        assert_eq!(
+            whole_ms(Duration::from_micros(9_300)),
+            Duration::from_millis(10)
+        );
+        assert_eq!(
+            whole_ms(Duration::from_millis(100)),
+            Duration::from_millis(100)
+        );
+    }
 }

@@ -2,14 +2,25 @@
 //! stages (`transactional.id` = `<group>-<instance id>`, stable across
 //! restarts, so a restarted copy's `init_transactions` aborts what its dead
 //! predecessor left open), idempotent and non-transactional for sinks.
+//!
+//! The producer's delivery reports are served by its own polling thread
+//! (rdkafka's [`ThreadedProducer`]), and waiting for deliveries blocks in
+//! librdkafka's `rd_kafka_flush` until that thread has served the last one.
+//! The stage thread never polls for them itself: rust-rdkafka's
+//! `BaseProducer::poll(d)` runs to the end of `d` and hands librdkafka its
+//! remainder truncated to whole milliseconds, so a wait of under 1 ms polls
+//! with a zero timeout in a loop. Waiting for a transaction's deliveries in
+//! 1 ms polls that way kept a core busy and took the CPU the producer's
+//! own threads needed to deliver.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kusanagi_connectors::kafka::KafkaSettings;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::runtime::output::{NextOffset, Output, OutputFailure};
@@ -39,7 +50,7 @@ impl ProducerContext for Deliveries {
 
 /// A stage copy's producer.
 pub struct KafkaOutput {
-    producer: BaseProducer<Deliveries>,
+    producer: ThreadedProducer<Deliveries>,
     /// Failed deliveries already reported by [`Output::flush`].
     failed_seen: u64,
 }
@@ -72,17 +83,22 @@ impl KafkaOutput {
         })
     }
 
-    /// Serves delivery reports in 1 ms polls until nothing is in flight.
+    /// Waits until every queued record was delivered (or failed) and its
+    /// report served, up to `timeout`; false if some were still out then.
     ///
-    /// `commit_transaction` flushes first, but rust-rdkafka's flush polls in
-    /// slices of up to 100 ms that always run to their end, which put a
-    /// 100 ms floor under every transaction. Draining here first leaves that
-    /// flush nothing to wait for; delivery failures still fail the commit.
-    fn await_deliveries(&self) {
-        let deadline = Instant::now() + KAFKA_TIMEOUT;
-        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
-            self.producer.poll(Duration::from_millis(1));
-        }
+    /// `rd_kafka_flush` also sends at once what `linger.ms` still held.
+    /// `commit_transaction` flushes first too, but through rust-rdkafka's
+    /// flush, which polls in slices of up to 100 ms that run to their end:
+    /// a 100 ms floor under every transaction. After this wait it has
+    /// nothing left to wait for; delivery failures still fail the commit.
+    fn await_deliveries(&self, timeout: Duration) -> bool {
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: the handle is the live client `self.producer` owns, and
+        // rd_kafka_flush may be called from any thread while the polling
+        // thread serves the delivery reports.
+        let err =
+            unsafe { rdkafka::bindings::rd_kafka_flush(self.producer.client().native_ptr(), ms) };
+        err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
     }
 
     fn queue(&self, record: &OutRecord) -> Result<(), OutputFailure> {
@@ -104,7 +120,8 @@ impl KafkaOutput {
             match self.producer.send(base) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    self.producer.poll(Duration::from_millis(10));
+                    // The polling thread frees room as deliveries come back.
+                    std::thread::sleep(Duration::from_millis(1));
                     base = back;
                 }
                 Err((e, _)) => return Err(classify("produce", e)),
@@ -116,7 +133,7 @@ impl KafkaOutput {
 fn create(
     stage: &'static str,
     config: rdkafka::ClientConfig,
-) -> Result<BaseProducer<Deliveries>, RuntimeError> {
+) -> Result<ThreadedProducer<Deliveries>, RuntimeError> {
     config
         .create_with_context(Deliveries::default())
         .map_err(|source| RuntimeError::Client {
@@ -173,7 +190,7 @@ impl Output<ConsumerGroupMetadata> for KafkaOutput {
             self.producer
                 .send_offsets_to_transaction(&tpl, group, KAFKA_TIMEOUT),
         )?;
-        self.await_deliveries();
+        self.await_deliveries(KAFKA_TIMEOUT);
         txn(
             "commit_transaction",
             self.producer.commit_transaction(KAFKA_TIMEOUT),
@@ -205,28 +222,29 @@ impl Output<ConsumerGroupMetadata> for KafkaOutput {
     }
 
     fn flush(&mut self) -> Result<(), OutputFailure> {
-        let flushed = self.producer.flush(KAFKA_TIMEOUT);
+        let delivered = self.await_deliveries(KAFKA_TIMEOUT);
         let failed = self.producer.context().failed.load(Ordering::Relaxed);
         let newly_failed = failed != self.failed_seen;
         self.failed_seen = failed;
-        match flushed {
-            Err(e) => Err(classify("flush", e)),
-            Ok(()) if newly_failed => Err(OutputFailure::Abortable {
+        if !delivered {
+            return Err(OutputFailure::Abortable {
+                operation: "flush",
+                detail: format!("records still undelivered after {KAFKA_TIMEOUT:?}"),
+            });
+        }
+        if newly_failed {
+            return Err(OutputFailure::Abortable {
                 operation: "flush",
                 detail: "records were not delivered".into(),
-            }),
-            Ok(()) => Ok(()),
+            });
         }
-    }
-
-    fn poll(&mut self) {
-        self.producer.poll(Duration::ZERO);
+        Ok(())
     }
 }
 
 fn init_transactions(
     stage: &'static str,
-    producer: &BaseProducer<Deliveries>,
+    producer: &ThreadedProducer<Deliveries>,
 ) -> Result<(), RuntimeError> {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(3));
     let mut attempt = 0u32;

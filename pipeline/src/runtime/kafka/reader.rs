@@ -15,7 +15,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::consumer::{
-    consumed, log_bounds, partitions_of, pause, poll_error, positions, resume, seek,
+    consumed, log_bounds, partitions_of, pause, poll_error, positions, resume, seek, whole_ms,
 };
 use crate::runtime::lag::{LagReporter, enable_stats};
 use crate::runtime::source::{Consumed, LogBounds, PollError, RebalanceEvent, Source};
@@ -167,7 +167,7 @@ impl Source for KafkaReader {
             // they are read from their beginning without a seek.
             return None;
         }
-        let m = match self.consumer.poll(timeout)? {
+        let m = match self.consumer.poll(whole_ms(timeout))? {
             Ok(m) => consumed(&m),
             Err(e) => return Some(Err(poll_error(e))),
         };

@@ -15,7 +15,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::consumer::{
-    consumed, log_bounds, partitions_of, pause, poll_error, positions, resume, seek,
+    consumed, log_bounds, partitions_of, pause, poll_error, positions, resume, seek, whole_ms,
 };
 use crate::runtime::lag::{LagReporter, enable_stats};
 use crate::runtime::source::{Consumed, LogBounds, PollError, RebalanceEvent, Source};
@@ -110,7 +110,7 @@ impl Source for KafkaSource {
     fn poll(&mut self, timeout: Duration) -> Option<Result<Consumed, PollError>> {
         Some(
             self.consumer
-                .poll(timeout)?
+                .poll(whole_ms(timeout))?
                 .map(|m| consumed(&m))
                 .map_err(poll_error),
         )

@@ -47,7 +47,6 @@ impl<S: Stage, Src: Source, Out: Output<Src::Group>> StageLoop<S, Src, Out> {
         if let Some(reason) = self.sink().due(Instant::now(), progress) {
             self.sink_commit(reason)?;
         }
-        self.output.poll();
         Ok(())
     }
 
