@@ -23,7 +23,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone)]
@@ -1053,6 +1053,10 @@ impl EngineState {
         // immediately), 1 = read_committed (never sees past the earliest
         // still-open transaction).
         let read_committed = req.isolation_level == 1;
+        // [Kusanagi patch] What the response may still hold, and whether it
+        // holds a batch yet (KIP-74).
+        let mut room = req.max_bytes.max(0) as usize;
+        let mut served_any = false;
 
         for topic in &req.topics {
             let mut topic_res = FetchableTopicResponse::default();
@@ -1108,36 +1112,51 @@ impl EngineState {
                             // past fetch_offset — compaction leaves gaps, so
                             // the batch covering it may be gone and the next
                             // one is where the log continues.
-                            let start = part_state.record_batches.iter().position(|(base, b)| {
-                                super::log::batch_last_offset(*base, b) >= fetch_offset
+                            // [Kusanagi patch] The batches are in offset
+                            // order: a binary search finds the first, where
+                            // a scan from the log's start cost every fetch
+                            // time in proportion to the partition's length.
+                            let start = part_state.record_batches.partition_point(|(base, b)| {
+                                super::log::batch_last_offset(*base, b) < fetch_offset
                             });
-                            if let Some(start) = start {
-                                let mut out = Vec::new();
-                                for (base, batch) in &part_state.record_batches[start..] {
-                                    if *base >= visible_up_to {
-                                        break;
-                                    }
-                                    // Real Kafka includes an aborted batch's
-                                    // bytes in the fetch response too,
-                                    // relying on the client to discard it
-                                    // using aborted_transactions below. This
-                                    // engine doesn't replicate that
-                                    // client-side bookkeeping, so it
-                                    // simplifies to: a read_committed fetch
-                                    // never serves a batch whose base_offset
-                                    // is a known aborted transaction's start.
-                                    let is_this_batch_aborted = read_committed
-                                        && part_state
-                                            .aborted_txns
-                                            .iter()
-                                            .any(|&(_, first_offset)| first_offset == *base);
-                                    if !is_this_batch_aborted {
-                                        out.extend_from_slice(batch);
-                                    }
+                            // [Kusanagi patch] At most `partition_max_bytes`
+                            // of this partition and `max_bytes` in all
+                            // (KIP-74), in whole batches, except that the
+                            // response's first batch goes whatever its size,
+                            // so that a consumer always makes progress.
+                            let limit = room.min(partition.partition_max_bytes.max(0) as usize);
+                            let mut out = Vec::new();
+                            for (base, batch) in &part_state.record_batches[start..] {
+                                if *base >= visible_up_to {
+                                    break;
                                 }
-                                if !out.is_empty() {
-                                    part_res.records = Some(bytes::Bytes::from(out));
+                                // Real Kafka includes an aborted batch's
+                                // bytes in the fetch response too,
+                                // relying on the client to discard it
+                                // using aborted_transactions below. This
+                                // engine doesn't replicate that
+                                // client-side bookkeeping, so it
+                                // simplifies to: a read_committed fetch
+                                // never serves a batch whose base_offset
+                                // is a known aborted transaction's start.
+                                let is_this_batch_aborted = read_committed
+                                    && part_state
+                                        .aborted_txns
+                                        .iter()
+                                        .any(|&(_, first_offset)| first_offset == *base);
+                                if is_this_batch_aborted {
+                                    continue;
                                 }
+                                let first_of_response = !served_any && out.is_empty();
+                                if out.len() + batch.len() > limit && !first_of_response {
+                                    break;
+                                }
+                                out.extend_from_slice(batch);
+                            }
+                            if !out.is_empty() {
+                                served_any = true;
+                                room = room.saturating_sub(out.len());
+                                part_res.records = Some(bytes::Bytes::from(out));
                             }
                         }
 
@@ -2921,12 +2940,13 @@ fn fetch_is_ready(res: &FetchResponse, min_bytes: i32) -> bool {
 #[derive(Clone, Debug)]
 pub struct Engine {
     pub(super) state: Arc<Mutex<EngineState>>,
-    // [Kusanagi patch] Signalled whenever records may have become readable
-    // (a produce, a transaction's end, a producer's re-init aborting one),
-    // so that a Fetch with nothing to return waits up to its `max_wait_ms`
-    // for them, as Apache Kafka's delayed fetch does, instead of answering
-    // empty at once and having every idle consumer poll in a loop.
-    pub(super) readable: Arc<Condvar>,
+    // [Kusanagi patch] Fetches with nothing to return wait up to their
+    // `max_wait_ms` for records, as Apache Kafka's delayed fetch does,
+    // instead of answering empty at once and having every idle consumer
+    // poll in a loop; a change that may have made records readable (a
+    // produce, a transaction's end, a producer's re-init or a timeout
+    // aborting one) wakes those it concerns (fetch_wait.rs).
+    pub(super) fetch_waiters: Arc<super::fetch_wait::FetchWaiters>,
 }
 
 impl Default for Engine {
@@ -2947,7 +2967,7 @@ impl Engine {
     }
 
     pub(super) fn from_state(state: EngineState) -> Self {
-        Self { state: Arc::new(Mutex::new(state)), readable: Arc::new(Condvar::new()) }
+        Self { state: Arc::new(Mutex::new(state)), fetch_waiters: Arc::default() }
     }
 
     pub fn handle_api_versions(&self, version: i16) -> ApiVersionsResponse {
@@ -2977,6 +2997,7 @@ impl Engine {
     /// is dropped.
     pub fn spawn_log_cleaner(&self) {
         let weak = Arc::downgrade(&self.state);
+        let fetch_waiters = Arc::clone(&self.fetch_waiters);
         std::thread::spawn(move || {
             // [Kusanagi patch] Sessions are checked every 100 ms (timeouts.rs),
             // so a dead member is evicted within 0.1 s of its session's end;
@@ -2988,6 +3009,7 @@ impl Engine {
                 state.expire_sessions();
                 if tick % 10 == 0 {
                     state.run_log_cleaner_journaled();
+                    fetch_waiters.wake_ready(&state);
                 }
             }
         });
@@ -3013,13 +3035,13 @@ impl Engine {
         let res = self.journaled(ApiKey::InitProducerId, req, version, |s| {
             s.handle_init_producer_id(req, version)
         });
-        self.readable.notify_all();
+        self.wake_ready_fetches();
         res
     }
 
     pub fn handle_produce(&self, req: &ProduceRequest, version: i16) -> ProduceResponse {
         let res = self.journaled(ApiKey::Produce, req, version, |s| s.handle_produce(req, version));
-        self.readable.notify_all();
+        self.wake_ready_fetches();
         res
     }
 
@@ -3030,15 +3052,33 @@ impl Engine {
     pub fn handle_fetch(&self, req: &FetchRequest, version: i16) -> FetchResponse {
         let wait = std::time::Duration::from_millis(req.max_wait_ms.clamp(0, 1_000) as u64);
         let deadline = std::time::Instant::now() + wait;
+        let mut waiter: Option<Arc<super::fetch_wait::FetchWaiter>> = None;
         let mut state = self.state.lock().unwrap();
         loop {
             let res = state.handle_fetch(req, version);
             let now = std::time::Instant::now();
             if now >= deadline || fetch_is_ready(&res, req.min_bytes) {
+                if let Some(w) = &waiter {
+                    self.fetch_waiters.remove(w);
+                }
                 return res;
             }
-            state = self.readable.wait_timeout(state, deadline - now).unwrap().0;
+            let w = waiter.get_or_insert_with(|| {
+                let w = Arc::new(super::fetch_wait::FetchWaiter::of(req));
+                self.fetch_waiters.add(&w);
+                w
+            });
+            let w = Arc::clone(w);
+            drop(state);
+            w.wait_until(deadline);
+            state = self.state.lock().unwrap();
         }
+    }
+
+    /// [Kusanagi patch] Wakes the waiting fetches that may now answer.
+    fn wake_ready_fetches(&self) {
+        let state = self.state.lock().unwrap();
+        self.fetch_waiters.wake_ready(&state);
     }
 
     pub fn handle_list_offsets(
@@ -3373,7 +3413,7 @@ impl Engine {
         version: i16,
     ) -> kafka_protocol::messages::EndTxnResponse {
         let res = self.journaled(ApiKey::EndTxn, req, version, |s| s.handle_end_txn(req, version));
-        self.readable.notify_all();
+        self.wake_ready_fetches();
         res
     }
 

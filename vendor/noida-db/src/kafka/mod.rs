@@ -4,6 +4,7 @@ pub mod codec;
 pub mod connection;
 pub mod durable;
 pub mod engine;
+pub mod fetch_wait;
 pub mod journal;
 pub mod log;
 pub mod timeouts;

@@ -109,6 +109,7 @@ fn fetch(t: &T, topic: &str, offset: i64) -> (i16, Vec<(i64, Option<String>, Opt
     let mut fp = FetchPartition::default();
     fp.partition = 0;
     fp.fetch_offset = offset;
+    fp.partition_max_bytes = 1 << 20;
     ft.partitions.push(fp);
     req.topics.push(ft);
     let res = t.engine.handle_fetch(&req, 11);

@@ -67,6 +67,7 @@ fn test_produce_and_fetch_happy_path() {
     let mut fetch_part1 = FetchPartition::default();
     fetch_part1.partition = 0;
     fetch_part1.fetch_offset = 0;
+    fetch_part1.partition_max_bytes = 1 << 20;
     fetch_topic1.partitions.push(fetch_part1);
     fetch_req1.topics.push(fetch_topic1);
 
@@ -89,6 +90,7 @@ fn test_produce_and_fetch_happy_path() {
     let mut fetch_part2 = FetchPartition::default();
     fetch_part2.partition = 0;
     fetch_part2.fetch_offset = 1;
+    fetch_part2.partition_max_bytes = 1 << 20;
     fetch_topic2.partitions.push(fetch_part2);
     fetch_req2.topics.push(fetch_topic2);
 
@@ -158,6 +160,7 @@ fn test_fetch_error_cases() {
     let mut fetch_part = FetchPartition::default();
     fetch_part.partition = 0;
     fetch_part.fetch_offset = 0;
+    fetch_part.partition_max_bytes = 1 << 20;
     fetch_topic_unknown.partitions.push(fetch_part);
     fetch_req_unknown.topics.push(fetch_topic_unknown);
 
@@ -171,6 +174,7 @@ fn test_fetch_error_cases() {
     let mut fetch_part_oor = FetchPartition::default();
     fetch_part_oor.partition = 0;
     fetch_part_oor.fetch_offset = 5; // high_watermark is 0
+    fetch_part_oor.partition_max_bytes = 1 << 20;
     fetch_topic_oor.partitions.push(fetch_part_oor);
     fetch_req_oor.topics.push(fetch_topic_oor);
 
@@ -270,6 +274,7 @@ fn fetch_record_bytes(t: &T, topic: &'static str, offset: i64) -> usize {
     let mut fetch_part = FetchPartition::default();
     fetch_part.partition = 0;
     fetch_part.fetch_offset = offset;
+    fetch_part.partition_max_bytes = 1 << 20;
     fetch_topic.partitions.push(fetch_part);
     fetch_req.topics.push(fetch_topic);
 
@@ -307,4 +312,83 @@ fn multi_record_batch_fetch_resumes_at_any_offset_inside_it() {
     assert!(fetch_record_bytes(&t, "multi", 2) > 0, "offset 2: end of first batch");
     assert!(fetch_record_bytes(&t, "multi", 3) > 0, "offset 3: start of second batch");
     assert!(fetch_record_bytes(&t, "multi", 4) > 0, "offset 4: mid second batch");
+}
+
+/// Produces one batch of `values` to `topic`'s partition `partition`.
+fn produce_values(t: &T, topic: &'static str, partition: i32, values: &[&[u8]]) -> usize {
+    let batch = record_batch(values, -1, -1, -1);
+    let len = batch.len();
+    let mut req = ProduceRequest::default();
+    let mut topic_data = TopicProduceData::default();
+    topic_data.name = TopicName::from(StrBytes::from_static_str(topic));
+    let mut part_data = PartitionProduceData::default();
+    part_data.index = partition;
+    part_data.records = Some(bytes::Bytes::from(batch));
+    topic_data.partition_data.push(part_data);
+    req.topic_data.push(topic_data);
+    let res = t.engine.handle_produce(&req, 8);
+    assert_eq!(res.responses[0].partition_responses[0].error_code, 0);
+    len
+}
+
+/// A fetch of `topic`'s partitions 0 and 1 from `offset`, with the limits.
+fn fetch_limited(
+    t: &T,
+    topic: &'static str,
+    offset: i64,
+    partition_max_bytes: i32,
+    max_bytes: i32,
+) -> Vec<Vec<Vec<u8>>> {
+    let mut req = FetchRequest::default();
+    req.max_bytes = max_bytes;
+    let mut ft = FetchTopic::default();
+    ft.topic = TopicName::from(StrBytes::from_static_str(topic));
+    for partition in 0..2 {
+        let mut fp = FetchPartition::default();
+        fp.partition = partition;
+        fp.fetch_offset = offset;
+        fp.partition_max_bytes = partition_max_bytes;
+        ft.partitions.push(fp);
+    }
+    req.topics.push(ft);
+    let res = t.engine.handle_fetch(&req, 11);
+    res.responses[0].partitions.iter().map(|p| record_values(p.records.as_ref())).collect()
+}
+
+/// [Kusanagi patch] KIP-74: a fetch holds at most `partition_max_bytes` of a
+/// partition and `max_bytes` in all, in whole batches, except that the
+/// response's first batch goes whatever its size; and it starts at the
+/// batch holding the fetch offset however long the log.
+#[test]
+fn a_fetch_keeps_to_its_byte_limits_in_whole_batches() {
+    let t = T::new();
+    t.create_topic("limits", 2);
+    let mut batch_len = 0;
+    for p in 0..2 {
+        batch_len = produce_values(&t, "limits", p, &[b"a", b"b"]);
+        produce_values(&t, "limits", p, &[b"c", b"d"]);
+        produce_values(&t, "limits", p, &[b"e", b"f"]);
+    }
+    let all = |v: &[&[u8]]| v.iter().map(|x| x.to_vec()).collect::<Vec<_>>();
+    let big = 1 << 20;
+
+    // From the middle of the second batch: that batch whole, then the rest.
+    let got = fetch_limited(&t, "limits", 3, big, big);
+    assert_eq!(got[0], all(&[b"c", b"d", b"e", b"f"]));
+
+    // Room for one batch and a half per partition: one batch each.
+    let one_and_a_half = (batch_len * 3 / 2) as i32;
+    let got = fetch_limited(&t, "limits", 0, one_and_a_half, big);
+    assert_eq!(got, vec![all(&[b"a", b"b"]), all(&[b"a", b"b"])]);
+
+    // A limit below one batch still gives the response's first batch, and
+    // nothing of the next partition.
+    let got = fetch_limited(&t, "limits", 0, 1, big);
+    assert_eq!(got, vec![all(&[b"a", b"b"]), Vec::<Vec<u8>>::new()]);
+
+    // The response's limit spans partitions: two batches' worth in all.
+    let got = fetch_limited(&t, "limits", 0, big, (batch_len * 2) as i32);
+    assert_eq!(got, vec![all(&[b"a", b"b", b"c", b"d"]), Vec::<Vec<u8>>::new()]);
+    let got = fetch_limited(&t, "limits", 4, big, (batch_len * 2) as i32);
+    assert_eq!(got, vec![all(&[b"e", b"f"]), all(&[b"e", b"f"])]);
 }

@@ -63,6 +63,7 @@ fn fetch(
     let mut fp = FetchPartition::default();
     fp.partition = 0;
     fp.fetch_offset = offset;
+    fp.partition_max_bytes = 1 << 20;
     ft.partitions.push(fp);
     req.topics.push(ft);
     let resp = t.engine.handle_fetch(&req, 11);
@@ -493,4 +494,103 @@ fn stale_producer_epoch_is_fenced() {
     produce.topic_data.push(topic_data);
     let resp = t.engine.handle_produce(&produce, 8);
     assert_eq!(resp.responses[0].partition_responses[0].error_code, 47); // INVALID_PRODUCER_EPOCH
+}
+
+/// A read_committed fetch of partition `partition` of `woken` from offset 0.
+fn waiting_fetch(partition: i32) -> FetchRequest {
+    let mut req = FetchRequest::default();
+    req.isolation_level = 1;
+    req.max_wait_ms = 1_000;
+    req.min_bytes = 1;
+    let mut ft = FetchTopic::default();
+    ft.topic = TopicName::from(StrBytes::from_static_str("woken"));
+    let mut fp = FetchPartition::default();
+    fp.partition = partition;
+    fp.partition_max_bytes = 1 << 20;
+    ft.partitions.push(fp);
+    req.topics.push(ft);
+    req
+}
+
+/// [Kusanagi patch] A waiting read_committed fetch is woken by the commit
+/// that makes its records readable, not by their produce, and before its
+/// `max_wait_ms` ends; a fetch of another partition is not woken at all
+/// (fetch_wait.rs).
+#[test]
+fn a_waiting_read_committed_fetch_wakes_at_the_commit_of_its_partition() {
+    use crate::kafka::fetch_wait::FetchWaiter;
+    let t = T::new();
+    t.create_topic("woken", 2);
+    let tx = TransactionalId(StrBytes::from_static_str("tx-w"));
+    let mut init = InitProducerIdRequest::default();
+    init.transactional_id = Some(tx.clone());
+    init.transaction_timeout_ms = 60_000;
+    let init = t.engine.handle_init_producer_id(&init, 4);
+    let may_answer = |partition: i32| {
+        FetchWaiter::of(&waiting_fetch(partition)).may_be_ready(&t.engine.state.lock().unwrap())
+    };
+
+    let waiting = |partition: i32| {
+        let engine = t.engine.clone();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let res = engine.handle_fetch(&waiting_fetch(partition), 11);
+            (started.elapsed(), has_records(&res.responses[0].partitions[0]))
+        })
+    };
+    let on_0 = waiting(0);
+    let on_1 = waiting(1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    while t.engine.fetch_waiters.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the fetches did not start waiting");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+
+    let mut add = AddPartitionsToTxnRequest::default();
+    add.v3_and_below_transactional_id = tx.clone();
+    add.v3_and_below_producer_id = init.producer_id;
+    add.v3_and_below_producer_epoch = init.producer_epoch;
+    let mut topic = AddPartitionsToTxnTopic::default();
+    topic.name = TopicName::from(StrBytes::from_static_str("woken"));
+    topic.partitions = vec![0];
+    add.v3_and_below_topics = vec![topic];
+    t.engine.handle_add_partitions_to_txn(&add, 1);
+    let mut produce = ProduceRequest::default();
+    let mut data = TopicProduceData::default();
+    data.name = TopicName::from(StrBytes::from_static_str("woken"));
+    let mut part = PartitionProduceData::default();
+    part.index = 0;
+    part.records = Some(bytes::Bytes::from(make_transactional_batch(
+        init.producer_id.0,
+        init.producer_epoch,
+        0,
+    )));
+    data.partition_data.push(part);
+    produce.topic_data.push(data);
+    assert_eq!(
+        t.engine.handle_produce(&produce, 8).responses[0].partition_responses[0].error_code,
+        0
+    );
+
+    // Produced but not committed: neither may answer, both still wait.
+    assert!(!may_answer(0) && !may_answer(1));
+    assert!(!on_0.is_finished() && !on_1.is_finished());
+
+    let mut end = EndTxnRequest::default();
+    end.transactional_id = tx;
+    end.producer_id = init.producer_id;
+    end.producer_epoch = init.producer_epoch;
+    end.committed = true;
+    assert_eq!(t.engine.handle_end_txn(&end, 1).error_code, 0);
+    assert!(may_answer(0) && !may_answer(1));
+
+    let (waited, got) = on_0.join().unwrap();
+    assert!(got, "the committed record is served");
+    assert!(
+        waited < std::time::Duration::from_millis(950),
+        "woken at the commit, not at the end of its 1 s wait: {waited:?}"
+    );
+    let (waited, got) = on_1.join().unwrap();
+    assert!(!got && waited >= std::time::Duration::from_millis(1_000), "waited its whole wait");
+    assert_eq!(t.engine.fetch_waiters.len(), 0, "no waiter left behind");
 }
