@@ -114,7 +114,7 @@ impl KafkaSettings {
         c.set("transactional.id", transactional_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("compression.type", "zstd")
+            .set("compression.type", "lz4")
             .set("linger.ms", "5")
             .set("transaction.timeout.ms", "60000")
             .set("message.max.bytes", self.message_max_bytes.to_string());
@@ -127,7 +127,7 @@ impl KafkaSettings {
         let mut c = self.base("producer");
         c.set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("compression.type", "zstd")
+            .set("compression.type", "lz4")
             .set("linger.ms", "5")
             .set("message.max.bytes", self.message_max_bytes.to_string());
         self.finish(c)
