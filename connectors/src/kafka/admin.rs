@@ -50,7 +50,14 @@ pub async fn ensure_topics(
             t
         })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    // The request's own timeout, not librdkafka's default of a minute: a
+    // broker that cannot be reached fails the call within 10 s, so that
+    // the caller can say so and retry (rust-rdkafka serves no log or error
+    // events of an admin client, so nothing else would tell). The broker
+    // may take 8 s of it to create the topics.
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(8)))
+        .request_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics(&topics, &options)
         .await
