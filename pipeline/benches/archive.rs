@@ -1,8 +1,11 @@
 //! Archive write throughput, per core: one hour of one tenant's demo
 //! traffic (50,000 events: ordinary trades, fan-in bursts, big trades, chat)
 //! written as one Parquet file (sort, Arrow batch, zstd, SHA-256), at
-//! zstd levels 3 and 6. Prints the file's size against the same events as
-//! JSON once, before measuring: the compression at production density.
+//! zstd levels 3 and 6; and the stage's whole core from Avro in
+//! (`avro_in_file_out`): every payload of `events` decoded as the stage
+//! decodes it, with its JSON size, then the file at the default level.
+//! Prints the file's size against the same events as JSON once, before
+//! measuring: the compression at production density.
 
 use std::time::Instant;
 
@@ -12,7 +15,8 @@ use kusanagi_pipeline::stages::archive::Table;
 use kusanagi_pipeline::stages::archive::file::write_file;
 use kusanagi_pipeline::stages::archive::layout::PartitionKey;
 use kusanagi_pipeline::stages::archive::open_files::OpenFile;
-use kusanagi_pipeline::stages::archive::table::{Record, Row};
+use kusanagi_pipeline::stages::archive::table::{Decoders, Record, Row};
+use kusanagi_schemas::avro::GameEventCodec;
 use kusanagi_schemas::{EventTime, parse_event};
 
 const EVENTS: usize = 50_000;
@@ -39,10 +43,16 @@ fn rows() -> Vec<Row> {
 }
 
 fn open_file(rows: &[Row]) -> OpenFile {
+    open_file_of(rows.to_vec())
+}
+
+/// The open file the stage would hold for `rows` (each row's JSON size
+/// counted, as the stage counts it when the record arrives).
+fn open_file_of(rows: Vec<Row>) -> OpenFile {
     OpenFile {
-        rows: rows.to_vec(),
         bytes: rows.len() * 200,
         json_bytes: rows.iter().map(|r| r.record.json_len() as u64).sum(),
+        rows,
         opened_at: Instant::now(),
     }
 }
@@ -73,6 +83,29 @@ fn bench(c: &mut Criterion) {
             )
         });
     }
+    let codec = GameEventCodec::new();
+    let payloads: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|r| match &r.record {
+            Record::Event(e) => codec.encode(e),
+            _ => unreachable!("the bench's rows are events"),
+        })
+        .collect();
+    let decoders = Decoders::new();
+    g.bench_function("avro_in_file_out", |b| {
+        b.iter(|| {
+            let rows: Vec<Row> = payloads
+                .iter()
+                .enumerate()
+                .map(|(i, bytes)| Row {
+                    record: decoders.decode(Table::Events, bytes).expect("decodes"),
+                    partition: (i % 6) as i32,
+                    offset: i as i64,
+                })
+                .collect();
+            write_file(&key, "events", open_file_of(rows), 6, 0.01, 0).expect("write")
+        })
+    });
     g.finish();
 }
 
