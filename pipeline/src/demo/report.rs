@@ -57,7 +57,7 @@ impl std::fmt::Display for DemoReport {
         }
         writeln!(
             f,
-            "  ingested      {} of {} valid events, committed to `events` as Avro (zstd)",
+            "  ingested      {} of {} valid events, committed to `events` as Avro",
             self.ingested,
             self.expected_valid()
         )?;
