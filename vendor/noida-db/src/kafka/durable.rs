@@ -372,13 +372,16 @@ impl Engine {
             snapshot.journal_seq = seq;
             snapshot
         };
-        let bytes = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
+        // [Kusanagi patch] The snapshot shares the log's batches (`Bytes`)
+        // and is written out after the lock is released, in a stream: it
+        // is never a second copy of the log in memory.
         let path = dir.join(CHECKPOINT);
         let tmp = path.with_extension("json.tmp");
         {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+            serde_json::to_writer(&mut out, &snapshot).map_err(std::io::Error::other)?;
+            out.flush()?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         }
         std::fs::rename(&tmp, &path)?;
         if let Ok(d) = std::fs::File::open(dir) {

@@ -33,7 +33,9 @@ pub struct PartitionState {
     // (base_offset, batch_bytes) — batches don't hold one record each, so
     // fetching by offset has to find the batch that *contains* the
     // requested offset, not treat this vec as if it were indexed by offset.
-    pub record_batches: Vec<(i64, Vec<u8>)>,
+    // [Kusanagi patch] `Bytes`, so that a checkpoint takes the log under the
+    // state lock by reference counts instead of copying it (PATCHES.md).
+    pub record_batches: Vec<(i64, bytes::Bytes)>,
     pub high_watermark: i64,
     // (producer_id, epoch) -> (last_sequence, base_offset)
     pub producer_seqs: HashMap<(i64, i16), (i32, i64)>,
@@ -3563,7 +3565,11 @@ use serde::{Deserialize, Serialize};
 pub struct PartitionSnapshot {
     pub id: i32,
     pub leader: i32,
-    pub record_batches: Vec<(i64, Vec<u8>)>,
+    /// [Kusanagi patch] Each batch's bytes as one base64 string: the array
+    /// of numbers it was written as cost a checkpoint most of its time.
+    /// Older checkpoints (arrays) still load.
+    #[serde(with = "super::batch_bytes")]
+    pub record_batches: Vec<(i64, bytes::Bytes)>,
     pub high_watermark: i64,
     /// `HashMap<(i64, i16), (i32, i64)>` serialized as `Vec` to avoid tuple-key
     /// serde_json limitation (§4).

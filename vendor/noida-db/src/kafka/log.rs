@@ -337,7 +337,7 @@ impl PartitionState {
         if bytes.len() >= 8 && bytes.get(16) == Some(&2) {
             bytes[0..8].copy_from_slice(&base.to_be_bytes());
         }
-        self.record_batches.push((base, bytes));
+        self.record_batches.push((base, bytes.into()));
         self.high_watermark += count;
         base
     }
@@ -567,7 +567,7 @@ impl PartitionState {
                 if log_append {
                     set_log_append_time_flag(&mut out);
                 }
-                self.record_batches.push((kept[0].offset, out));
+                self.record_batches.push((kept[0].offset, out.into()));
             }
         }
         // A cleaned segment can end up empty; drop it (never the active one).

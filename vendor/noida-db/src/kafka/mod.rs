@@ -1,5 +1,6 @@
 //! Kafka compatibility: native Kafka binary protocol on port 9092.
 
+pub mod batch_bytes;
 pub mod codec;
 pub mod connection;
 pub mod durable;
