@@ -106,6 +106,14 @@ enum Sub {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // The stages' own logs, when asked for (`RUST_LOG=info`): quiet by
+    // default, so that the report stays readable.
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if let Some(Sub::Drain(d)) = &args.command {
         return run_drain(d);
     }

@@ -214,15 +214,32 @@ impl Record {
     }
 
     /// The bytes of the record as JSON: the baseline compression is
-    /// measured against.
+    /// measured against. Counted as serde_json writes them, without
+    /// keeping them: building the string cost the archive a fifth of its
+    /// CPU per event.
     pub fn json_len(&self) -> usize {
-        let len = match self {
-            Record::Event(e) => return e.to_json().len(),
-            Record::Screening(s) => serde_json::to_vec(s).map(|v| v.len()),
-            Record::Transition(t) => serde_json::to_vec(t).map(|v| v.len()),
-            Record::Audit(a) => serde_json::to_vec(a).map(|v| v.len()),
+        let mut count = ByteCount(0);
+        let written = match self {
+            Record::Event(e) => serde_json::to_writer(&mut count, e),
+            Record::Screening(s) => serde_json::to_writer(&mut count, s),
+            Record::Transition(t) => serde_json::to_writer(&mut count, t),
+            Record::Audit(a) => serde_json::to_writer(&mut count, a),
         };
-        len.unwrap_or(0)
+        written.map_or(0, |()| count.0)
+    }
+}
+
+/// A writer that only counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -437,4 +454,34 @@ fn audit_columns(rows: &[Row], n: usize) -> Vec<ArrayRef> {
         s(|a| a.request_id.as_deref()),
         s(|a| Some(&a.detail)),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::Traffic;
+
+    #[test]
+    fn json_len_counts_the_bytes_serde_json_writes() {
+        let mut traffic = Traffic::new("t", 7);
+        let mut checked = 0;
+        for i in 0..500i64 {
+            let at =
+                kusanagi_schemas::EventTime::from_micros(4_070_908_800_000_000 + i).to_rfc3339();
+            let Ok(mut e) = kusanagi_schemas::parse_event(&traffic.next_record(&at).json) else {
+                continue;
+            };
+            if i % 2 == 0 {
+                e.context_metadata.recent_chat_log =
+                    Some("quote \" backslash \\ newline \n tab \t nul \u{0} 日本語 ✓".into());
+            }
+            let record = Record::Event(e);
+            let Record::Event(e) = &record else {
+                unreachable!()
+            };
+            assert_eq!(record.json_len(), e.to_json().len());
+            checked += 1;
+        }
+        assert!(checked > 400, "only {checked} valid events");
+    }
 }

@@ -19,9 +19,11 @@ pub fn read_frame<R: Read>(reader: &mut R) -> io::Result<Option<BytesMut>> {
         ));
     }
 
-    let mut payload = vec![0u8; len];
+    // [Kusanagi patch] Read straight into the frame's buffer: a vector
+    // copied into a `BytesMut` cost each request two allocations and a copy.
+    let mut payload = BytesMut::zeroed(len);
     reader.read_exact(&mut payload)?;
-    Ok(Some(BytesMut::from(&payload[..])))
+    Ok(Some(payload))
 }
 
 pub fn write_frame<W: Write>(writer: &mut W, data: &[u8]) -> io::Result<()> {

@@ -65,6 +65,10 @@ pub struct PartitionState {
     pub tombstone_horizons: std::collections::BTreeMap<i64, i64>,
     // Everything below this offset has already been compacted.
     pub clean_offset: i64,
+    // [Kusanagi patch] `(base offset, bytes)` of the active segment, kept
+    // by `append_batch` so that an append does not sum the whole segment
+    // again; `None` (recount) after anything else changed the batches.
+    pub active_segment_bytes: Option<(i64, i64)>,
 }
 
 impl PartitionState {
@@ -82,6 +86,7 @@ impl PartitionState {
             segments: Vec::new(),
             tombstone_horizons: Default::default(),
             clean_offset: 0,
+            active_segment_bytes: None,
         }
     }
 }
@@ -3801,6 +3806,7 @@ impl EngineState {
                             segments: ps.segments,
                             tombstone_horizons: ps.tombstone_horizons.into_iter().collect(),
                             clean_offset: ps.clean_offset,
+                            active_segment_bytes: None,
                         };
                         state.find_missing_abort_markers();
                         (pid, state)

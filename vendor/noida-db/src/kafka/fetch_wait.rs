@@ -17,8 +17,9 @@ use super::engine::EngineState;
 /// One fetch waiting in [`super::engine::Engine::handle_fetch`].
 pub struct FetchWaiter {
     read_committed: bool,
-    /// `(topic, partition, fetch offset)` for every partition it asks for.
-    positions: Vec<(String, i32, i64)>,
+    /// `(topic, [(partition, fetch offset)])` for every partition it asks
+    /// for, by topic: a check looks each topic up once.
+    positions: Vec<(String, Vec<(i32, i64)>)>,
     woken: Mutex<bool>,
     wake: Condvar,
 }
@@ -29,10 +30,9 @@ impl FetchWaiter {
         let positions = req
             .topics
             .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .map(|p| (t.topic.as_str().to_string(), p.partition, p.fetch_offset))
+            .map(|t| {
+                let partitions = t.partitions.iter().map(|p| (p.partition, p.fetch_offset));
+                (t.topic.as_str().to_string(), partitions.collect())
             })
             .collect();
         Self {
@@ -49,23 +49,31 @@ impl FetchWaiter {
     /// (an error goes at once). May be true when the records turn out to be
     /// aborted ones; the fetch then waits again.
     pub fn may_be_ready(&self, state: &EngineState) -> bool {
-        self.positions.iter().any(|(topic, partition, offset)| {
-            let Some(p) = state.topics.get(topic).and_then(|t| t.partitions.get(partition)) else {
+        self.positions.iter().any(|(topic, partitions)| {
+            let Some(t) = state.topics.get(topic) else {
                 return true;
             };
-            if *offset < p.log_start_offset || *offset > p.high_watermark {
-                return true;
-            }
-            let visible_end = if self.read_committed {
-                p.active_txns
-                    .values()
-                    .copied()
-                    .min()
-                    .map_or(p.high_watermark, |open| open.min(p.high_watermark))
-            } else {
-                p.high_watermark
-            };
-            *offset < visible_end
+            partitions.iter().any(|(partition, offset)| {
+                let Some(p) = t.partitions.get(partition) else {
+                    return true;
+                };
+                if *offset < p.log_start_offset || *offset > p.high_watermark {
+                    return true;
+                }
+                if *offset >= p.high_watermark {
+                    return false;
+                }
+                let visible_end = if self.read_committed {
+                    p.active_txns
+                        .values()
+                        .copied()
+                        .min()
+                        .map_or(p.high_watermark, |open| open.min(p.high_watermark))
+                } else {
+                    p.high_watermark
+                };
+                *offset < visible_end
+            })
         })
     }
 

@@ -317,29 +317,43 @@ impl PartitionState {
         cfg: Option<&LogConfig>,
     ) -> i64 {
         self.ensure_segment(now);
+        let mut active_base = self.segments.last().unwrap().base_offset;
+        // [Kusanagi patch] The active segment's size is kept, not summed
+        // over its batches on every append (which made appends slower the
+        // longer the segment grew).
+        let mut active_bytes = match self.active_segment_bytes {
+            Some((base, n)) if base == active_base => n,
+            _ => self.bytes_from(active_base),
+        };
         if let Some(cfg) = cfg {
             let active = self.segments.last().unwrap();
-            let active_bytes: i64 = self
-                .record_batches
-                .iter()
-                .rev()
-                .take_while(|(b, _)| *b >= active.base_offset)
-                .map(|(_, b)| b.len() as i64)
-                .sum();
             if active_bytes > 0
                 && (active_bytes + bytes.len() as i64 > cfg.segment_bytes
                     || now - active.created_ms >= cfg.segment_ms)
             {
                 self.segments.push(Segment { base_offset: self.high_watermark, created_ms: now });
+                active_base = self.high_watermark;
+                active_bytes = 0;
             }
         }
         let base = self.high_watermark;
         if bytes.len() >= 8 && bytes.get(16) == Some(&2) {
             bytes[0..8].copy_from_slice(&base.to_be_bytes());
         }
+        self.active_segment_bytes = Some((active_base, active_bytes + bytes.len() as i64));
         self.record_batches.push((base, bytes.into()));
         self.high_watermark += count;
         base
+    }
+
+    /// The bytes of the batches from offset `from` on.
+    fn bytes_from(&self, from: i64) -> i64 {
+        self.record_batches
+            .iter()
+            .rev()
+            .take_while(|(b, _)| *b >= from)
+            .map(|(_, b)| b.len() as i64)
+            .sum()
     }
 
     /// The bytes this partition's log holds.
@@ -358,6 +372,7 @@ impl PartitionState {
         }
         self.ensure_segment(now);
         self.log_start_offset = new_start;
+        self.active_segment_bytes = None;
         self.record_batches.retain(|(b, bytes)| batch_last_offset(*b, bytes) >= new_start);
         if self.record_batches.is_empty() {
             self.segments = vec![Segment { base_offset: new_start, created_ms: now }];
@@ -508,6 +523,7 @@ impl PartitionState {
         }
 
         let mut changed = false;
+        self.active_segment_bytes = None;
         let batches = std::mem::take(&mut self.record_batches);
         for (b, bytes) in batches {
             if b >= uncleanable || !plain(&bytes) {
@@ -584,5 +600,45 @@ impl PartitionState {
         self.segments.retain(|_| it.next().unwrap());
         self.clean_offset = self.clean_offset.max(uncleanable);
         changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::engine::PartitionState;
+
+    fn config(segment_bytes: i64) -> LogConfig {
+        let mut c = HashMap::new();
+        c.insert("segment.bytes".to_string(), segment_bytes.to_string());
+        LogConfig::of(&c)
+    }
+
+    fn bases(p: &PartitionState) -> Vec<i64> {
+        p.segments.iter().map(|s| s.base_offset).collect()
+    }
+
+    /// [Kusanagi patch] The kept size of the active segment rolls segments
+    /// where summing its batches did, also after the log's front moved.
+    #[test]
+    fn segments_roll_at_their_size_with_the_size_kept_across_appends() {
+        let cfg = config(250);
+        let mut p = PartitionState::new(0, 1);
+        for _ in 0..5 {
+            p.append_batch(vec![0u8; 100], 1, 0, Some(&cfg));
+        }
+        assert_eq!(bases(&p), vec![0, 2, 4]);
+        assert_eq!(p.active_segment_bytes, Some((4, 100)));
+        // A control batch (no config) counts toward the active segment too.
+        p.append_batch(vec![0u8; 100], 1, 0, None);
+        assert_eq!(p.active_segment_bytes, Some((4, 200)));
+        p.append_batch(vec![0u8; 100], 1, 0, Some(&cfg));
+        assert_eq!(bases(&p), vec![0, 2, 4, 6]);
+        // Moving the front forgets the kept size; the next append recounts.
+        p.truncate_front(5, 0);
+        assert_eq!(p.active_segment_bytes, None);
+        p.append_batch(vec![0u8; 100], 1, 0, Some(&cfg));
+        assert_eq!(bases(&p), vec![4, 6]);
+        assert_eq!(p.active_segment_bytes, Some((6, 200)));
     }
 }
