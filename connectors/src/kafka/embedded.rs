@@ -7,9 +7,10 @@
 //! transaction marker, an offset commit, a producer id or epoch) is
 //! appended to a checksummed journal under `<data_dir>` before the request
 //! is answered, so a `kill -9` loses nothing acknowledged. A checkpoint
-//! (`kafka.json`, the whole state) is written every `checkpoint_interval`
-//! when something was journaled, and lets the journal before it go; a start
-//! replays the journal after the last checkpoint (`docs/broker.md`).
+//! (`kafka.json`, the whole state) is written at most every
+//! `checkpoint_interval`, once the journal since the last one holds half
+//! its size ([`checkpoint_due`]), and lets the journal before it go; a
+//! start replays the journal after the last checkpoint (`docs/broker.md`).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use noida::kafka::connection::handle_connection;
+use noida::kafka::durable::CHECKPOINT;
 use noida::kafka::engine::Engine;
 pub use noida::kafka::journal::FlushPolicy;
 
@@ -110,11 +112,20 @@ impl EmbeddedBroker {
                 .name("kafka-checkpoint".into())
                 .spawn(move || {
                     let mut next = Instant::now() + checkpoint_interval;
+                    let mut last_size =
+                        std::fs::metadata(dir.join(CHECKPOINT)).map_or(0, |m| m.len());
                     // Wake often to notice a stop at once; checkpoint on schedule.
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(Duration::from_millis(50));
                         if Instant::now() >= next {
-                            checkpoint_if_journaled(&engine, &dir);
+                            let due = checkpoint_due(
+                                engine.journaled_since_checkpoint(),
+                                engine.journaled_bytes_since_checkpoint(),
+                                last_size,
+                            );
+                            if due && let Some(size) = checkpoint(&engine, &dir) {
+                                last_size = size;
+                            }
                             next = Instant::now() + checkpoint_interval;
                         }
                     }
@@ -153,12 +164,48 @@ impl Drop for EmbeddedBroker {
 
 /// Writes a checkpoint if anything was journaled since the last one.
 fn checkpoint_if_journaled(engine: &Engine, dir: &Path) {
-    if engine.journaled_since_checkpoint() == 0 {
-        return;
+    if engine.journaled_since_checkpoint() > 0 {
+        checkpoint(engine, dir);
     }
-    if let Err(e) = engine.checkpoint(dir) {
-        // The journal still holds everything: nothing is lost, recovery
-        // just replays more.
-        tracing::error!(dir = %dir.display(), error = %e, "cannot write the embedded broker's checkpoint");
+}
+
+/// Writes a checkpoint; returns its size, or `None` (logged) if it failed.
+fn checkpoint(engine: &Engine, dir: &Path) -> Option<u64> {
+    match engine.checkpoint(dir) {
+        Ok(size) => Some(size),
+        Err(e) => {
+            // The journal still holds everything: nothing is lost, recovery
+            // just replays more.
+            tracing::error!(dir = %dir.display(), error = %e, "cannot write the embedded broker's checkpoint");
+            None
+        }
+    }
+}
+
+/// Whether a scheduled checkpoint is worth writing: something was journaled
+/// since the last one, and the journal after it holds at least half the
+/// last checkpoint's size. A checkpoint rewrites the whole state, so
+/// writing one every interval whatever the state's size would cost disk
+/// and CPU in proportion to the data held, forever; this way its cost is
+/// at most twice the bytes journaled, and a start replays at most half a
+/// checkpoint's worth of journal (or one interval's, when the state is
+/// small).
+fn checkpoint_due(entries: u64, journal_bytes: u64, last_checkpoint_bytes: u64) -> bool {
+    entries > 0 && journal_bytes.saturating_mul(2) >= last_checkpoint_bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checkpoint_due;
+
+    #[test]
+    fn a_checkpoint_waits_for_half_its_size_of_journal() {
+        // Nothing journaled: nothing to checkpoint, whatever the sizes.
+        assert!(!checkpoint_due(0, 0, 0));
+        // A small state is checkpointed on schedule.
+        assert!(checkpoint_due(1, 100, 150));
+        // A large one once the journal holds half of it.
+        assert!(!checkpoint_due(5_000, 49 << 20, 100 << 20));
+        assert!(checkpoint_due(5_000, 50 << 20, 100 << 20));
     }
 }

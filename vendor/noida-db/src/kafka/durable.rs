@@ -359,9 +359,16 @@ impl Engine {
         self.state.lock().unwrap().journal.as_ref().map_or(0, Journal::written)
     }
 
-    /// Writes a checkpoint to `dir` and drops the journal files it covers.
-    /// An engine without a journal writes a plain snapshot.
-    pub fn checkpoint(&self, dir: &Path) -> std::io::Result<()> {
+    /// [Kusanagi patch] Bytes journaled since the last checkpoint (0
+    /// without a journal).
+    pub fn journaled_bytes_since_checkpoint(&self) -> u64 {
+        self.state.lock().unwrap().journal.as_ref().map_or(0, Journal::written_bytes)
+    }
+
+    /// Writes a checkpoint to `dir` and drops the journal files it covers;
+    /// returns the checkpoint's size in bytes. An engine without a journal
+    /// writes a plain snapshot.
+    pub fn checkpoint(&self, dir: &Path) -> std::io::Result<u64> {
         let snapshot = {
             let mut state = self.state.lock().unwrap();
             let seq = match state.journal.as_mut() {
@@ -377,12 +384,14 @@ impl Engine {
         // is never a second copy of the log in memory.
         let path = dir.join(CHECKPOINT);
         let tmp = path.with_extension("json.tmp");
-        {
+        let size = {
             let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
             serde_json::to_writer(&mut out, &snapshot).map_err(std::io::Error::other)?;
             out.flush()?;
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        }
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            file.metadata()?.len()
+        };
         std::fs::rename(&tmp, &path)?;
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
@@ -394,6 +403,6 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        Ok(size)
     }
 }

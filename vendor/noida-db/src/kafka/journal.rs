@@ -286,6 +286,8 @@ pub struct Journal {
     policy: FlushPolicy,
     /// Entries appended to this file.
     written: u64,
+    /// [Kusanagi patch] Their bytes, frames included.
+    written_bytes: u64,
 }
 
 impl fmt::Debug for Journal {
@@ -311,7 +313,7 @@ impl Journal {
                 let _ = d.sync_all();
             }
         }
-        Ok(Self { dir: dir.to_path_buf(), seq, file, policy, written: 0 })
+        Ok(Self { dir: dir.to_path_buf(), seq, file, policy, written: 0, written_bytes: 0 })
     }
 
     /// The file being written.
@@ -324,17 +326,24 @@ impl Journal {
         self.written
     }
 
+    /// [Kusanagi patch] Bytes appended since this file was started.
+    pub fn written_bytes(&self) -> u64 {
+        self.written_bytes
+    }
+
     /// Appends `entry`, durable as the policy says when this returns.
     pub fn append(&mut self, entry: &Entry) -> io::Result<()> {
         let payload = entry.encode();
         if payload.len() > MAX_FRAME {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "journal entry too large"));
         }
-        self.file.write_all(&frame(&payload))?;
+        let frame = frame(&payload);
+        self.file.write_all(&frame)?;
         if self.policy == FlushPolicy::Always {
             self.file.sync_data()?;
         }
         self.written += 1;
+        self.written_bytes += frame.len() as u64;
         Ok(())
     }
 
