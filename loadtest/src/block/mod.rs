@@ -14,7 +14,7 @@
 //! each answer until it refuses the withdrawal (423, or 403 if banned). The first trial warms the path up and is not
 //! counted.
 
-mod hops;
+pub mod hops;
 mod report;
 
 use std::path::PathBuf;

@@ -145,6 +145,7 @@ pub fn run(args: &DrainArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<DrainRepo
     let cpu = Snapshot::take().since(&cpu_before);
     let wall = started.elapsed().as_secs_f64();
     let dead_letters = dead_letters(cluster.metrics());
+    let transactions = crate::block::hops::transactions(&cluster.metrics().encode());
     let stopped = rt.block_on(cluster.stop());
     let done = done?;
     stopped?;
@@ -159,6 +160,7 @@ pub fn run(args: &DrainArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<DrainRepo
         wall_seconds: wall,
         dead_letters,
         cores: std::thread::available_parallelism().map_or(1, |c| c.get()),
+        transactions,
     })
 }
 

@@ -49,6 +49,9 @@ pub struct DrainReport {
     pub dead_letters: u64,
     /// Cores the machine offers.
     pub cores: usize,
+    /// Per stage: transactions committed during the drain and their mean
+    /// time from the batch's start to the commit, in ms.
+    pub transactions: Vec<(String, u64, f64)>,
 }
 
 impl DrainReport {
@@ -61,6 +64,13 @@ impl DrainReport {
     /// CPU microseconds per event of every group together.
     pub fn cpu_us_per_event(&self) -> f64 {
         self.cpu_seconds.values().sum::<f64>() * 1e6 / self.events as f64
+    }
+
+    /// Mean records per transaction of a stage that read all N events
+    /// (ingest, screen, decide); `None` for the others.
+    fn records_per_transaction(&self, stage: &str, committed: u64) -> Option<f64> {
+        (committed > 0 && self.stages.iter().any(|s| s.stage == stage))
+            .then(|| self.events as f64 / committed as f64)
     }
 
     /// The JSON form.
@@ -91,6 +101,12 @@ impl DrainReport {
                 "us_per_event": per_event(*s),
             })).collect::<Vec<_>>(),
             "cpu_us_per_event": self.cpu_us_per_event(),
+            "transactions": self.transactions.iter().map(|(stage, n, mean)| json!({
+                "stage": stage,
+                "committed": n,
+                "mean_ms": mean,
+                "records_per_transaction": self.records_per_transaction(stage, *n),
+            })).collect::<Vec<_>>(),
             "dead_letters": self.dead_letters,
         })
     }
@@ -136,6 +152,15 @@ impl fmt::Display for DrainReport {
                 "    {group:<16} {s:>7.2} s CPU, {:>6.1} µs/event, {:.2} cores",
                 s * 1e6 / n,
                 s / self.wall_seconds.max(1e-9)
+            )?;
+        }
+        for (stage, n, mean) in &self.transactions {
+            let per = self
+                .records_per_transaction(stage, *n)
+                .map_or(String::new(), |r| format!(", {r:.0} records"));
+            writeln!(
+                f,
+                "    {stage} transactions: {n}, {mean:.1} ms{per} each on average"
             )?;
         }
         write!(f, "  dead letters: {}", self.dead_letters)

@@ -25,7 +25,7 @@ impl Default for DecideConfig {
         Self {
             enabled: true,
             group_id: "kusanagi-decide".into(),
-            batch_max_records: 2_000,
+            batch_max_records: 5_000,
             batch_max_wait_ms: 0,
         }
     }

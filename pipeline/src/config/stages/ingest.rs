@@ -30,7 +30,7 @@ impl Default for IngestConfig {
             enabled: true,
             group_id: "kusanagi-ingest".into(),
             max_event_bytes: 1024 * 1024,
-            batch_max_records: 2_000,
+            batch_max_records: 5_000,
             batch_max_wait_ms: 0,
         }
     }

@@ -55,7 +55,7 @@ impl Default for ScreenConfig {
             thresholds: Thresholds::default(),
             tenants: BTreeMap::new(),
             evidence: EvidenceConfig::default(),
-            batch_max_records: 2_000,
+            batch_max_records: 5_000,
             batch_max_wait_ms: 0,
         }
     }
