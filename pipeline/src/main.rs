@@ -67,7 +67,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let topology = load_topology(cli.topology.as_ref())?;
     match cli.command {
         Command::CheckConfig => {
-            println!("{topology:#?}");
+            print!("{}", topology.to_toml());
             Ok(())
         }
         Command::Catalog {

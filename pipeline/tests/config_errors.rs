@@ -145,3 +145,43 @@ fn bad_api_keys_are_named_and_a_cluster_stage_without_keys_does_not_start() {
         "{err}"
     );
 }
+
+#[test]
+fn check_config_prints_loadable_toml_without_the_secrets() {
+    let dir = TempDir::new("secrets");
+    let path = dir.path().join("secret.toml");
+    std::fs::write(
+        &path,
+        "[kafka.properties]\n\"sasl.username\" = \"kusanagi\"\n\"sasl.password\" = \"kafka-pass-5e1d\"\n\
+         [archive.s3]\nsecret_access_key = \"s3-secret-a7c3\"\n",
+    )
+    .unwrap();
+    let print = |path: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kusanagi"))
+            .arg("--topology")
+            .arg(path)
+            .arg("check-config")
+            .env_remove("KAFKA_BOOTSTRAP")
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let (printed, err) = print(&path);
+    for secret in ["kafka-pass-5e1d", "s3-secret-a7c3"] {
+        assert!(
+            !printed.contains(secret) && !err.contains(secret),
+            "{secret}: {printed}{err}"
+        );
+    }
+    assert!(
+        printed.contains("\"sasl.username\" = \"kusanagi\""),
+        "{printed}"
+    );
+    assert!(printed.contains("<redacted>"), "{printed}");
+    // The output is a topology: checked again, it prints the same.
+    let again = dir.path().join("printed.toml");
+    std::fs::write(&again, &printed).unwrap();
+    assert_eq!(print(&again).0, printed);
+}

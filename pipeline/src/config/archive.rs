@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 
 use kusanagi_connectors::ConnectorError;
 use kusanagi_connectors::storage::TierStore;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Tier, Tiers};
 
-/// `[archive]`: tier and catalog URLs, tier ages.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// `[archive]`: tier and catalog URLs, tier ages. Its `Debug` hides
+/// secret S3 options.
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArchiveConfig {
     /// The catalog's store (an object_store URL, see below). Env:

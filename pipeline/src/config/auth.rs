@@ -75,7 +75,7 @@ pub struct KeyConfig {
 }
 
 /// `[http.auth]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Keys listed in the topology (`[[http.auth.keys]]`).

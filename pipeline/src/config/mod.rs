@@ -4,6 +4,7 @@ mod archive;
 pub mod auth;
 mod gdpr;
 mod load;
+mod redact;
 pub mod stages;
 mod topology;
 
@@ -11,6 +12,7 @@ pub use archive::ArchiveConfig;
 pub use auth::{AuthConfig, KeyConfig, Role};
 pub use gdpr::GdprConfig;
 pub use load::{ConfigError, ConfigProblem};
+pub use redact::{REDACTED, is_secret};
 pub use topology::{
     BrokerFlush, EmbeddedBrokerConfig, HttpConfig, InstanceConfig, KafkaConfig, LogConfig,
     LogFormat, StagesConfig, TelemetryConfig, TopicsConfig, Topology,

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A whole topology file (`topologies/*.toml`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Topology {
     /// This process's identity within the cluster.
@@ -33,8 +33,9 @@ pub struct Topology {
     pub gdpr: super::GdprConfig,
 }
 
-/// `[telemetry]`: OpenTelemetry traces of events through the stages.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// `[telemetry]`: OpenTelemetry traces of events through the stages. Its
+/// `Debug` hides the password of the endpoint's URL.
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// Export traces. Env: `KUSANAGI_TRACES` (`true`/`false`).
@@ -88,7 +89,7 @@ impl TelemetryConfig {
 }
 
 /// This process's identity.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct InstanceConfig {
     /// A name unique among the copies of a stage and stable across their
@@ -98,8 +99,8 @@ pub struct InstanceConfig {
     pub id: String,
 }
 
-/// Kafka clients.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// Kafka clients. Its `Debug` hides secret properties.
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// `host:port[,host:port]` of the brokers. Empty: start the embedded
@@ -136,7 +137,7 @@ impl Default for KafkaConfig {
 }
 
 /// The embedded broker.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddedBrokerConfig {
     /// Address to listen on; port 0 picks a free one (printed at start).
@@ -157,7 +158,7 @@ pub struct EmbeddedBrokerConfig {
 }
 
 /// `embedded_broker.flush`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum BrokerFlush {
     /// Written to the OS before the answer.
@@ -179,7 +180,7 @@ impl Default for EmbeddedBrokerConfig {
 }
 
 /// Topic names and layout.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TopicsConfig {
     /// Partitions of each topic Kusanagi creates: the most copies of a
@@ -248,7 +249,7 @@ impl Default for TopicsConfig {
 }
 
 /// Per-stage settings.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StagesConfig {
     /// The ingest stage (`events.raw` to `events` and `events.dlq`).
@@ -273,7 +274,7 @@ pub struct StagesConfig {
 }
 
 /// The HTTP server.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Serve HTTP at all.
@@ -301,7 +302,7 @@ impl Default for HttpConfig {
 }
 
 /// Logging.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `text` for people, `json` for log pipelines.
@@ -320,7 +321,7 @@ impl Default for LogConfig {
 }
 
 /// How logs are written.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.

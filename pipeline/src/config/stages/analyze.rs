@@ -1,12 +1,12 @@
 //! The analyze stage's settings (`[stages.analyze]`, `[stages.analyze.model]`).
 
 use kusanagi_connectors::llm::{LlmConfig, Provider};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 /// `[stages.analyze]`: batching, the result cache and the model.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyzeConfig {
     /// Run this stage in `kusanagi run`.
@@ -43,7 +43,7 @@ impl Default for AnalyzeConfig {
 }
 
 /// Which API the model speaks.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     /// OpenAI-compatible chat completions: OpenAI, vLLM, Ollama, llama.cpp server.
@@ -52,8 +52,9 @@ pub enum ProviderKind {
     Gemini,
 }
 
-/// `[stages.analyze.model]`: the LLM and how hard to use it.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// `[stages.analyze.model]`: the LLM and how hard to use it. Its `Debug`
+/// hides the password of `base_url`.
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// `openai` or `gemini`.

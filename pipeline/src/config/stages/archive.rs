@@ -1,9 +1,9 @@
 //! The archive stage's settings (`[stages.archive]`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[stages.archive]`: when open files are written, and how.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArchiveStageConfig {
     /// Run this stage in `kusanagi run`.

@@ -1,9 +1,9 @@
 //! `[stages.compact]`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[stages.compact]`: the erasure purge.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompactStageConfig {
     /// Run this stage in `kusanagi run`.

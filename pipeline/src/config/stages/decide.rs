@@ -1,9 +1,9 @@
 //! The decide stage's settings (`[stages.decide]`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[stages.decide]`: group and batching.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecideConfig {
     /// Run this stage in `kusanagi run`.

@@ -1,10 +1,10 @@
 //! The ingest stage's settings (`[stages.ingest]`).
 
 use crate::config::{KafkaConfig, TopicsConfig};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[stages.ingest]`: validation limits and batching.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// Run this stage in `kusanagi run`.

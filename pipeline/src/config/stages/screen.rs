@@ -1,11 +1,11 @@
 //! The screen stage's settings (`[stages.screen]`).
 
 use kusanagi_schemas::GameEvent;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// `[stages.screen]`: windows, thresholds and batching.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScreenConfig {
     /// Run this stage in `kusanagi run`.
@@ -63,7 +63,7 @@ impl Default for ScreenConfig {
 
 /// `[stages.screen.evidence]`: the events of its window a screened event
 /// carries to the L2 analysis (SCREENING.md, "L2 request and prompt").
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvidenceConfig {
     /// Put the senders' chat text in the evidence (and so in `screenings`,
@@ -84,7 +84,7 @@ impl Default for EvidenceConfig {
 }
 
 /// `[stages.screen.evidence.tenants.<tenant_id>]`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TenantEvidence {
     /// Put this tenant's chat text in the evidence.
@@ -168,7 +168,7 @@ impl ScreenConfig {
 }
 
 /// One tenant's rule thresholds.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Thresholds {
     /// R1 fires when the window's total received reaches this.

@@ -1,10 +1,10 @@
 //! The tier stage's settings (`[stages.tier]`); the tier ages are in
 //! `[archive]`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[stages.tier]`: how often the stage runs a pass.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TierStageConfig {
     /// Run this stage (a pass every `interval_seconds`) in `kusanagi run`.

@@ -1,9 +1,9 @@
 //! The view stage's settings (`[stages.view]`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[stages.view]`: the state API's index.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ViewConfig {
     /// Run this stage (and serve the state API) in `kusanagi run`.
