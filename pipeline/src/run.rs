@@ -221,6 +221,7 @@ pub async fn serve_http(
             metrics: metrics.clone(),
         })
     });
+    let request_timeout = std::time::Duration::from_millis(topology.http.request_timeout_ms);
     let app = api::router(Services {
         metrics: metrics.clone(),
         keys,
@@ -234,6 +235,7 @@ pub async fn serve_http(
         overrides,
         max_body_bytes: topology.http.max_body_bytes,
     });
+    let app = api::with_request_timeout(app, request_timeout);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|source| RunError::Http {

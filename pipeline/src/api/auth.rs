@@ -2,8 +2,9 @@
 //!
 //! A request names its key in `X-API-KEY` (or `Authorization: Bearer`). The
 //! server holds only each key's SHA-256, so a leaked config leaks no key.
-//! No key, or an unknown one: `401`. A known key without a role the route
-//! accepts: `403`. The route then sees the [`Caller`] (its tenant limits
+//! No key, or an unknown one: `401`. A key over its rate limit
+//! (`http.auth.requests_per_second_per_key`): `429` with `Retry-After`. A
+//! known key without a role the route accepts: `403`. The route then sees the [`Caller`] (its tenant limits
 //! what it sees). Keys from a keys file are re-read when the file changes.
 
 use std::collections::HashMap;
@@ -65,6 +66,25 @@ pub fn new_key() -> Result<String, KeysError> {
 
 type Ring = HashMap<[u8; 32], Arc<Caller>>;
 
+/// Requests per key over time, by key name (a rotated key keeps its
+/// holder's budget).
+type KeyLimiter = governor::RateLimiter<
+    String,
+    governor::state::keyed::HashMapStateStore<String>,
+    governor::clock::DefaultClock,
+>;
+
+/// The per-key rate limit: a key over it waits this long.
+fn limiter(per_second: u32, burst: u32) -> Option<KeyLimiter> {
+    let rate = std::num::NonZeroU32::new(per_second)?;
+    let burst = std::num::NonZeroU32::new(burst).unwrap_or(rate);
+    let quota = governor::Quota::per_second(rate).allow_burst(burst);
+    Some(KeyLimiter::hashmap_with_clock(
+        quota,
+        governor::clock::DefaultClock::default(),
+    ))
+}
+
 fn digest(hex_sha: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(hex_sha, &mut out).ok()?;
@@ -88,13 +108,28 @@ fn ring(entries: impl IntoIterator<Item = KeyConfig>) -> Ring {
         .collect()
 }
 
-/// The keys a server accepts.
-#[derive(Debug)]
+/// The keys a server accepts, and how often each may be used.
 pub struct Keys {
     fixed: Vec<KeyConfig>,
     file: Option<PathBuf>,
     reload: Duration,
     current: RwLock<(Arc<Ring>, Option<SystemTime>)>,
+    /// `None`: no rate limit. With the limit, in requests per second.
+    limit: Option<(KeyLimiter, u32)>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("fixed", &self.fixed.len())
+            .field("file", &self.file)
+            .field("accepted", &self.len())
+            .field(
+                "requests_per_second_per_key",
+                &self.limit.as_ref().map(|l| l.1),
+            )
+            .finish()
+    }
 }
 
 impl Keys {
@@ -107,7 +142,9 @@ impl Keys {
             file: config.keys_file.clone(),
             reload: Duration::from_secs(config.reload_seconds),
             current: RwLock::new((Arc::new(Ring::new()), None)),
-        };
+            limit: None,
+        }
+        .with_rate_limit(config.requests_per_second_per_key, config.burst_per_key);
         let (ring, modified) = keys.read()?;
         *keys.current.write().unwrap_or_else(PoisonError::into_inner) = (ring, modified);
         Ok(keys)
@@ -120,7 +157,31 @@ impl Keys {
             fixed: entries,
             file: None,
             reload: Duration::from_secs(3_600),
+            limit: None,
         }
+    }
+
+    /// These keys, each limited to `per_second` requests a second
+    /// sustained and `burst` at once (`per_second` 0: no limit).
+    pub fn with_rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+        self.limit = limiter(per_second, burst).map(|l| (l, per_second));
+        self
+    }
+
+    /// `Err(wait)` when `caller` is over its rate limit: how long until it
+    /// may call again.
+    pub fn admit(&self, caller: &Caller) -> Result<(), Duration> {
+        let Some((limiter, _)) = &self.limit else {
+            return Ok(());
+        };
+        limiter.check_key(&caller.name).map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()))
+        })
+    }
+
+    /// The limit in requests per second per key, if any.
+    pub fn rate_limit(&self) -> Option<u32> {
+        self.limit.as_ref().map(|l| l.1)
     }
 
     /// Reads the keys; the file's modification time is taken before it is
@@ -308,6 +369,25 @@ pub async fn require(State(guard): State<Guard>, mut request: Request, next: Nex
             .insert("www-authenticate", HeaderValue::from_static("ApiKey"));
         return r;
     };
+    if let Err(wait) = guard.keys.admit(&caller) {
+        guard.metrics.http_request(guard.route, 429);
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(Denied {
+                error: "rate_limited",
+                message: format!(
+                    "the key `{}` is over its {} requests per second; retry in {seconds} s",
+                    caller.name,
+                    guard.keys.rate_limit().unwrap_or_default()
+                ),
+            }),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from(seconds));
+        return r;
+    }
     if !caller.has_any(guard.roles) {
         guard.metrics.http_request(guard.route, 403);
         tracing::info!(key = %caller.name, route = guard.route, "request refused: role missing");

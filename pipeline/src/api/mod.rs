@@ -252,6 +252,36 @@ pub fn router(s: Services) -> Router {
     app
 }
 
+/// `app` with every request limited to `limit`, body included: a request
+/// still unanswered then is answered 503 (what it had started, such as a
+/// produce, may still complete; an event sent again is a duplicate, which
+/// the screen stage drops by its id).
+pub fn with_request_timeout(app: Router, limit: std::time::Duration) -> Router {
+    app.layer(axum::middleware::from_fn_with_state(limit, time_limit))
+}
+
+async fn time_limit(
+    State(limit): State<std::time::Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(%method, path, limit_ms = limit.as_millis() as u64, "request timed out");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({
+                    "error": "timeout",
+                    "message": format!("the request took longer than {} ms", limit.as_millis()),
+                })),
+            )
+                .into_response()
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Health {
     metrics: Metrics,

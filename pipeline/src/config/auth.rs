@@ -85,6 +85,11 @@ pub struct AuthConfig {
     pub keys_file: Option<PathBuf>,
     /// Seconds between two checks of the keys file.
     pub reload_seconds: u64,
+    /// Requests per second each key may make, sustained; over it a request
+    /// is answered 429 with `Retry-After`. 0: no limit.
+    pub requests_per_second_per_key: u32,
+    /// Requests a key may make at once after a quiet spell.
+    pub burst_per_key: u32,
 }
 
 impl Default for AuthConfig {
@@ -93,6 +98,8 @@ impl Default for AuthConfig {
             keys: Vec::new(),
             keys_file: None,
             reload_seconds: 10,
+            requests_per_second_per_key: 5_000,
+            burst_per_key: 10_000,
         }
     }
 }
@@ -177,6 +184,12 @@ impl AuthConfig {
             p.push((
                 "reload_seconds".into(),
                 format!("expected 1..=3600, found {}", self.reload_seconds),
+            ));
+        }
+        if self.requests_per_second_per_key > 0 && self.burst_per_key == 0 {
+            p.push((
+                "burst_per_key".into(),
+                "expected at least 1 with a rate limit, found 0".into(),
             ));
         }
         p

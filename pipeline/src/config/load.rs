@@ -283,6 +283,15 @@ impl Topology {
                 "expected at least 1, found 0".into(),
             );
         }
+        if !(100..=3_600_000).contains(&self.http.request_timeout_ms) {
+            bad(
+                "http.request_timeout_ms",
+                format!(
+                    "expected 100..=3600000 (0.1 s to an hour), found {}",
+                    self.http.request_timeout_ms
+                ),
+            );
+        }
     }
 
     /// The instance id, or the host name when none is set.
@@ -379,6 +388,16 @@ mod tests {
             .unwrap();
         let keys: Vec<String> = t.validate().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["topics.partitions", "topics.raw", "http.listen"]);
+    }
+
+    #[test]
+    fn http_limits_out_of_range_are_named() {
+        let t = parse(
+            "[http]\nrequest_timeout_ms = 5\n[http.auth]\nrequests_per_second_per_key = 10\nburst_per_key = 0\n",
+        )
+        .unwrap();
+        let keys: Vec<String> = t.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["http.request_timeout_ms", "http.auth.burst_per_key"]);
     }
 
     #[test]

@@ -285,6 +285,9 @@ pub struct HttpConfig {
     pub max_batch_events: usize,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Longest a request may take, body included, in milliseconds; then it
+    /// is answered 503.
+    pub request_timeout_ms: u64,
     /// The API keys accepted; every route but `/healthz` needs one.
     pub auth: super::AuthConfig,
 }
@@ -296,6 +299,7 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".into(),
             max_batch_events: 10_000,
             max_body_bytes: 16 * 1024 * 1024,
+            request_timeout_ms: 30_000,
             auth: super::AuthConfig::default(),
         }
     }

@@ -1,12 +1,14 @@
 //! Every route walked with no key, a wrong key, each role and another
 //! tenant's key, against the router a process serves: who may call what
 //! (`access`), the history routes (`history`), erased accounts and
-//! operators' verdicts (`erased_and_verdicts`). Shared here: the keys, a
-//! router over a small view, and one call.
+//! operators' verdicts (`erased_and_verdicts`), the per-key rate limit and
+//! the request time limit (`limits`). Shared here: the keys, a router over
+//! a small view, and one call.
 
 mod access;
 mod erased_and_verdicts;
 mod history;
+mod limits;
 
 use std::sync::Arc;
 
@@ -50,6 +52,11 @@ pub(super) fn moved(account: &str, tenant: &str, version: i64) -> kusanagi_schem
 }
 
 pub(super) fn app() -> axum::Router {
+    app_with_rate_limit(0, 0)
+}
+
+/// [`app`] with each key limited to `per_second` requests (0: no limit).
+pub(super) fn app_with_rate_limit(per_second: u32, burst: u32) -> axum::Router {
     let keys = Keys::of(vec![
         key("admin", &[Role::Admin], None),
         key("operator", &[Role::Operator], None),
@@ -61,7 +68,8 @@ pub(super) fn app() -> axum::Router {
             &[Role::Viewer, Role::Service, Role::Producer],
             Some("game-b"),
         ),
-    ]);
+    ])
+    .with_rate_limit(per_second, burst);
     let view = Arc::new(View::new(10));
     let mut a = Account::new("acct-1", "game-a", EventTime::from_micros(1_000_000));
     a.state = AccountState::RestrictedWithdrawal;
