@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use rdkafka::ClientConfig;
 
 /// Where the brokers are and any extra librdkafka properties (security,
-/// timeouts) the operator wants on every client.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// timeouts) the operator wants on every client. Its `Debug` hides secret
+/// properties.
+#[derive(Clone, PartialEq, Eq)]
 pub struct KafkaSettings {
     /// `host:port[,host:port...]` of the brokers.
     pub bootstrap: String,
@@ -26,6 +27,19 @@ pub struct KafkaSettings {
     /// (a static member does not leave its group on close). Off: a clean
     /// stop hands its partitions over at once, and every restart rebalances.
     pub static_membership: bool,
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap", &self.bootstrap)
+            .field("client_id", &self.client_id)
+            .field("properties", &crate::secrets::redact_map(&self.properties))
+            .field("session_timeout_ms", &self.session_timeout_ms)
+            .field("message_max_bytes", &self.message_max_bytes)
+            .field("static_membership", &self.static_membership)
+            .finish()
+    }
 }
 
 impl KafkaSettings {

@@ -33,8 +33,8 @@ impl Provider {
     }
 }
 
-/// How to reach and pace one provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How to reach and pace one provider. Its `Debug` hides the API key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct LlmConfig {
     /// The protocol.
     pub provider: Provider,
@@ -60,6 +60,27 @@ pub struct LlmConfig {
     pub backoff: Duration,
     /// The answer's token limit.
     pub max_output_tokens: u32,
+}
+
+impl std::fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmConfig")
+            .field("provider", &self.provider)
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field(
+                "api_key",
+                &self.api_key.as_ref().map(|_| crate::secrets::REDACTED),
+            )
+            .field("requests_per_second", &self.requests_per_second)
+            .field("burst", &self.burst)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .field("backoff", &self.backoff)
+            .field("max_output_tokens", &self.max_output_tokens)
+            .finish()
+    }
 }
 
 /// Counters of what the client did.

@@ -15,31 +15,13 @@ use std::collections::BTreeMap;
 
 use super::Topology;
 
-/// What a secret is replaced with.
-pub const REDACTED: &str = "<redacted>";
+pub use kusanagi_connectors::secrets::{REDACTED, is_secret};
 
-/// Whether the value of the property or option `key` is a secret: its name
-/// says password, secret, token, credential or private key, or it is one
-/// of librdkafka's properties that carry key material or a config string
-/// with secrets in it.
-pub fn is_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    const WORDS: [&str; 5] = ["password", "secret", "token", "credential", "private"];
-    const KEYS: [&str; 3] = ["ssl.key.pem", "sasl.oauthbearer.config", "sasl.jaas.config"];
-    WORDS.iter().any(|w| key.contains(w)) || KEYS.contains(&key.as_str())
-}
-
-/// `map` with every secret value replaced.
+/// `map` with every secret value replaced, and URL passwords in the rest.
 fn redact_map(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    map.iter()
-        .map(|(k, v)| {
-            let v = if is_secret(k) {
-                REDACTED.to_owned()
-            } else {
-                redact_url(v)
-            };
-            (k.clone(), v)
-        })
+    kusanagi_connectors::secrets::redact_map(map)
+        .into_iter()
+        .map(|(k, v)| (k, redact_url(&v)))
         .collect()
 }
 
@@ -223,32 +205,6 @@ model = "m"
         let t = Topology::default();
         let back = Topology::from_toml(&t.to_toml(), Path::new("printed.toml")).unwrap();
         assert_eq!(back, t);
-    }
-
-    #[test]
-    fn secret_names_are_recognised() {
-        for key in [
-            "sasl.password",
-            "ssl.key.password",
-            "ssl.keystore.password",
-            "sasl.oauthbearer.client.secret",
-            "ssl.key.pem",
-            "sasl.oauthbearer.config",
-            "secret_access_key",
-            "aws_secret_access_key",
-            "token",
-            "session_token",
-        ] {
-            assert!(is_secret(key), "{key}");
-        }
-        for key in [
-            "sasl.username",
-            "access_key_id",
-            "endpoint",
-            "security.protocol",
-        ] {
-            assert!(!is_secret(key), "{key}");
-        }
     }
 
     #[test]
