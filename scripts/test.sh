@@ -60,6 +60,11 @@ step "cargo test (unit, property, golden and integration suites)"
 # this machine has two cores.
 cargo test --workspace --locked -- --test-threads=2
 
+# The fuzz targets on their committed corpora, 20 s of new inputs each
+# (nightly and cargo-fuzz, installed under .cache; about 3 minutes cold).
+step "fuzz targets (scripts/fuzz.sh)"
+scripts/fuzz.sh
+
 # The benches are type-checked by clippy --all-targets above; building
 # them in release too would be a second full build of the workspace (about
 # 13 minutes of a cold run). `cargo bench` builds them when they are run.
