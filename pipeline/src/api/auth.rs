@@ -4,8 +4,9 @@
 //! server holds only each key's SHA-256, so a leaked config leaks no key.
 //! No key, or an unknown one: `401`. A key over its rate limit
 //! (`http.auth.requests_per_second_per_key`): `429` with `Retry-After`. A
-//! known key without a role the route accepts: `403`. The route then sees the [`Caller`] (its tenant limits
-//! what it sees). Keys from a keys file are re-read when the file changes.
+//! known key without a role the route accepts: `403`. The route then sees
+//! the [`Caller`] (its tenant limits what it sees). Keys from a keys file
+//! are re-read when the file changes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -74,7 +75,8 @@ type KeyLimiter = governor::RateLimiter<
     governor::clock::DefaultClock,
 >;
 
-/// The per-key rate limit: a key over it waits this long.
+/// A limiter of `per_second` requests a second per key, `burst` at once
+/// (`burst` 0: as many as `per_second`); `None` when `per_second` is 0.
 fn limiter(per_second: u32, burst: u32) -> Option<KeyLimiter> {
     let rate = std::num::NonZeroU32::new(per_second)?;
     let burst = std::num::NonZeroU32::new(burst).unwrap_or(rate);
