@@ -81,6 +81,34 @@ pub struct ViewStage {
     sink: Applied,
     started: Instant,
     updates: Vec<Update>,
+    skip_log: SkipLog,
+}
+
+/// How often the view says it skipped records: the first at once, then at
+/// most one line a second with how many more, so that a topic full of
+/// records it cannot read does not flood the log (the metric counts each).
+#[derive(Debug, Default)]
+struct SkipLog {
+    last: Option<Instant>,
+    unsaid: u64,
+}
+
+impl SkipLog {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// `Some(skipped since the last line, this one excluded)` when a line
+    /// is due at `now`; `None` when this skip is only counted.
+    fn due(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
+        {
+            self.unsaid += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unsaid))
+    }
 }
 
 impl std::fmt::Debug for ViewStage {
@@ -115,20 +143,25 @@ impl ViewStage {
             sink: Applied,
             started: Instant::now(),
             updates: Vec::new(),
+            skip_log: SkipLog::default(),
         }
     }
 
-    fn decode(&self, r: &InRecord<'_>) -> Option<Update> {
+    fn decode(&mut self, r: &InRecord<'_>) -> Option<Update> {
         let topic = r.topic;
-        let skipped = |why: String| {
-            tracing::warn!(
-                topic,
-                partition = r.partition,
-                offset = r.offset,
-                why,
-                "view: skipping a record it cannot read"
-            );
-            self.metrics.view.records(topic, "skipped", 1);
+        let (metrics, skip_log) = (&self.metrics, &mut self.skip_log);
+        let mut skipped = |why: String| {
+            if let Some(before) = skip_log.due(Instant::now()) {
+                tracing::warn!(
+                    topic,
+                    partition = r.partition,
+                    offset = r.offset,
+                    why,
+                    skipped_since_last_line = before,
+                    "view: skipping a record it cannot read"
+                );
+            }
+            metrics.view.records(topic, "skipped", 1);
             None
         };
         if topic == self.topics.accounts {
@@ -238,5 +271,25 @@ impl Stage for ViewStage {
 
     fn sink(&mut self) -> Option<&mut dyn Sink> {
         Some(&mut self.sink)
+    }
+}
+
+#[cfg(test)]
+mod skip_log_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn skipped_records_are_said_once_a_second_with_how_many_more() {
+        let mut log = SkipLog::default();
+        let t0 = Instant::now();
+        assert_eq!(log.due(t0), Some(0), "the first is said at once");
+        for ms in [1, 200, 999] {
+            assert_eq!(log.due(t0 + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(log.due(t0 + Duration::from_millis(1_000)), Some(3));
+        assert_eq!(log.due(t0 + Duration::from_millis(1_001)), None);
+        assert_eq!(log.due(t0 + Duration::from_secs(5)), Some(1));
     }
 }
