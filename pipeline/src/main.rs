@@ -67,7 +67,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let topology = load_topology(cli.topology.as_ref())?;
     match cli.command {
         Command::CheckConfig => {
-            print!("{}", topology.to_toml());
+            print!(
+                "{}",
+                topology.to_toml().context("writing the topology as TOML")?
+            );
             Ok(())
         }
         Command::Catalog {

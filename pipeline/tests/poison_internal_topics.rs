@@ -49,7 +49,8 @@ fn screening() -> Vec<u8> {
     let rules: RuleSet = [Rule::R2].into_iter().collect();
     RecordCodec::<Screening>::new().encode(&Screening {
         event_id: "ev-poison-screening".into(),
-        event_time: EventTime::from_micros(chrono::Utc::now().timestamp_micros()),
+        // Fixed, so that the bytes sent can be compared with the dead letters'.
+        event_time: EventTime::from_micros(4_070_908_800_000_000),
         tenant_id: "default".into(),
         target_id: "acct-elsewhere".into(),
         actor_id: "acct-sender".into(),
@@ -183,11 +184,14 @@ fn poisoned(kind: BrokerKind) {
     let dlq: Vec<_> = reader.of("events.dlq").collect();
     let mut got: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut seen = std::collections::HashSet::new();
+    // The last poisoned offset of each (topic, partition).
+    let mut poisoned_at: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for m in &dlq {
         let stage = header(m, "kusanagi.dlq.stage").expect("stage header");
         let topic = header(m, "kusanagi.dlq.source.topic").expect("source topic");
-        let partition = header(m, "kusanagi.dlq.source.partition").expect("source partition");
-        let offset = header(m, "kusanagi.dlq.source.offset").expect("source offset");
+        let number = |name: &str| header(m, name).and_then(|v| v.parse::<i64>().ok());
+        let partition = number("kusanagi.dlq.source.partition").expect("source partition") as i32;
+        let offset = number("kusanagi.dlq.source.offset").expect("source offset");
         assert_eq!(
             header(m, "kusanagi.dlq.reason").as_deref(),
             Some("undecodable"),
@@ -198,6 +202,17 @@ fn poisoned(kind: BrokerKind) {
             "{stage} on {topic}: no detail"
         );
         assert_eq!(m.key(), Some(ACCOUNT.as_bytes()), "the original key kept");
+        let original = m.payload().map(<[u8]>::to_vec);
+        assert!(
+            poison(&topic).iter().any(
+                |p| p.as_deref().unwrap_or_default() == original.as_deref().unwrap_or_default()
+            ),
+            "{stage} on {topic}: the original bytes are not kept"
+        );
+        let last = poisoned_at
+            .entry((topic.clone(), partition))
+            .or_insert(offset);
+        *last = (*last).max(offset);
         assert!(
             seen.insert((stage.clone(), topic.clone(), partition, offset)),
             "dead-lettered twice by {stage}: {topic}"
@@ -230,21 +245,6 @@ fn poisoned(kind: BrokerKind) {
     assert_eq!(skipped("accounts"), sent["accounts"] as u64, "{metrics}");
 
     // Every group moved past the poison: committed beyond its offsets.
-    let poisoned_at: BTreeMap<(String, i32), i64> =
-        dlq.iter().fold(BTreeMap::new(), |mut acc, m| {
-            let topic = header(m, "kusanagi.dlq.source.topic").unwrap();
-            let partition: i32 = header(m, "kusanagi.dlq.source.partition")
-                .unwrap()
-                .parse()
-                .unwrap();
-            let offset: i64 = header(m, "kusanagi.dlq.source.offset")
-                .unwrap()
-                .parse()
-                .unwrap();
-            let last = acc.entry((topic, partition)).or_insert(offset);
-            *last = (*last).max(offset);
-            acc
-        });
     for (topic, stages) in READERS {
         for stage in stages.iter().filter(|s| **s != "archive") {
             let group = format!("kusanagi-{stage}");
