@@ -58,6 +58,9 @@ pub enum Command {
     },
     /// Check a topology file and print it with every default filled in.
     CheckConfig,
+    /// Prints the OpenAPI 3.1 document of the HTTP API (every route; what
+    /// `GET /api/v1/openapi.json` serves), for generating clients.
+    Openapi,
     /// The archive catalog: every Parquet file, its tier and contents.
     Catalog {
         #[command(subcommand)]

@@ -73,6 +73,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Openapi => {
+            let doc = kusanagi_pipeline::api::full_document(topology.http.max_batch_events);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&doc).context("writing the document")?
+            );
+            Ok(())
+        }
         Command::Catalog {
             command: CatalogCommand::Ls { table, tier, json },
         } => commands::catalog_ls(&topology, table.map(Table::name), tier, json).await,

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -23,8 +23,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use kusanagi_schemas::{Account, AccountState, Trigger};
 use serde::{Deserialize, Serialize};
 
-use super::InvalidRequest;
 use super::auth::Caller;
+pub(super) use super::error::problem;
+use super::error::{AccountId, ApiQuery};
+use super::openapi::{AccountStateName, TriggerName, WithdrawalName};
+use super::{InvalidRequest, Problem};
 use crate::runtime::Metrics;
 use crate::stages::view::{AccountIndex, Version, View, Withdrawal};
 
@@ -35,16 +38,6 @@ pub struct AccountsApi {
     pub view: Arc<View>,
     /// Counters.
     pub metrics: Metrics,
-}
-
-#[derive(Serialize)]
-struct Problem {
-    error: &'static str,
-    message: String,
-}
-
-pub(super) fn problem(status: StatusCode, error: &'static str, message: String) -> Response {
-    (status, Json(Problem { error, message })).into_response()
 }
 
 pub(super) fn not_ready() -> Response {
@@ -137,17 +130,23 @@ fn history_expired(id: &str, first: Option<i64>) -> Response {
     )
 }
 
-#[derive(Serialize)]
-struct AccountBody<'a> {
+/// An account's latest state.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AccountLatest)]
+pub(super) struct AccountBody<'a> {
     account_id: &'a str,
     tenant_id: &'a str,
+    #[schema(value_type = AccountStateName)]
     state: AccountState,
+    /// Moves so far (0: never moved).
     version: i64,
+    /// RFC 3339.
     updated_at: String,
+    #[schema(value_type = WithdrawalName)]
     withdrawal: &'static str,
 }
 
-fn withdrawal_name(w: Withdrawal) -> &'static str {
+pub(super) fn withdrawal_name(w: Withdrawal) -> &'static str {
     match w {
         Withdrawal::Allowed => "allowed",
         Withdrawal::Restricted => "restricted",
@@ -167,10 +166,26 @@ fn account_body(a: &Account) -> AccountBody<'_> {
 }
 
 /// `GET /api/v1/accounts/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{id}",
+    tag = "accounts",
+    operation_id = "account_latest",
+    summary = "An account's latest state",
+    description = "A key bound to a tenant sees its own tenant's accounts only: another's is answered as unknown.",
+    params(("id" = String, Path, description = "the account id (`target_id` of its events)")),
+    responses(
+        (status = 200, description = "the latest state", body = AccountBody),
+        (status = 404, description = "no account of this id is known (`not_found`)", body = Problem),
+        (status = 410, description = "the account was erased on request (`erased`)", body = Problem),
+        (status = 503, description = "this copy is still reading the account topics (`not_ready`, `Retry-After`)", body = Problem,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
+    )
+)]
 pub async fn latest(
     State(api): State<AccountsApi>,
     Extension(caller): Extension<Arc<Caller>>,
-    Path(id): Path<String>,
+    AccountId(id): AccountId,
 ) -> Response {
     let r = match api.view.read_ready() {
         None => not_ready(),
@@ -185,27 +200,50 @@ pub async fn latest(
 }
 
 /// The query of `/at`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AtQuery {
+    /// RFC 3339 or milliseconds since the epoch (required).
     time: Option<String>,
 }
 
-#[derive(Serialize)]
-struct AtBody<'a> {
+/// An account's state at a time.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AccountAt)]
+pub(super) struct AtBody<'a> {
     account_id: &'a str,
+    /// The time asked, RFC 3339.
     time: String,
+    #[schema(value_type = AccountStateName)]
     state: AccountState,
     /// The version in effect then (0: none yet).
     version: i64,
+    #[schema(value_type = WithdrawalName)]
     withdrawal: &'static str,
 }
 
 /// `GET /api/v1/accounts/{id}/at?time=T`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{id}/at",
+    tag = "accounts",
+    operation_id = "account_at",
+    summary = "The state of an account in effect at a time",
+    params(("id" = String, Path, description = "the account id"), AtQuery),
+    responses(
+        (status = 200, description = "the state then", body = AtBody),
+        (status = 400, description = "`time` missing (`missing_time`) or not a time (`invalid_time`)", body = Problem),
+        (status = 404, description = "no such account (`not_found`), or its moves before the time are past retention (`history_expired`)", body = Problem),
+        (status = 410, description = "the account was erased on request (`erased`)", body = Problem),
+        (status = 503, description = "this copy is still reading the account topics (`not_ready`)", body = Problem,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
+    )
+)]
 pub async fn at(
     State(api): State<AccountsApi>,
     Extension(caller): Extension<Arc<Caller>>,
-    Path(id): Path<String>,
-    Query(q): Query<AtQuery>,
+    AccountId(id): AccountId,
+    ApiQuery(q): ApiQuery<AtQuery>,
 ) -> Response {
     let r = (|| {
         let Some(raw) = q.time.as_deref() else {
@@ -252,20 +290,29 @@ pub async fn at(
 }
 
 /// The query of `/versions`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RangeQuery {
+    /// The range's start, RFC 3339 or milliseconds since the epoch (default: the first move).
     from: Option<String>,
+    /// The range's end, excluded (default: now and after).
     to: Option<String>,
     /// Only versions after this one (the next page).
     after_version: Option<i64>,
 }
 
-#[derive(Serialize)]
-struct VersionBody<'a> {
+/// One move of an account.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AccountVersion)]
+pub(super) struct VersionBody<'a> {
     version: i64,
+    /// When the move took effect, RFC 3339.
     effective_at: String,
+    #[schema(value_type = AccountStateName)]
     from: AccountState,
+    #[schema(value_type = AccountStateName)]
     to: AccountState,
+    #[schema(value_type = TriggerName)]
     trigger: Trigger,
     rule: &'a str,
     event_time: String,
@@ -287,8 +334,10 @@ fn version_body(v: &Version) -> VersionBody<'_> {
     }
 }
 
-#[derive(Serialize)]
-struct VersionsBody<'a> {
+/// A page of an account's moves.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AccountVersions)]
+pub(super) struct VersionsBody<'a> {
     account_id: &'a str,
     versions: Vec<VersionBody<'a>>,
     /// More versions are in the range than one answer lists; ask again
@@ -300,11 +349,27 @@ struct VersionsBody<'a> {
 }
 
 /// `GET /api/v1/accounts/{id}/versions?from=A&to=B`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{id}/versions",
+    tag = "accounts",
+    operation_id = "account_versions",
+    summary = "An account's moves in [from, to), in order, paged",
+    params(("id" = String, Path, description = "the account id"), RangeQuery),
+    responses(
+        (status = 200, description = "the moves (`truncated` when more follow)", body = VersionsBody),
+        (status = 400, description = "a bound is not a time (`invalid_time`), `from` is after `to` (`invalid_range`), or `after_version` is not an integer (`invalid_query`)", body = Problem),
+        (status = 404, description = "no account of this id is known (`not_found`)", body = Problem),
+        (status = 410, description = "the account was erased on request (`erased`)", body = Problem),
+        (status = 503, description = "this copy is still reading the account topics (`not_ready`)", body = Problem,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
+    )
+)]
 pub async fn versions(
     State(api): State<AccountsApi>,
     Extension(caller): Extension<Arc<Caller>>,
-    Path(id): Path<String>,
-    Query(q): Query<RangeQuery>,
+    AccountId(id): AccountId,
+    ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Response {
     let r = (|| {
         let bound = |name, raw: &Option<String>, default| match raw {
@@ -357,20 +422,44 @@ pub async fn versions(
 }
 
 /// The body of a withdrawal check.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CheckRequest {
+    /// The account that asks to withdraw.
     account_id: String,
 }
 
-#[derive(Serialize)]
-struct CheckBody<'a> {
+/// Whether an account may withdraw.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = WithdrawalCheck)]
+pub(super) struct CheckBody<'a> {
     account_id: &'a str,
+    /// `NORMAL` for an account never screened.
+    #[schema(value_type = AccountStateName)]
     state: AccountState,
     allowed: bool,
+    #[schema(value_type = WithdrawalName)]
     withdrawal: &'static str,
 }
 
 /// `POST /api/v1/withdrawals/check`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/withdrawals/check",
+    tag = "accounts",
+    operation_id = "check_withdrawal",
+    summary = "May this account withdraw? 200 allowed, 423 restricted, 403 banned",
+    description = "An account never screened, or another tenant's for a key bound to a tenant, is allowed.",
+    request_body = CheckRequest,
+    responses(
+        (status = 200, description = "allowed", body = CheckBody),
+        (status = 400, description = "the body is not `{\"account_id\": \"...\"}` (`invalid_request`)", body = Problem),
+        (status = 403, description = "banned", body = CheckBody),
+        (status = 410, description = "the account was erased on request (`erased`)", body = Problem),
+        (status = 423, description = "restricted: withdrawals blocked pending review", body = CheckBody),
+        (status = 503, description = "this copy is still reading the account topics (`not_ready`)", body = Problem,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
+    )
+)]
 pub async fn check_withdrawal(
     State(api): State<AccountsApi>,
     Extension(caller): Extension<Arc<Caller>>,

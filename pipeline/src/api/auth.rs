@@ -19,9 +19,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::TryRngCore;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::error::Problem;
 use crate::config::auth::{KeysError, read_keys_file};
 use crate::config::{AuthConfig, KeyConfig, Role};
 use crate::runtime::{Metrics, Shutdown};
@@ -322,12 +322,6 @@ pub fn local_admin_key(data_dir: &Path) -> Result<(String, PathBuf), KeysError> 
     Ok((key, path))
 }
 
-#[derive(Serialize)]
-struct Denied {
-    error: &'static str,
-    message: String,
-}
-
 /// What a route's guard checks.
 #[derive(Debug, Clone)]
 pub struct Guard {
@@ -361,7 +355,7 @@ pub async fn require(State(guard): State<Guard>, mut request: Request, next: Nex
         guard.metrics.http_request(guard.route, 401);
         let mut r = (
             StatusCode::UNAUTHORIZED,
-            Json(Denied {
+            Json(Problem {
                 error: "unauthorized",
                 message: "a valid API key is required in the X-API-KEY header".into(),
             }),
@@ -376,7 +370,7 @@ pub async fn require(State(guard): State<Guard>, mut request: Request, next: Nex
         let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
         let mut r = (
             StatusCode::TOO_MANY_REQUESTS,
-            Json(Denied {
+            Json(Problem {
                 error: "rate_limited",
                 message: format!(
                     "the key `{}` is over its {} requests per second; retry in {seconds} s",
@@ -397,7 +391,7 @@ pub async fn require(State(guard): State<Guard>, mut request: Request, next: Nex
         let held: Vec<&str> = caller.roles.iter().map(|r| r.as_str()).collect();
         return (
             StatusCode::FORBIDDEN,
-            Json(Denied {
+            Json(Problem {
                 error: "forbidden",
                 message: format!(
                     "the key `{}` has the roles [{}]; this route needs one of [admin, {}]",
@@ -413,7 +407,7 @@ pub async fn require(State(guard): State<Guard>, mut request: Request, next: Nex
         guard.metrics.http_request(guard.route, 403);
         return (
             StatusCode::FORBIDDEN,
-            Json(Denied {
+            Json(Problem {
                 error: "forbidden",
                 message: format!(
                     "the key `{}` is bound to a tenant; this route shows every tenant's figures",

@@ -19,6 +19,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
+use super::error::{Problem, problem};
 use crate::runtime::Metrics;
 
 /// Longest subject accepted, in bytes (an account id).
@@ -43,22 +44,21 @@ impl std::fmt::Debug for ErasuresApi {
 }
 
 /// The body of an erasure request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct EraseBody {
+    /// The data subject: an account id.
     subject: String,
 }
 
-#[derive(Serialize)]
-struct Accepted<'a> {
+/// An erasure request taken.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErasureAccepted)]
+pub(super) struct Accepted<'a> {
+    /// Names the request in `erasures`, `audit` and its certificate.
     request_id: &'a str,
     subject: &'a str,
+    /// RFC 3339.
     requested_at: String,
-}
-
-#[derive(Serialize)]
-struct Problem {
-    error: &'static str,
-    message: String,
 }
 
 /// A new erasure request of `subject` by `by`.
@@ -109,14 +109,26 @@ pub async fn deliver(
 }
 
 /// The handler.
+#[utoipa::path(
+    post,
+    path = "/api/v1/erasures",
+    tag = "erasures",
+    operation_id = "post_erasure",
+    summary = "Erase a data subject from every topic and archive tier (GDPR)",
+    description = "202 once the request is in `erasures`; the compact stage carries it out and writes a deletion certificate (docs/operators.md). Asking again is harmless.",
+    request_body = EraseBody,
+    responses(
+        (status = 202, description = "the request is in `erasures`", body = Accepted),
+        (status = 400, description = "the body is not `{\"subject\": \"...\"}` (`invalid_request`)", body = Problem),
+        (status = 422, description = "an empty or too long subject (`invalid_subject`)", body = Problem),
+        (status = 503, description = "the request could not be published (`unavailable`)", body = Problem),
+    )
+)]
 pub async fn post_erasure(
     State(api): State<Arc<ErasuresApi>>,
     Extension(caller): Extension<Arc<Caller>>,
     body: Result<Json<EraseBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let problem = |status: StatusCode, error, message| {
-        (status, Json(Problem { error, message })).into_response()
-    };
     let r = match body {
         Err(e) => problem(
             StatusCode::BAD_REQUEST,

@@ -20,3 +20,65 @@ impl InvalidRequest {
         }
     }
 }
+
+/// The body of every answer that is not a success: a stable code to match
+/// on and a sentence for people. Documented as the `Problem` schema.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A stable code: `unauthorized`, `forbidden`, `rate_limited`,
+    /// `not_found`, `not_ready`, `invalid_request`, ...
+    #[schema(example = "not_found")]
+    pub error: &'static str,
+    /// What went wrong and what to do about it.
+    pub message: String,
+}
+
+/// `status` with a [`Problem`] body.
+pub fn problem(
+    status: axum::http::StatusCode,
+    error: &'static str,
+    message: String,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (status, axum::Json(Problem { error, message })).into_response()
+}
+
+/// The `{id}` of a route's path, or a 400 [`Problem`] (`invalid_path`) when
+/// it is not valid percent-encoded UTF-8.
+#[derive(Debug, Clone)]
+pub struct AccountId(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AccountId {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(id)) => Ok(Self(id)),
+            Err(e) => Err(problem(e.status(), "invalid_path", e.body_text())),
+        }
+    }
+}
+
+/// A route's query, or a 400 [`Problem`] (`invalid_query`) when it does not
+/// parse (a repeated or mistyped parameter).
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for ApiQuery<T>
+{
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(q)) => Ok(Self(q)),
+            Err(e) => Err(problem(e.status(), "invalid_query", e.body_text())),
+        }
+    }
+}

@@ -54,26 +54,42 @@ impl std::fmt::Debug for EventsApi {
     }
 }
 
-#[derive(Serialize)]
-struct Accepted {
+/// The answer to published events.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = EventsAccepted)]
+pub(super) struct Accepted {
+    /// How many events were published.
     accepted: usize,
+    /// Their ids, in the request's order.
     event_ids: Vec<String>,
 }
 
-#[derive(Serialize)]
-struct FieldError {
+/// Why one event of a request was refused.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct FieldError {
     /// Position in the batch (0 for a single event).
     index: usize,
+    /// A stable code: `invalid_json`, `not_an_object`, `missing_field`,
+    /// `wrong_type`, `invalid_value`, `too_large`, `foreign_tenant`.
     reason: &'static str,
+    /// The field at fault, when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<String>,
+    /// What was expected.
     message: String,
 }
 
-#[derive(Serialize)]
-struct Rejected {
+/// A refused request: a [`super::Problem`] with the events at fault.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = EventsRejected)]
+pub(super) struct Rejected {
+    /// A stable code: `invalid_json`, `batch_size`, `invalid_event`,
+    /// `foreign_tenant`, `unavailable`.
     error: &'static str,
+    /// What went wrong.
     message: String,
+    /// The events at fault (at most 100 are listed).
+    #[schema(required = false)]
     errors: Vec<FieldError>,
 }
 
@@ -113,6 +129,29 @@ fn split_body(body: &[u8]) -> Result<Vec<&RawValue>, serde_json::Error> {
 }
 
 /// The handler.
+#[utoipa::path(
+    post,
+    path = "/api/v1/events",
+    tag = "events",
+    operation_id = "post_events",
+    summary = "Publish one event or a batch",
+    description = "Each event is validated as the ingest stage validates `events.raw` \
+        (docs/event-contract.md). A batch is all or nothing: if any event is invalid, \
+        none is published and the answer lists the invalid ones. 202 comes once the \
+        brokers acknowledged every event; resending the same `event_id` is harmless \
+        (the screen stage drops duplicates). A key bound to a tenant publishes that \
+        tenant's events only. A `traceparent` header (W3C) puts the events in the caller's trace.",
+    params(("traceparent" = Option<String>, Header, description = "W3C trace context of the caller")),
+    responses(
+        (status = 202, description = "every event was published", body = Accepted),
+        (status = 400, description = "the body is not a JSON object or array", body = Rejected),
+        (status = 403, description = "an event of another tenant than the key's; none was published", body = Rejected),
+        (status = 413, description = "the body is larger than `http.max_body_bytes`", body = String, content_type = "text/plain"),
+        (status = 422, description = "an invalid event, or a batch of 0 or more than `http.max_batch_events`; none was published", body = Rejected),
+        (status = 503, description = "the brokers did not take the events; retry (`Retry-After`)", body = Rejected,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
+    )
+)]
 pub async fn post_events(
     State(api): State<Arc<EventsApi>>,
     Extension(caller): Extension<Arc<Caller>>,

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -21,10 +21,12 @@ use kusanagi_schemas::{
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 
-use super::InvalidRequest;
 use super::accounts::{erased, not_found, not_ready, problem, visible_account};
 use super::auth::Caller;
 use super::erasures::deliver;
+use super::error::AccountId;
+use super::openapi::{AccountStateName, FraudTypeName};
+use super::{InvalidRequest, Problem};
 use crate::runtime::Metrics;
 use crate::stages::view::View;
 
@@ -54,19 +56,30 @@ impl std::fmt::Debug for OverridesApi {
 }
 
 /// The body of an operator's verdict.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerdictBody {
+    /// `NORMAL` (release), `UNDER_SURVEILLANCE` or `BANNED`.
+    #[schema(value_type = AccountStateName)]
     action: AccountState,
+    /// Why, for the audit trail.
     reason: String,
+    /// The kind of fraud found (`LEGITIMATE` for a release).
+    #[schema(value_type = Option<FraudTypeName>)]
     fraud_type: Option<FraudType>,
 }
 
-#[derive(Serialize)]
-struct Accepted<'a> {
+/// A verdict taken for the decide stage.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = VerdictAccepted)]
+pub(super) struct Accepted<'a> {
+    /// The id of the request, in `l2.verdicts` and `audit`.
     request_id: &'a str,
     account_id: &'a str,
+    #[schema(value_type = AccountStateName)]
     action: AccountState,
+    /// The account's state when the verdict was asked.
+    #[schema(value_type = AccountStateName)]
     from_state: AccountState,
 }
 
@@ -131,10 +144,28 @@ fn verdict(
 }
 
 /// The handler.
+#[utoipa::path(
+    post,
+    path = "/api/v1/accounts/{id}/verdict",
+    tag = "accounts",
+    operation_id = "post_verdict",
+    summary = "An operator's verdict on an account: release, surveil or ban",
+    description = "Published to `l2.verdicts` (and `audit`); the decide stage applies it if the move is legal (SCREENING.md: `BANNED` is final). 202 means published, not applied: read the account's versions to see the move.",
+    params(("id" = String, Path, description = "the account id")),
+    request_body = VerdictBody,
+    responses(
+        (status = 202, description = "the verdict was published", body = Accepted),
+        (status = 400, description = "the body is not a verdict (`invalid_request`)", body = Problem),
+        (status = 404, description = "no account of this id is known (`not_found`)", body = Problem),
+        (status = 410, description = "the account was erased on request (`erased`)", body = Problem),
+        (status = 422, description = "a verdict the account's state does not allow (`invalid_verdict`)", body = Problem),
+        (status = 503, description = "this copy is still reading the account topics (`not_ready`), or the verdict could not be published (`unavailable`)", body = Problem),
+    )
+)]
 pub async fn post_verdict(
     State(api): State<Arc<OverridesApi>>,
     Extension(caller): Extension<Arc<Caller>>,
-    Path(id): Path<String>,
+    AccountId(id): AccountId,
     body: Result<Json<VerdictBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let r = handle(&api, &caller, &id, body).await;

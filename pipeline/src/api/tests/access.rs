@@ -53,6 +53,12 @@ const EXPECTED: &[(&str, &str, [u16; 8])] = &[
         "/api/v1/erasures",
         [401, 401, 400, 403, 403, 403, 403, 403],
     ),
+    // The contract: any key.
+    (
+        "/api/v1/openapi.json",
+        "/api/v1/openapi.json",
+        [401, 401, 200, 200, 200, 200, 200, 200],
+    ),
     // A tenant-bound key sees no cross-tenant figures.
     (
         "/metrics",

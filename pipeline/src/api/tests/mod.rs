@@ -6,6 +6,7 @@
 //! a small view, and one call.
 
 mod access;
+mod contract;
 mod erased_and_verdicts;
 mod history;
 mod limits;
@@ -57,6 +58,11 @@ pub(super) fn app() -> axum::Router {
 
 /// [`app`] with each key limited to `per_second` requests (0: no limit).
 pub(super) fn app_with_rate_limit(per_second: u32, burst: u32) -> axum::Router {
+    router(services(per_second, burst))
+}
+
+/// What [`app_with_rate_limit`] serves: every part, over a small view.
+pub(super) fn services(per_second: u32, burst: u32) -> Services {
     let keys = Keys::of(vec![
         key("admin", &[Role::Admin], None),
         key("operator", &[Role::Operator], None),
@@ -95,7 +101,7 @@ pub(super) fn app_with_rate_limit(per_second: u32, burst: u32) -> axum::Router {
         max_batch_events: 10,
         metrics: metrics.clone(),
     };
-    router(Services {
+    Services {
         metrics,
         keys: Arc::new(keys),
         events: Some(Arc::new(events)),
@@ -119,7 +125,7 @@ pub(super) fn app_with_rate_limit(per_second: u32, burst: u32) -> axum::Router {
             metrics: Metrics::new(),
         })),
         max_body_bytes: 1 << 20,
-    })
+    }
 }
 
 pub(super) async fn call(
