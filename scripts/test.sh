@@ -60,6 +60,11 @@ step "cargo test (unit, property, golden and integration suites)"
 # this machine has two cores.
 cargo test --workspace --locked -- --test-threads=2
 
+# schemathesis against a live `kusanagi run`: every route with a key of
+# each role and with none (about a minute).
+step "API contract (schemathesis, scripts/check_api_contract.py)"
+"$KUSANAGI_VENV/bin/python" scripts/check_api_contract.py --kusanagi "$target_dir/debug/kusanagi"
+
 # The fuzz targets on their committed corpora, 20 s of new inputs each
 # (nightly and cargo-fuzz, installed under .cache; about 3 minutes cold).
 step "fuzz targets (scripts/fuzz.sh)"

@@ -173,7 +173,7 @@ fn account_body(a: &Account) -> AccountBody<'_> {
     operation_id = "account_latest",
     summary = "An account's latest state",
     description = "A key bound to a tenant sees its own tenant's accounts only: another's is answered as unknown.",
-    params(("id" = String, Path, description = "the account id (`target_id` of its events)")),
+    params(("id" = String, Path, description = "the account id (`target_id` of its events)", example = "player-42")),
     responses(
         (status = 200, description = "the latest state", body = AccountBody),
         (status = 404, description = "no account of this id is known (`not_found`)", body = Problem),
@@ -203,7 +203,8 @@ pub async fn latest(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AtQuery {
-    /// RFC 3339 or milliseconds since the epoch (required).
+    /// The time: RFC 3339, or milliseconds since the epoch.
+    #[param(required = true, schema_with = super::openapi::time_schema)]
     time: Option<String>,
 }
 
@@ -229,7 +230,7 @@ pub(super) struct AtBody<'a> {
     tag = "accounts",
     operation_id = "account_at",
     summary = "The state of an account in effect at a time",
-    params(("id" = String, Path, description = "the account id"), AtQuery),
+    params(("id" = String, Path, description = "the account id", example = "player-42"), AtQuery),
     responses(
         (status = 200, description = "the state then", body = AtBody),
         (status = 400, description = "`time` missing (`missing_time`) or not a time (`invalid_time`)", body = Problem),
@@ -294,8 +295,10 @@ pub async fn at(
 #[into_params(parameter_in = Query)]
 pub struct RangeQuery {
     /// The range's start, RFC 3339 or milliseconds since the epoch (default: the first move).
+    #[param(schema_with = super::openapi::time_schema)]
     from: Option<String>,
-    /// The range's end, excluded (default: now and after).
+    /// The range's end, excluded (default: no end).
+    #[param(schema_with = super::openapi::time_schema)]
     to: Option<String>,
     /// Only versions after this one (the next page).
     after_version: Option<i64>,
@@ -355,7 +358,7 @@ pub(super) struct VersionsBody<'a> {
     tag = "accounts",
     operation_id = "account_versions",
     summary = "An account's moves in [from, to), in order, paged",
-    params(("id" = String, Path, description = "the account id"), RangeQuery),
+    params(("id" = String, Path, description = "the account id", example = "player-42"), RangeQuery),
     responses(
         (status = 200, description = "the moves (`truncated` when more follow)", body = VersionsBody),
         (status = 400, description = "a bound is not a time (`invalid_time`), `from` is after `to` (`invalid_range`), or `after_version` is not an integer (`invalid_query`)", body = Problem),
@@ -425,6 +428,7 @@ pub async fn versions(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CheckRequest {
     /// The account that asks to withdraw.
+    #[schema(example = "player-42")]
     account_id: String,
 }
 

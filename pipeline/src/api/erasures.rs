@@ -46,7 +46,13 @@ impl std::fmt::Debug for ErasuresApi {
 /// The body of an erasure request.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct EraseBody {
-    /// The data subject: an account id.
+    /// The data subject: an account id (1 to 256 bytes, not only spaces).
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"\S",
+        example = "player-7"
+    )]
     subject: String,
 }
 

@@ -241,6 +241,26 @@ fn events_body(max: usize) -> Value {
     })
 }
 
+/// A time in a query: RFC 3339, or milliseconds since the epoch.
+pub(super) fn time_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[+-]?[0-9]{1,18}$")),
+        )
+        .description(Some(
+            "RFC 3339 (2026-11-29T10:00:00Z), or milliseconds since the epoch",
+        ))
+        .into()
+}
+
 /// The names of [`kusanagi_schemas::AccountState`], for the document (the
 /// schemas crate does not depend on utoipa); a test keeps them equal.
 #[derive(serde::Serialize, utoipa::ToSchema)]

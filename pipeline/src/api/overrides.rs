@@ -151,7 +151,7 @@ fn verdict(
     operation_id = "post_verdict",
     summary = "An operator's verdict on an account: release, surveil or ban",
     description = "Published to `l2.verdicts` (and `audit`); the decide stage applies it if the move is legal (SCREENING.md: `BANNED` is final). 202 means published, not applied: read the account's versions to see the move.",
-    params(("id" = String, Path, description = "the account id")),
+    params(("id" = String, Path, description = "the account id", example = "player-42")),
     request_body = VerdictBody,
     responses(
         (status = 202, description = "the verdict was published", body = Accepted),
