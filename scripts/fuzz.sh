@@ -19,7 +19,7 @@ export PATH="$root/.cache/cargo-fuzz/bin:$PATH"
 command -v cargo-fuzz >/dev/null ||
   cargo install cargo-fuzz --locked --version 0.13.2 --root "$root/.cache/cargo-fuzz"
 
-targets=(json_event avro_records)
+targets=(json_event json_batch avro_records catalog_log certificate config_files)
 limit=(-max_total_time=20)
 if [ $# -ge 1 ]; then targets=("$1"); fi
 if [ $# -ge 2 ]; then limit=(-runs="$2"); fi
@@ -28,7 +28,7 @@ cd fuzz
 for t in "${targets[@]}"; do
   scratch="$(mktemp -d)"
   echo "fuzz: $t (${limit[*]}, corpus fuzz/corpus/$t)"
-  cargo +nightly fuzz run -O "$t" "$scratch" "corpus/$t" -- "${limit[@]}" -print_final_stats=1 \
+  cargo +nightly fuzz run -O -s none "$t" "$scratch" "corpus/$t" -- "${limit[@]}" -print_final_stats=1 \
     > "$root/.cache/logs/fuzz-$t.log" 2>&1 ||
     { tail -n 40 "$root/.cache/logs/fuzz-$t.log"; rm -rf "$scratch"; echo "fuzz: $t failed" >&2; exit 1; }
   grep -E '^(Done|stat::number_of_executed_units)' "$root/.cache/logs/fuzz-$t.log" || true

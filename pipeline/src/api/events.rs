@@ -65,7 +65,7 @@ pub(super) struct Accepted {
 }
 
 /// Why one event of a request was refused.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct FieldError {
     /// Position in the batch (0 for a single event).
     index: usize,
@@ -80,7 +80,7 @@ pub(super) struct FieldError {
 }
 
 /// A refused request: a [`super::Problem`] with the events at fault.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = EventsRejected)]
 pub(super) struct Rejected {
     /// A stable code: `invalid_json`, `batch_size`, `invalid_event`,
@@ -171,33 +171,18 @@ async fn handle(
     body: &[u8],
     traceparent: Option<&[u8]>,
 ) -> Response {
-    let raws = match split_body(body) {
-        Ok(r) => r,
-        Err(e) => {
-            return rejected(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("the body is not a JSON object or array of objects: {e}"),
-                Vec::new(),
-            );
+    let events = match decode_body(body, api.max_event_bytes, api.max_batch_events) {
+        Ok(events) => events,
+        Err(refused) => {
+            if refused.events > 0 {
+                api.metrics.http_events("rejected", refused.events as u64);
+            }
+            return refused.into_response();
         }
     };
-    if raws.is_empty() || raws.len() > api.max_batch_events {
-        return rejected(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "batch_size",
-            format!(
-                "expected 1 to {} events, found {}",
-                api.max_batch_events,
-                raws.len()
-            ),
-            Vec::new(),
-        );
+    if let Err(response) = own_tenant(api, caller, &events) {
+        return *response;
     }
-    let events = match validated(api, caller, &raws) {
-        Ok(events) => events,
-        Err(response) => return *response,
-    };
     match publish(api, &events, traceparent).await {
         Ok(()) => {
             api.metrics.http_events("accepted", events.len() as u64);
@@ -227,19 +212,71 @@ async fn handle(
     }
 }
 
-/// The events of a request, each valid and of the caller's tenant; or the
-/// answer that rejects them all (nothing of a batch is published unless
-/// all of it is).
-fn validated(
-    api: &EventsApi,
-    caller: &Caller,
-    raws: &[&RawValue],
-) -> Result<Vec<GameEvent>, Box<Response>> {
+/// A request body refused as a whole: its answer, and how many events it
+/// held (0 when it could not be split into events).
+#[derive(Debug)]
+pub struct Refused {
+    status: StatusCode,
+    body: Rejected,
+    /// Events in the refused body.
+    pub events: usize,
+}
+
+impl Refused {
+    /// The status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// The events of a request body (one object, or an array of 1 to
+/// `max_batch_events`), each validated as the ingest stage validates
+/// `events.raw` (`max_event_bytes` each); or why none is taken: a batch
+/// is all or nothing. Pure: the fuzz target `json_batch` runs it.
+pub fn decode_body(
+    body: &[u8],
+    max_event_bytes: usize,
+    max_batch_events: usize,
+) -> Result<Vec<GameEvent>, Refused> {
+    let refused = |status, error, message, errors, events| Refused {
+        status,
+        body: Rejected {
+            error,
+            message,
+            errors,
+        },
+        events,
+    };
+    let raws = split_body(body).map_err(|e| {
+        refused(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not a JSON object or array of objects: {e}"),
+            Vec::new(),
+            0,
+        )
+    })?;
+    if raws.is_empty() || raws.len() > max_batch_events {
+        return Err(refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "batch_size",
+            format!(
+                "expected 1 to {max_batch_events} events, found {}",
+                raws.len()
+            ),
+            Vec::new(),
+            0,
+        ));
+    }
     let mut events: Vec<GameEvent> = Vec::with_capacity(raws.len());
     let mut errors = Vec::new();
     let mut invalid = 0usize;
     for (i, raw) in raws.iter().enumerate() {
-        match validate(Some(raw.get().as_bytes()), api.max_event_bytes) {
+        match validate(Some(raw.get().as_bytes()), max_event_bytes) {
             Ok(e) => events.push(e),
             Err(e) => {
                 invalid += 1;
@@ -250,7 +287,6 @@ fn validated(
         }
     }
     if invalid > 0 {
-        api.metrics.http_events("rejected", raws.len() as u64);
         let message = match &errors[..] {
             [one] if raws.len() == 1 => one.message.clone(),
             _ => format!(
@@ -258,13 +294,19 @@ fn validated(
                 raws.len()
             ),
         };
-        return Err(Box::new(rejected(
+        return Err(refused(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_event",
             message,
             errors,
-        )));
+            raws.len(),
+        ));
     }
+    Ok(events)
+}
+
+/// Refuses `events` unless every one is of the caller's tenant.
+fn own_tenant(api: &EventsApi, caller: &Caller, events: &[GameEvent]) -> Result<(), Box<Response>> {
     let foreign: Vec<FieldError> = events
         .iter()
         .enumerate()
@@ -290,7 +332,7 @@ fn validated(
             foreign,
         )));
     }
-    Ok(events)
+    Ok(())
 }
 
 /// Publishes `events` in the trace the request names (its `traceparent`

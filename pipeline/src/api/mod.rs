@@ -19,7 +19,7 @@ pub mod accounts;
 pub mod auth;
 pub mod erasures;
 mod error;
-mod events;
+pub mod events;
 mod openapi;
 pub mod overrides;
 

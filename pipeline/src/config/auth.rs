@@ -201,7 +201,12 @@ impl AuthConfig {
 pub fn read_keys_file(path: &Path) -> Result<Vec<KeyConfig>, KeysError> {
     let raw = std::fs::read_to_string(path)
         .map_err(|e| KeysError::file(path, format!("cannot read the keys file: {e}")))?;
-    let file: KeysFile = toml::from_str(&raw).map_err(|e| {
+    parse_keys_file(&raw, path)
+}
+
+/// A keys file's text (`path` names it in errors): every entry checked.
+pub fn parse_keys_file(raw: &str, path: &Path) -> Result<Vec<KeyConfig>, KeysError> {
+    let file: KeysFile = toml::from_str(raw).map_err(|e| {
         KeysError::file(
             path,
             format!(

@@ -206,21 +206,28 @@ pub fn verify(bytes: &[u8], expected_key: Option<&str>) -> Result<Certificate, I
     Ok(cert)
 }
 
+/// 128 hex digits as 64 bytes. (Slicing the text in halves would panic on
+/// a multi-byte character across the middle.)
 fn parse_hex64(s: &str) -> Option<[u8; 64]> {
-    if s.len() != 128 {
-        return None;
-    }
-    let lo = parse_hex32(&s[..64])?;
-    let hi = parse_hex32(&s[64..])?;
     let mut out = [0u8; 64];
-    out[..32].copy_from_slice(&lo);
-    out[32..].copy_from_slice(&hi);
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signature_of_128_bytes_that_are_not_hex_is_unreadable() {
+        assert!(parse_hex64(&"ab".repeat(64)).is_some());
+        // 128 bytes, a two-byte character across the middle.
+        let across = format!("{}é{}", "a".repeat(63), "a".repeat(63));
+        assert_eq!(across.len(), 128);
+        assert!(parse_hex64(&across).is_none());
+        assert!(parse_hex64(&"é".repeat(64)).is_none());
+        assert!(parse_hex64(&"ab".repeat(63)).is_none());
+    }
     use crate::catalog::{Erasure, PurgedFile};
 
     fn erasure() -> ErasureState {
