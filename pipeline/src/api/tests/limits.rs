@@ -1,5 +1,7 @@
 //! One key over its rate limit is answered 429 with `Retry-After` while the
-//! others are served; a request over the time limit is answered 503.
+//! others are served; a request over the time limit is answered 503;
+//! headers past the HTTP server's limits (100 fields, about 400 KB) are
+//! answered 431 by a real server.
 
 use std::time::Duration;
 
@@ -92,5 +94,60 @@ async fn a_request_over_the_time_limit_is_answered_503() {
     assert_eq!(
         app.oneshot(get("/fast")).await.unwrap().status().as_u16(),
         200
+    );
+}
+
+/// Sends `head` (a request without body) to a real server of [`super::app`]
+/// and reads the status line of the answer.
+async fn raw_status(head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, super::app()).await.unwrap();
+    });
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Until the status line is in, the server closes, or 10 s pass.
+    let read = async {
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    server.abort();
+    let text = String::from_utf8_lossy(&answer);
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+fn head(extra_headers: usize, value_bytes: usize) -> String {
+    let mut h = String::from(
+        "GET /api/v1/accounts/acct-1 HTTP/1.1\r\nhost: x\r\nx-api-key: key-viewer\r\n",
+    );
+    for i in 0..extra_headers {
+        h.push_str(&format!("x-extra-{i}: {}\r\n", "v".repeat(value_bytes)));
+    }
+    h.push_str("\r\n");
+    h
+}
+
+#[tokio::test]
+async fn headers_past_the_server_s_limits_are_answered_431() {
+    // Within the limits: served.
+    assert_eq!(raw_status(&head(90, 10)).await, "HTTP/1.1 200 OK");
+    // More than 100 fields.
+    assert_eq!(
+        raw_status(&head(120, 10)).await,
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+    // About 480 KB of header values, in few fields.
+    assert_eq!(
+        raw_status(&head(8, 60_000)).await,
+        "HTTP/1.1 431 Request Header Fields Too Large"
     );
 }
