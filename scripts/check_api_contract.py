@@ -5,6 +5,8 @@ Starts `kusanagi run` (embedded broker, every stage) in a scratch folder
 with one API key per role, puts a few accounts in it, then runs
 schemathesis over every route once per key and once with no key:
 
+- the document (served, and docs/openapi.json) validates against the
+  OpenAPI 3.1 schema (openapi-spec-validator);
 - no 5xx answer, and every answer (status, content type, headers, body)
   as the document says (schemathesis' checks);
 - requests the document says are invalid are refused with a 4xx, valid
@@ -109,6 +111,17 @@ def seed(base, keys):
             return
         time.sleep(0.5)
     sys.exit("the seeded account never appeared in the state API")
+
+
+def validate_document(doc, name):
+    """`doc` against the OpenAPI 3.1 schema (openapi-spec-validator)."""
+    from openapi_spec_validator import validate
+
+    try:
+        validate(doc)
+    except Exception as e:  # the validator's errors have no common base
+        sys.exit(f"{name} is not a valid OpenAPI {doc.get('openapi')} document: {e}")
+    print(f"{name}: a valid OpenAPI {doc['openapi']} document")
 
 
 def schemathesis_bin() -> str:
@@ -231,6 +244,8 @@ keys_file = "{work / 'keys.toml'}"
             sys.exit(f"GET /api/v1/openapi.json: {status} {body!r}")
         schema_file = work / "openapi.json"
         schema_file.write_bytes(body)
+        validate_document(json.loads(body), "GET /api/v1/openapi.json")
+        validate_document(json.loads((ROOT / "docs" / "openapi.json").read_text()), "docs/openapi.json")
         operations = sum(len(item) for item in json.loads(body)["paths"].values())
         report_dir = work / "reports"
         report_dir.mkdir()
