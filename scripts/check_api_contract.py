@@ -11,7 +11,8 @@ schemathesis over every route once per key and once with no key:
   as the document says (schemathesis' checks);
 - requests the document says are invalid are refused with a 4xx, valid
   ones are not refused as invalid;
-- with no key, every route but the health checks answers 401
+- with no key, or one the server does not hold, every route but the
+  health checks answers 401
   (`scripts/schemathesis_hooks.py`, `key_required`);
 - a key reaches a route only if its role is in the route's
   `x-kusanagi-roles`: any other is answered 403 `forbidden`
@@ -251,7 +252,10 @@ keys_file = "{work / 'keys.toml'}"
         report_dir.mkdir()
         # The admin last: its erasure requests (of the example subject) and
         # verdicts change accounts the other runs read.
-        for i, role in enumerate(["none", "viewer", "service", "producer", "operator", "admin"]):
+        # `invalid`: a key the server does not hold, answered as no key.
+        keys["invalid"] = "ksk_" + secrets.token_hex(32)
+        runs = ["none", "invalid", "viewer", "service", "producer", "operator", "admin"]
+        for i, role in enumerate(runs):
             rc, cases = schemathesis(
                 base, schema_file, role, keys.get(role), args.max_examples, report_dir, args.seed + i
             )

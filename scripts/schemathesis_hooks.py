@@ -1,8 +1,9 @@
 """Kusanagi's own checks for schemathesis (scripts/check_api_contract.py).
 
 `KUSANAGI_CONTRACT_ROLE` names the role of the key the run sends (`none`:
-no key). Each route's document says the roles it accepts
-(`x-kusanagi-roles`) and whether it needs a key at all (`security`).
+no key; `invalid`: a key the server does not hold). Each route's document
+says the roles it accepts (`x-kusanagi-roles`) and whether it needs a key
+at all (`security`).
 """
 
 import json
@@ -11,6 +12,7 @@ import os
 import schemathesis
 
 ROLE = os.environ.get("KUSANAGI_CONTRACT_ROLE", "none")
+UNKEYED = ROLE in ("none", "invalid")
 
 
 def _operation(case):
@@ -30,13 +32,13 @@ def _error_code(response):
 
 @schemathesis.check
 def key_required(ctx, response, case):
-    """With no key, a route that declares security answers 401, never more."""
+    """With no valid key, a route that declares security answers 401, never more."""
     op = _operation(case)
-    if ROLE != "none" or op is None or not op.get("security"):
+    if not UNKEYED or op is None or not op.get("security"):
         return None
     if response.status_code != 401:
         raise AssertionError(
-            f"{case.method} {case.formatted_path} answered {response.status_code} without a key"
+            f"{case.method} {case.formatted_path} answered {response.status_code} without a valid key ({ROLE})"
         )
     return True
 
@@ -45,7 +47,7 @@ def key_required(ctx, response, case):
 def role_boundary(ctx, response, case):
     """A key reaches a route only if its role is one the route accepts."""
     op = _operation(case)
-    if ROLE == "none" or op is None:
+    if UNKEYED or op is None:
         return None
     roles = op.get("x-kusanagi-roles")
     if roles is None:
