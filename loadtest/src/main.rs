@@ -104,6 +104,15 @@ enum Sub {
     Block(block::BlockArgs),
 }
 
+/// jemalloc, not glibc's malloc: the stages allocate and free small
+/// buffers for every record (decoded events, window entries, encoded
+/// records) on one thread each, and glibc's allocator was about a fifth of
+/// their CPU in the drain benchmark. With jemalloc the stages take about a
+/// fifth less CPU per event; mimalloc made the screen cheaper but the
+/// archive and the broker's large buffers dearer (docs/loadtest.md).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     // The stages' own logs, when asked for (`RUST_LOG=info`): quiet by

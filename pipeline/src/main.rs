@@ -47,6 +47,15 @@ fn init_logs(topology: &Topology, quiet_default: bool) {
     }
 }
 
+/// jemalloc, not glibc's malloc: the stages allocate and free small
+/// buffers for every record (decoded events, window entries, encoded
+/// records) on one thread each, and glibc's allocator was about a fifth of
+/// their CPU in the drain benchmark. With jemalloc the stages take about a
+/// fifth less CPU per event; mimalloc made the screen cheaper but the
+/// archive and the broker's large buffers dearer (docs/loadtest.md).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match tokio::runtime::Builder::new_multi_thread()
