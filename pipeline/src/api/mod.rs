@@ -9,6 +9,7 @@
 //! | `GET /api/v1/accounts/{id}/at?time=T` | state in effect at `T` |
 //! | `GET /api/v1/accounts/{id}/versions?from=A&to=B` | the moves in `[A, B)` |
 //! | `POST /api/v1/withdrawals/check` | 200 allowed, 423 restricted, 403 banned (410 erased) |
+//! | `POST /api/v1/accounts/{id}/verdict` | operator: release, surveil or ban; 202 once published |
 //! | `POST /api/v1/erasures` | admin: erase a data subject; 202 once the request is in `erasures` |
 //! | `GET /api/v1/openapi.json` | the OpenAPI 3.1 document of this API (any role) |
 //! | `GET /metrics` | Prometheus text format |
