@@ -76,6 +76,10 @@ impl Brokers {
             Duration::from_millis(b.snapshot_interval_ms),
             flush,
         )?;
+        broker.set_config(
+            "group.initial.rebalance.delay.ms",
+            &b.group_initial_rebalance_delay_ms.to_string(),
+        );
         let bootstrap = broker.addr().to_string();
         Ok(Self {
             bootstrap,

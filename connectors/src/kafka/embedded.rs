@@ -45,6 +45,14 @@ impl std::fmt::Debug for EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
+    /// Sets one of the broker's configs, as a line of `server.properties`
+    /// would: call it at start, before clients join. Honoured:
+    /// `group.initial.rebalance.delay.ms`, `num.partitions`,
+    /// `auto.create.topics.enable`.
+    pub fn set_config(&self, name: &str, value: &str) {
+        self.engine.set_broker_config(name, value);
+    }
+
     /// Starts a broker on `listen` (`127.0.0.1:0` picks a free port),
     /// recovering the state kept under `data_dir` if there is one, with the
     /// journal written to the OS before each answer ([`FlushPolicy::Os`]).

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use super::Topology;
 
+/// The longest `embedded_broker.group_initial_rebalance_delay_ms` taken.
+const MAX_INITIAL_REBALANCE_DELAY_MS: u64 = 300_000;
+
 /// One problem with a topology.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
@@ -268,6 +271,15 @@ impl Topology {
                 ),
             );
         }
+        if self.embedded_broker.group_initial_rebalance_delay_ms > MAX_INITIAL_REBALANCE_DELAY_MS {
+            bad(
+                "embedded_broker.group_initial_rebalance_delay_ms",
+                format!(
+                    "expected 0..={MAX_INITIAL_REBALANCE_DELAY_MS} (up to 5 minutes), found {}",
+                    self.embedded_broker.group_initial_rebalance_delay_ms
+                ),
+            );
+        }
         if self.http.enabled && self.http.listen.parse::<SocketAddr>().is_err() {
             bad(
                 "http.listen",
@@ -384,10 +396,23 @@ mod tests {
 
     #[test]
     fn validation_collects_every_problem() {
-        let t = parse("[topics]\npartitions = 0\nraw = \"bad name!\"\n[http]\nlisten = \"nope\"\n")
-            .unwrap();
-        let keys: Vec<String> = t.validate().into_iter().map(|p| p.key).collect();
-        assert_eq!(keys, ["topics.partitions", "topics.raw", "http.listen"]);
+        let t = parse(
+            "[topics]\npartitions = 0\nraw = \"bad name!\"\n[http]\nlisten = \"nope\"\n\
+             [embedded_broker]\ngroup_initial_rebalance_delay_ms = 300001\n",
+        )
+        .unwrap();
+        let problems = t.validate();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "topics.partitions",
+                "topics.raw",
+                "embedded_broker.group_initial_rebalance_delay_ms",
+                "http.listen"
+            ]
+        );
+        assert!(problems[2].message.contains("found 300001"), "{problems:?}");
     }
 
     #[test]

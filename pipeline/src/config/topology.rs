@@ -155,6 +155,12 @@ pub struct EmbeddedBrokerConfig {
     /// Kafka's default) or `always` (also fsynced: survives a power loss,
     /// at the cost of a disk flush per request).
     pub flush: BrokerFlush,
+    /// The broker's `group.initial.rebalance.delay.ms`: how long a new
+    /// consumer group's first round waits for more members before it
+    /// assigns partitions. Apache Kafka's default (3 s) suits many
+    /// consumers starting together; in one `kusanagi run` each stage's
+    /// group has one member, and every start would wait for nothing.
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 /// `embedded_broker.flush`.
@@ -175,6 +181,7 @@ impl Default for EmbeddedBrokerConfig {
             data_dir: PathBuf::from("data/broker"),
             snapshot_interval_ms: 5_000,
             flush: BrokerFlush::Os,
+            group_initial_rebalance_delay_ms: 0,
         }
     }
 }

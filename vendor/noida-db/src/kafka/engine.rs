@@ -154,8 +154,11 @@ pub struct GroupState {
     pub initial_until: Option<std::time::Instant>,
 }
 
-/// noida-db's `group.initial.rebalance.delay.ms` (Kafka's default is 3s).
-const INITIAL_REBALANCE_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
+/// The broker config naming the delay below.
+pub const INITIAL_REBALANCE_DELAY_CONFIG: &str = "group.initial.rebalance.delay.ms";
+
+/// noida-db's default `group.initial.rebalance.delay.ms` (Kafka's is 3 s).
+pub const INITIAL_REBALANCE_DELAY_MS: u64 = 300;
 
 impl GroupState {
     /// Completes a rebalance once every member has (re)joined: the round
@@ -555,6 +558,18 @@ impl EngineState {
             .and_then(|v| v.parse().ok())
             .filter(|&n: &i32| n > 0)
             .unwrap_or(1)
+    }
+
+    /// [Kusanagi patch] The broker's `group.initial.rebalance.delay.ms`:
+    /// how long a new group's first round waits for more members (0: the
+    /// first member is assigned at once). It was a constant.
+    fn initial_rebalance_delay(&self) -> std::time::Duration {
+        let ms = self
+            .broker_configs
+            .get(INITIAL_REBALANCE_DELAY_CONFIG)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(INITIAL_REBALANCE_DELAY_MS);
+        std::time::Duration::from_millis(ms)
     }
 
     pub fn handle_create_topics(
@@ -1342,6 +1357,7 @@ impl EngineState {
         }
 
         let now = self.now_ms();
+        let initial_delay = self.initial_rebalance_delay();
         let group = self
             .groups
             .entry(group_id.clone())
@@ -1491,7 +1507,7 @@ impl EngineState {
         // State transition: trigger rebalance if Empty or Stable
         if group.state == GroupLifecycleState::Empty || group.state == GroupLifecycleState::Stable {
             if group.state == GroupLifecycleState::Empty {
-                group.initial_until = Some(std::time::Instant::now() + INITIAL_REBALANCE_DELAY);
+                group.initial_until = Some(std::time::Instant::now() + initial_delay);
             }
             group.state = GroupLifecycleState::PreparingRebalance;
             group.generation_id += 1;
@@ -2187,10 +2203,12 @@ impl EngineState {
             } else {
                 // Broker / cluster
                 result.error_code = 0;
+                let delay = INITIAL_REBALANCE_DELAY_MS.to_string();
                 let configs: &[(&str, &str)] = &[
                     ("auto.create.topics.enable", "true"),
                     ("num.partitions", "1"),
                     ("default.replication.factor", "1"),
+                    (INITIAL_REBALANCE_DELAY_CONFIG, &delay),
                 ];
 
                 for &(k, v) in configs {
@@ -2983,6 +3001,14 @@ impl Engine {
 
     pub fn now_ms(&self) -> i64 {
         self.state.lock().unwrap().now_ms()
+    }
+
+    /// [Kusanagi patch] Sets a broker config at start, as a line of
+    /// `server.properties` would (not journaled: the caller sets it at
+    /// every start). Read where the engine honours it: `num.partitions`,
+    /// `auto.create.topics.enable`, `group.initial.rebalance.delay.ms`.
+    pub fn set_broker_config(&self, name: &str, value: &str) {
+        self.state.lock().unwrap().broker_configs.insert(name.to_owned(), value.to_owned());
     }
 
     /// One pass of compaction and retention over every partition.

@@ -512,3 +512,62 @@ fn a_join_still_waiting_when_its_round_restarts_is_part_of_the_next_round() {
     }
     assert!(raced > 0, "B never arrived while A was waiting: the case was not exercised");
 }
+
+/// A JoinGroup of `group` for a new member: its member id (from the
+/// MEMBER_ID_REQUIRED answer) and the request to join with it.
+fn new_member(t: &T, group: &'static str) -> JoinGroupRequest {
+    let mut req = JoinGroupRequest::default();
+    req.group_id = GroupId(StrBytes::from_static_str(group));
+    req.protocol_type = StrBytes::from_static_str("consumer");
+    req.session_timeout_ms = 30_000;
+    req.rebalance_timeout_ms = 60_000;
+    req.protocols
+        .push(JoinGroupRequestProtocol::default().with_name(StrBytes::from_static_str("range")));
+    let first = t.engine.handle_join_group(&req, 5);
+    assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+    req.member_id = first.member_id;
+    req
+}
+
+/// [Kusanagi patch] `group.initial.rebalance.delay.ms` is the broker's
+/// config: a new group's first round waits that long for more members, so
+/// consumers started together land in one round; at 0 the first member is
+/// assigned alone, at once.
+#[test]
+fn the_initial_rebalance_delay_is_the_brokers_config() {
+    let t = T::new();
+    t.engine.set_broker_config("group.initial.rebalance.delay.ms", "2000");
+    let (a, b) = (new_member(&t, "together"), new_member(&t, "together"));
+    let engine = t.engine.clone();
+    let first = std::thread::spawn(move || engine.handle_join_group(&a, 5));
+    let second = t.engine.handle_join_group(&b, 5);
+    let first = first.join().unwrap();
+    for r in [&first, &second] {
+        assert_eq!((r.error_code, r.generation_id), (0, 1), "both in the first round");
+    }
+    assert_eq!(first.members.len() + second.members.len(), 2, "the leader lists both");
+
+    t.engine.set_broker_config("group.initial.rebalance.delay.ms", "0");
+    let alone = new_member(&t, "alone");
+    let r = t.engine.handle_join_group(&alone, 5);
+    assert_eq!(
+        (r.error_code, r.generation_id, r.members.len()),
+        (0, 1, 1),
+        "assigned alone at once"
+    );
+
+    // The broker's configs say what it runs with.
+    let mut describe = kafka_protocol::messages::DescribeConfigsRequest::default();
+    describe.resources.push(
+        kafka_protocol::messages::describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_static_str("1")),
+    );
+    let res = t.engine.handle_describe_configs(&describe, 1);
+    let delay = res.results[0]
+        .configs
+        .iter()
+        .find(|c| c.name.as_str() == "group.initial.rebalance.delay.ms")
+        .and_then(|c| c.value.as_ref().map(|v| v.to_string()));
+    assert_eq!(delay.as_deref(), Some("0"));
+}
