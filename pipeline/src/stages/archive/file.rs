@@ -38,6 +38,66 @@ impl WrittenFile {
     }
 }
 
+/// What one rotation writes: the open files with their topics.
+pub type Rotation = Vec<(PartitionKey, String, OpenFile)>;
+
+/// Writes every file of a rotation ([`write_file`] each), up to `threads`
+/// at once: a rotation writes a file per table (and tenant and hour), and
+/// each file's sorting, encoding and compression is its own. Results keep
+/// the rotation's order.
+pub fn write_files(
+    files: Rotation,
+    threads: usize,
+    write: impl Fn(&PartitionKey, &str, OpenFile) -> Result<WrittenFile, ParquetError> + Sync,
+) -> Vec<(PartitionKey, Result<WrittenFile, ParquetError>)> {
+    let threads = threads.clamp(1, files.len().max(1));
+    if threads == 1 {
+        return files
+            .into_iter()
+            .map(|(key, topic, file)| {
+                let w = write(&key, &topic, file);
+                (key, w)
+            })
+            .collect();
+    }
+    // Each worker takes the next file left; the slots keep the order.
+    let slots: Vec<std::sync::Mutex<Option<(PartitionKey, String, OpenFile)>>> = files
+        .into_iter()
+        .map(|f| std::sync::Mutex::new(Some(f)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, PartitionKey, Result<WrittenFile, ParquetError>)> =
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(slot) = slots.get(i) else {
+                                return mine;
+                            };
+                            let taken = slot.lock().map(|mut s| s.take()).ok().flatten();
+                            if let Some((key, topic, file)) = taken {
+                                let w = write(&key, &topic, file);
+                                mine.push((i, key, w));
+                            }
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| match w.join() {
+                    Ok(mine) => mine,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+                .collect()
+        });
+    done.sort_by_key(|(i, _, _)| *i);
+    done.into_iter().map(|(_, key, w)| (key, w)).collect()
+}
+
 /// Writes the rows of `key` read from `topic` as one Parquet file: rows in
 /// event-time order (then Kafka partition and offset), zstd at `zstd_level`.
 pub fn write_file(
@@ -153,5 +213,48 @@ mod tests {
         let cut = w.bytes.slice(..w.bytes.len() - 100);
         assert!(count_rows(cut).is_err());
         assert!(read_batches(Bytes::from_static(b"not parquet")).is_err());
+    }
+
+    #[test]
+    fn a_rotation_written_on_several_threads_is_the_same_in_the_same_order() {
+        let rotation = || -> Rotation {
+            (0..5)
+                .map(|tenant| {
+                    let rows: Vec<Row> = (0..50 + tenant * 30)
+                        .map(|i| event(i, 1_000_000 * (200 - i)))
+                        .collect();
+                    let key = PartitionKey::of(Table::Events, &format!("t{tenant}"), 0);
+                    let open = OpenFile {
+                        rows,
+                        bytes: 1_000,
+                        json_bytes: 1_000,
+                        opened_at: Instant::now(),
+                    };
+                    (key, "events".to_owned(), open)
+                })
+                .collect()
+        };
+        let write = |key: &PartitionKey, topic: &str, file: OpenFile| {
+            if key.tenant == "t3" {
+                return Err(ParquetError::General("no room".into()));
+            }
+            write_file(key, topic, file, 3, 0.01, 42)
+        };
+        let one = write_files(rotation(), 1, write);
+        let four = write_files(rotation(), 4, write);
+        assert_eq!(one.len(), 5);
+        assert_eq!(four.len(), 5);
+        for ((k1, w1), (k4, w4)) in one.iter().zip(&four) {
+            assert_eq!(k1, k4);
+            match (w1, w4) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.entry.path, b.entry.path);
+                    assert_eq!(a.bytes, b.bytes, "{}", a.entry.path);
+                }
+                (Err(_), Err(_)) => assert_eq!(k1.tenant, "t3"),
+                _ => panic!("{} written on one thread and not on four", k1.dir()),
+            }
+        }
+        assert!(write_files(Vec::new(), 4, write).is_empty());
     }
 }

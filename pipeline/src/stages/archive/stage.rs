@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use kusanagi_connectors::storage::TierStore;
 
 use super::config::ArchiveStageConfig;
-use super::file::{WrittenFile, write_file};
+use super::file::{WrittenFile, write_file, write_files};
 use super::flight::{Flight, FlightError, recover};
 use super::layout::PartitionKey;
 use super::open_files::{OpenFile, OpenFiles};
@@ -234,29 +234,35 @@ impl ArchiveStage {
         }
     }
 
-    /// Writes the open files as Parquet, named after their partitions'
-    /// offsets and rewinds.
+    /// Writes the open files as Parquet (several at once, up to the
+    /// machine's cores), named after their partitions' offsets and
+    /// rewinds.
     fn write_files(
         &self,
         files: BTreeMap<PartitionKey, OpenFile>,
     ) -> Result<Vec<WrittenFile>, StageError> {
         let now_ms = chrono::Utc::now().timestamp_millis();
+        let (zstd_level, fpp) = (self.config.zstd_level, self.subject_filter_fpp);
+        let rotation = files
+            .into_iter()
+            .map(|(key, file)| {
+                let topic = self.topics.topic_of(key.table).to_owned();
+                (key, topic, file)
+            })
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let state = self.catalog.state();
-        let mut written = Vec::with_capacity(files.len());
-        for (key, file) in files {
-            let topic = self.topics.topic_of(key.table).to_owned();
-            let w = write_file(
-                &key,
-                &topic,
-                file,
-                self.config.zstd_level,
-                self.subject_filter_fpp,
-                now_ms,
-            )
-            .map_err(|e| StageError::external(STAGE, format!("cannot write {}: {e}", key.dir())))?;
-            written.push(w.after_rewinds(&key, |t, p| state.rewinds(t, p)));
-        }
-        Ok(written)
+        write_files(rotation, threads, |key, topic, file| {
+            write_file(key, topic, file, zstd_level, fpp, now_ms)
+        })
+        .into_iter()
+        .map(|(key, w)| {
+            let w = w.map_err(|e| {
+                StageError::external(STAGE, format!("cannot write {}: {e}", key.dir()))
+            })?;
+            Ok(w.after_rewinds(&key, |t, p| state.rewinds(t, p)))
+        })
+        .collect()
     }
 
     /// Drops the rows of subjects erased as of the catalog now (read
