@@ -13,8 +13,10 @@ pub struct ArchiveStageConfig {
     /// Write every open file once one holds this many bytes of records (as
     /// read from Kafka).
     pub rotate_after_bytes: usize,
-    /// Write every open file once the oldest has been open this long, in
-    /// seconds: how far the archive may lag behind Kafka.
+    /// Write every open file once the oldest row in them has been in Kafka
+    /// this long, in seconds (counted from its Kafka timestamp, or from
+    /// the start of the last rotation if later): how far the archive may
+    /// lag behind Kafka, plus the time a rotation takes.
     pub rotate_after_seconds: u64,
     /// Write every open file once all of them hold this many bytes: the
     /// stage's memory bound.

@@ -17,7 +17,9 @@ pub struct OpenFile {
     pub bytes: usize,
     /// Their size as JSON.
     pub json_bytes: u64,
-    /// When the first row arrived.
+    /// What its age counts from: when its oldest row reached Kafka, or
+    /// when the last rotation began if that is later
+    /// ([`OpenFiles::push`]).
     pub opened_at: Instant,
 }
 
@@ -34,7 +36,7 @@ pub struct OpenFiles {
 pub enum Rotation {
     /// One file reached `rotate_after_bytes`.
     Size,
-    /// The oldest file has been open `rotate_after_seconds`.
+    /// The oldest file is `rotate_after_seconds` old.
     Age,
     /// All files together reached `max_buffered_bytes`.
     Memory,
@@ -52,21 +54,29 @@ impl Rotation {
 }
 
 impl OpenFiles {
-    /// Adds `row` (`bytes` long in Kafka, `json_bytes` as JSON) to its file.
+    /// Adds `row` (`bytes` long in Kafka, `json_bytes` as JSON) to its file;
+    /// `since`: when it reached Kafka, or when the last rotation began if
+    /// that is later. A file's age counts from its oldest row's, so
+    /// `rotate_after_seconds` bounds how long a record waits after it was
+    /// written to Kafka, including while the stage was busy writing the
+    /// last rotation; under a backlog (every row older than the last
+    /// rotation) files rotate every `rotate_after_seconds` from the start
+    /// of the one before.
     pub fn push(
         &mut self,
         key: PartitionKey,
         row: Row,
         bytes: usize,
         json_bytes: usize,
-        now: Instant,
+        since: Instant,
     ) {
         let file = self.files.entry(key).or_insert_with(|| OpenFile {
             rows: Vec::new(),
             bytes: 0,
             json_bytes: 0,
-            opened_at: now,
+            opened_at: since,
         });
+        file.opened_at = file.opened_at.min(since);
         file.rows.push(row);
         file.bytes += bytes;
         file.json_bytes += json_bytes as u64;
@@ -103,6 +113,20 @@ impl OpenFiles {
         self.largest = 0;
         std::mem::take(&mut self.files)
     }
+}
+
+/// What a row's age counts from: when it reached Kafka (its timestamp
+/// `timestamp_ms`, read on `clock`: now, and now in Unix milliseconds;
+/// now when it has none or its producer's clock is ahead of ours), but
+/// never before `floor` (when the last rotation began).
+pub fn age_from(
+    timestamp_ms: Option<i64>,
+    (now, now_ms): (Instant, i64),
+    floor: Instant,
+) -> Instant {
+    let ago = timestamp_ms.map_or(0, |ts| now_ms.saturating_sub(ts).max(0));
+    now.checked_sub(Duration::from_millis(ago as u64))
+        .map_or(floor, |t| t.max(floor))
 }
 
 #[cfg(test)]
@@ -155,5 +179,46 @@ mod tests {
         open.push(key("a"), row(3), 100, 100, t0);
         assert_eq!(open.rotation_due(&config, t0), Some(Rotation::Size));
         assert_eq!(open.rows(), 1);
+    }
+
+    #[test]
+    fn a_files_age_counts_from_its_oldest_row() {
+        let config = ArchiveStageConfig {
+            rotate_after_seconds: 60,
+            ..ArchiveStageConfig::default()
+        };
+        let t0 = Instant::now();
+        let mut open = OpenFiles::default();
+        let key = PartitionKey::of(Table::Events, "t", 0);
+        open.push(key.clone(), row(0), 10, 10, t0 + Duration::from_secs(30));
+        open.push(key, row(1), 10, 10, t0);
+        assert_eq!(
+            open.rotation_due(&config, t0 + Duration::from_secs(59)),
+            None
+        );
+        assert_eq!(
+            open.rotation_due(&config, t0 + Duration::from_secs(60)),
+            Some(Rotation::Age)
+        );
+    }
+
+    #[test]
+    fn a_rows_age_counts_from_its_time_in_kafka_but_not_before_the_last_rotation() {
+        let now = Instant::now() + Duration::from_secs(3_600);
+        let floor = now - Duration::from_secs(10);
+        let now_ms = 1_000_000_000;
+        let from = |ts| age_from(ts, (now, now_ms), floor);
+        assert_eq!(
+            from(Some(now_ms - 2_500)),
+            now - Duration::from_millis(2_500)
+        );
+        assert_eq!(
+            from(Some(now_ms - 60_000)),
+            floor,
+            "older than the last rotation"
+        );
+        assert_eq!(from(Some(i64::MIN)), floor);
+        assert_eq!(from(Some(now_ms + 5_000)), now, "a producer's clock ahead");
+        assert_eq!(from(None), now);
     }
 }

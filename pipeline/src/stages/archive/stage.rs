@@ -18,8 +18,9 @@
 //!   place).
 //! - **Open files** (rows per table, tenant, day and hour) are all written
 //!   at once, when one reaches `rotate_after_bytes`, all reach
-//!   `max_buffered_bytes`, the oldest is `rotate_after_seconds` old, on a
-//!   rebalance and on shutdown.
+//!   `max_buffered_bytes`, the oldest is `rotate_after_seconds` old (its
+//!   oldest row's time in Kafka, or the last rotation's start if later:
+//!   [`OpenFiles::push`]), on a rebalance and on shutdown.
 //! - A record that cannot be decoded goes to the dead-letter topic (the
 //!   loop flushes it before the commit that moves past it).
 
@@ -32,7 +33,7 @@ use super::config::ArchiveStageConfig;
 use super::file::{WrittenFile, write_file, write_files};
 use super::flight::{Flight, FlightError, recover};
 use super::layout::PartitionKey;
-use super::open_files::{OpenFile, OpenFiles};
+use super::open_files::{OpenFile, OpenFiles, age_from};
 use super::table::{Decoders, Row, Table};
 use crate::catalog::{Action, Catalog, Progress, Tier};
 use crate::erasure::{Erased, ErasureError, Secrets};
@@ -118,6 +119,8 @@ pub struct ArchiveStage {
     /// A commit failed in a way that may have landed (a timeout after the
     /// write): files the catalog lists may sit under `_staging/`.
     recover_due: bool,
+    /// When the last commit began (or the stage started): no open file's
+    /// age counts from earlier.
     last_commit: Instant,
     metrics: Metrics,
 }
@@ -191,8 +194,9 @@ impl ArchiveStage {
         })
     }
 
-    /// Adds one record to its open file, or dead-letters it.
-    fn read(&mut self, r: &InRecord<'_>, out: &mut Vec<OutRecord>) {
+    /// Adds one record to its open file, or dead-letters it; `clock`: this
+    /// turn's time, as an instant and as Unix milliseconds.
+    fn read(&mut self, r: &InRecord<'_>, clock: (Instant, i64), out: &mut Vec<OutRecord>) {
         let Some(table) = self.topics.table_of(r.topic) else {
             return;
         };
@@ -213,7 +217,8 @@ impl ArchiveStage {
                     offset: r.offset,
                 };
                 let size = r.payload.map_or(0, <[u8]>::len);
-                self.open.push(pk, row, size, json, Instant::now());
+                let since = age_from(r.timestamp_ms, clock, self.last_commit);
+                self.open.push(pk, row, size, json, since);
             }
             Err(detail) => {
                 tracing::debug!(stage = STAGE, topic = r.topic, partition = r.partition, offset = r.offset, %detail, "record rejected");
@@ -354,8 +359,9 @@ impl Stage for ArchiveStage {
         batch: &[InRecord<'_>],
         out: &mut Vec<OutRecord>,
     ) -> Result<(), StageError> {
+        let clock = (Instant::now(), chrono::Utc::now().timestamp_millis());
         for r in batch {
-            self.read(r, out);
+            self.read(r, clock, out);
         }
         self.metrics.archive.open_rows(self.open.rows());
         Ok(())
