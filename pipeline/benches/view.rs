@@ -33,7 +33,8 @@ fn app() -> axum::Router {
                 a.state = AccountState::RestrictedWithdrawal;
                 a.version = 1;
             }
-            index.apply_account(&id, Some(a));
+            let key = kusanagi_schemas::AccountKey::new("game-a", id).kafka_key();
+            index.apply_account(&key, Some(a));
         }
     }
     view.set_ready(true);

@@ -232,10 +232,11 @@ fn exactly_once_across_sigkills(kind: BrokerKind) {
         .flatten()
     {
         let a = account_codec.decode(m.payload().unwrap()).unwrap();
+        let key = kusanagi_schemas::AccountKey::new(&a.tenant_id, &a.account_id).kafka_key();
         assert_eq!(
             m.key(),
-            Some(a.account_id.as_bytes()),
-            "accounts are keyed by account id"
+            Some(key.as_slice()),
+            "accounts are keyed by tenant and account id"
         );
         latest.insert(a.account_id.clone(), a);
     }

@@ -83,7 +83,17 @@ pub fn event_from_value(value: &Value) -> Result<GameEvent, InvalidEvent> {
         },
         tenant_id: match optional_string(obj, "tenant_id", "tenant_id")? {
             None => DEFAULT_TENANT.to_owned(),
-            Some(t) => bounded(non_empty(t, "tenant_id")?, "tenant_id", MAX_TENANT_BYTES)?,
+            Some(t) => {
+                let t = bounded(non_empty(t, "tenant_id")?, "tenant_id", MAX_TENANT_BYTES)?;
+                if !crate::key::valid_tenant(&t) {
+                    return Err(invalid(
+                        "tenant_id",
+                        "a tenant id without control characters",
+                        format!("{t:?}"),
+                    ));
+                }
+                t
+            }
         },
     })
 }
@@ -280,6 +290,22 @@ mod tests {
         assert_eq!(e.action_details, ActionDetails::default());
         assert_eq!(e.context_metadata.actor_level, 1);
         assert_eq!(e.context_metadata.account_age_days, 0);
+    }
+
+    #[test]
+    fn a_tenant_id_has_no_control_characters() {
+        for bad in ["game\u{1f}a", "game\na", "\u{7f}"] {
+            let e = rejection(minimal(), |o| {
+                o.insert("tenant_id".into(), Value::from(bad));
+            });
+            assert!(
+                matches!(&e, InvalidEvent::InvalidValue { field, .. } if field == "tenant_id"),
+                "{bad:?}: {e:?}"
+            );
+        }
+        let mut doc = minimal();
+        doc["tenant_id"] = Value::from("ゲーム-1");
+        assert_eq!(event_from_value(&doc).unwrap().tenant_id, "ゲーム-1");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! | [`state`] | [`AccountState`] and the moves between states |
 //! | [`account`] | [`Account`] (`accounts`), [`Transition`] (`accounts.transitions`) |
 //! | [`gdpr`] | [`ErasureRequest`] (`erasures`), [`AuditRecord`] (`audit`), [`subject_hash`] |
+//! | [`key`] | [`AccountKey`]: an account is (tenant, id); its key in `accounts` |
 //! | [`codec`] | [`RecordCodec`]: Avro single-object encoding of the types above |
 //!
 //! The schema files themselves ship in `avro/` (Avro) and `json/` (JSON
@@ -24,6 +25,7 @@ pub mod error;
 pub mod event;
 pub mod gdpr;
 pub mod json;
+pub mod key;
 pub mod screening;
 pub mod state;
 pub mod verdict;
@@ -35,6 +37,7 @@ pub use error::{CodecError, InvalidEvent};
 pub use event::{ActionDetails, ContextMetadata, EventTime, GameEvent};
 pub use gdpr::{AuditKind, AuditRecord, ErasureRequest, subject_hash};
 pub use json::parse_event;
+pub use key::{AccountKey, StoredKey};
 pub use screening::{EvidenceEvent, Rule, RuleSet, Screening, WindowProfile};
 pub use verdict::{FraudType, L2Request, Verdict, action_for_score};
 

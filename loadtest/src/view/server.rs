@@ -80,7 +80,8 @@ pub(super) fn serve(args: &ViewArgs) -> anyhow::Result<()> {
                 97..99 => (AccountState::UnderSurveillance, 2),
                 _ => (AccountState::Banned, 3),
             };
-            index.apply_account(&id, Some(a));
+            let key = kusanagi_schemas::AccountKey::new(a.tenant_id.clone(), id).kafka_key();
+            index.apply_account(&key, Some(a));
         }
     }
     view.set_ready(true);

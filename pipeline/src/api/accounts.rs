@@ -86,22 +86,63 @@ fn invalid_time(invalid: InvalidRequest) -> Response {
     problem(StatusCode::BAD_REQUEST, "invalid_time", invalid.to_string())
 }
 
-/// The latest state of account `id` if `caller` may see it. Only accounts
-/// with a state are answered: an erased one (a tombstone) is gone even if
-/// moves of it are still retained.
+/// The latest state of the account `id` a request means, if `caller` may
+/// see it. A key bound to a tenant means its own tenant's account; a key
+/// of every tenant, that of the one tenant holding the id (`Err`: 409
+/// `ambiguous_account` when several do). Only accounts with a state are
+/// answered: an erased one (a tombstone) is gone even if moves of it are
+/// still retained.
 pub(super) fn visible_account<'a>(
     index: &'a AccountIndex,
     caller: &Caller,
     id: &str,
-) -> Option<&'a Account> {
-    index.latest(id).filter(|a| caller.sees(&a.tenant_id))
+) -> Result<Option<&'a Account>, Ambiguous> {
+    if let Some(tenant) = caller.tenant.as_deref() {
+        return Ok(index.latest(tenant, id));
+    }
+    let mut held: Vec<&Account> = index
+        .tenants_of(id)
+        .filter_map(|t| index.latest(t, id))
+        .collect();
+    if held.len() > 1 {
+        let mut tenants: Vec<String> = held.iter().map(|a| a.tenant_id.clone()).collect();
+        tenants.sort();
+        return Err(Ambiguous {
+            id: id.to_owned(),
+            tenants,
+        });
+    }
+    Ok(held.pop())
+}
+
+/// Several tenants hold the id a key of every tenant named: 409
+/// `ambiguous_account`, naming them.
+#[derive(Debug)]
+pub(super) struct Ambiguous {
+    id: String,
+    tenants: Vec<String>,
+}
+
+impl IntoResponse for Ambiguous {
+    fn into_response(self) -> Response {
+        problem(
+            StatusCode::CONFLICT,
+            "ambiguous_account",
+            format!(
+                "`{}` is an account of several tenants ({}); ask with a key bound to one of them",
+                self.id,
+                self.tenants.join(", ")
+            ),
+        )
+    }
 }
 
 /// `410 Gone` if `id` was erased on request and `caller` may know it
 /// (a tenant key learns of its own tenant's erasures only).
 pub(super) fn erased(index: &AccountIndex, caller: &Caller, id: &str) -> Option<Response> {
     let g = index.gone(id)?;
-    if !g.tenant.as_deref().is_none_or(|t| caller.sees(t)) {
+    let known = g.tenants.is_empty() || g.tenants.iter().any(|t| caller.sees(t));
+    if !known {
         return None;
     }
     Some(problem(
@@ -177,6 +218,7 @@ fn account_body(a: &Account) -> AccountBody<'_> {
     responses(
         (status = 200, description = "the latest state", body = AccountBody),
         (status = 404, description = "no account of this id is known (`not_found`)", body = Problem),
+        (status = 409, description = "a key of every tenant named an id several tenants hold (`ambiguous_account`)", body = Problem),
         (status = 410, description = "the account was erased on request (`erased`)", body = Problem),
         (status = 503, description = "this copy is still reading the account topics (`not_ready`, `Retry-After`)", body = Problem,
             headers(("Retry-After" = u64, description = "seconds to wait"))),
@@ -190,8 +232,9 @@ pub async fn latest(
     let r = match api.view.read_ready() {
         None => not_ready(),
         Some(index) => match visible_account(&index, &caller, &id) {
-            Some(a) => Json(account_body(a)).into_response(),
-            None => erased(&index, &caller, &id).unwrap_or_else(|| not_found(&id)),
+            Ok(Some(a)) => Json(account_body(a)).into_response(),
+            Ok(None) => erased(&index, &caller, &id).unwrap_or_else(|| not_found(&id)),
+            Err(ambiguous) => ambiguous.into_response(),
         },
     };
     api.metrics
@@ -235,6 +278,7 @@ pub(super) struct AtBody<'a> {
         (status = 200, description = "the state then", body = AtBody),
         (status = 400, description = "`time` missing (`missing_time`) or not a time (`invalid_time`)", body = Problem),
         (status = 404, description = "no such account (`not_found`), or its moves before the time are past retention (`history_expired`)", body = Problem),
+        (status = 409, description = "a key of every tenant named an id several tenants hold (`ambiguous_account`)", body = Problem),
         (status = 410, description = "the account was erased on request (`erased`)", body = Problem),
         (status = 503, description = "this copy is still reading the account topics (`not_ready`)", body = Problem,
             headers(("Retry-After" = u64, description = "seconds to wait"))),
@@ -261,10 +305,13 @@ pub async fn at(
         let Some(index) = api.view.read_ready() else {
             return not_ready();
         };
-        let Some(account) = visible_account(&index, &caller, &id) else {
-            return erased(&index, &caller, &id).unwrap_or_else(|| not_found(&id));
+        let account = match visible_account(&index, &caller, &id) {
+            Ok(Some(a)) => a,
+            Ok(None) => return erased(&index, &caller, &id).unwrap_or_else(|| not_found(&id)),
+            Err(ambiguous) => return ambiguous.into_response(),
         };
-        let history = index.versions(&id, i64::MIN, i64::MAX);
+        let tenant = account.tenant_id.as_str();
+        let history = index.versions(tenant, &id, i64::MIN, i64::MAX);
         // Retention removes the oldest moves first: before the first one
         // held, the state is unknown unless the history is whole.
         let whole = history
@@ -274,7 +321,7 @@ pub async fn at(
         if !whole && first.is_none_or(|f| time_ms < f) {
             return history_expired(&id, first);
         }
-        let v = index.version_at(&id, time_ms).flatten();
+        let v = index.version_at(tenant, &id, time_ms).flatten();
         let (state, version) = v.map_or((AccountState::Normal, 0), |v| (v.to, v.version));
         Json(AtBody {
             account_id: &id,
@@ -363,6 +410,7 @@ pub(super) struct VersionsBody<'a> {
         (status = 200, description = "the moves (`truncated` when more follow)", body = VersionsBody),
         (status = 400, description = "a bound is not a time (`invalid_time`), `from` is after `to` (`invalid_range`), or `after_version` is not an integer (`invalid_query`)", body = Problem),
         (status = 404, description = "no account of this id is known (`not_found`)", body = Problem),
+        (status = 409, description = "a key of every tenant named an id several tenants hold (`ambiguous_account`)", body = Problem),
         (status = 410, description = "the account was erased on request (`erased`)", body = Problem),
         (status = 503, description = "this copy is still reading the account topics (`not_ready`)", body = Problem,
             headers(("Retry-After" = u64, description = "seconds to wait"))),
@@ -401,10 +449,12 @@ pub async fn versions(
         let Some(index) = api.view.read_ready() else {
             return not_ready();
         };
-        if visible_account(&index, &caller, &id).is_none() {
-            return erased(&index, &caller, &id).unwrap_or_else(|| not_found(&id));
-        }
-        let all = index.versions(&id, from, to);
+        let tenant = match visible_account(&index, &caller, &id) {
+            Ok(Some(a)) => a.tenant_id.as_str(),
+            Ok(None) => return erased(&index, &caller, &id).unwrap_or_else(|| not_found(&id)),
+            Err(ambiguous) => return ambiguous.into_response(),
+        };
+        let all = index.versions(tenant, &id, from, to);
         // Versions are in order: a page starts after the last one listed,
         // whatever their times (moves can share a timestamp).
         let after = q.after_version.unwrap_or(i64::MIN);
@@ -458,6 +508,7 @@ pub(super) struct CheckBody<'a> {
         (status = 200, description = "allowed", body = CheckBody),
         (status = 400, description = "the body is not `{\"account_id\": \"...\"}` (`invalid_request`)", body = Problem),
         (status = 403, description = "banned", body = CheckBody),
+        (status = 409, description = "a key of every tenant named an id several tenants hold (`ambiguous_account`)", body = Problem),
         (status = 410, description = "the account was erased on request (`erased`)", body = Problem),
         (status = 423, description = "restricted: withdrawals blocked pending review", body = CheckBody),
         (status = 503, description = "this copy is still reading the account topics (`not_ready`)", body = Problem,
@@ -482,7 +533,13 @@ pub async fn check_withdrawal(
                     api.metrics.http_request("/api/v1/withdrawals/check", 410);
                     return gone;
                 }
-                let state = visible_account(&index, &caller, &req.account_id).map(|a| a.state);
+                let state = match visible_account(&index, &caller, &req.account_id) {
+                    Ok(a) => a.map(|a| a.state),
+                    Err(ambiguous) => {
+                        api.metrics.http_request("/api/v1/withdrawals/check", 409);
+                        return ambiguous.into_response();
+                    }
+                };
                 let w = Withdrawal::for_state(state);
                 let status = match w {
                     Withdrawal::Allowed => StatusCode::OK,

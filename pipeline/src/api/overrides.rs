@@ -157,6 +157,7 @@ fn verdict(
         (status = 202, description = "the verdict was published", body = Accepted),
         (status = 400, description = "the body is not a verdict (`invalid_request`)", body = Problem),
         (status = 404, description = "no account of this id is known (`not_found`)", body = Problem),
+        (status = 409, description = "a key of every tenant named an id several tenants hold (`ambiguous_account`)", body = Problem),
         (status = 410, description = "the account was erased on request (`erased`)", body = Problem),
         (status = 422, description = "a verdict the account's state does not allow (`invalid_verdict`)", body = Problem),
         (status = 503, description = "this copy is still reading the account topics (`not_ready`), or the verdict could not be published (`unavailable`)", body = Problem),
@@ -198,8 +199,9 @@ async fn handle(
             return not_ready();
         };
         match visible_account(&index, caller, id) {
-            Some(a) => (a.tenant_id.clone(), a.state),
-            None => return erased(&index, caller, id).unwrap_or_else(|| not_found(id)),
+            Ok(Some(a)) => (a.tenant_id.clone(), a.state),
+            Ok(None) => return erased(&index, caller, id).unwrap_or_else(|| not_found(id)),
+            Err(ambiguous) => return ambiguous.into_response(),
         }
     };
     let now = EventTime::from_micros(chrono::Utc::now().timestamp_micros());

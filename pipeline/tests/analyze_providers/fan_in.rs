@@ -138,7 +138,7 @@ pub(crate) fn fan_in_through_the_stages(kind: ProviderKind, config: ScreenConfig
         );
         requests = l2_requests(run(&mut decide, "l2.verdicts", &answered));
         assert_eq!(
-            decide.account(PARTITION, TARGET).unwrap().state,
+            decide.account(PARTITION, TENANT, TARGET).unwrap().state,
             AccountState::UnderSurveillance
         );
     }

@@ -141,3 +141,65 @@ async fn a_tenant_producer_cannot_publish_another_tenants_events() {
     assert_eq!(v["error"], "foreign_tenant");
     assert_eq!(v["errors"][0]["field"], "tenant_id");
 }
+
+#[tokio::test]
+async fn the_same_id_in_two_tenants_is_each_tenants_own_and_ambiguous_to_a_key_of_all() {
+    use kusanagi_schemas::{Account, AccountKey, AccountState, EventTime};
+    let services = super::services(1_000, 1_000);
+    {
+        let view = services.view.as_ref().unwrap();
+        let mut index = view.write();
+        for (tenant, state) in [
+            ("game-a", AccountState::Banned),
+            ("game-b", AccountState::RestrictedWithdrawal),
+        ] {
+            let mut a = Account::new("shared", tenant, EventTime::from_micros(1_000_000));
+            (a.state, a.version) = (state, 1);
+            index.apply_account(&AccountKey::new(tenant, "shared").kafka_key(), Some(a));
+        }
+    }
+    let app = crate::api::router(services);
+    let get = |key: &'static str| {
+        let app = app.clone();
+        async move {
+            let (status, body) = call(&app, "GET", "/api/v1/accounts/shared", Some(key)).await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            (status, v)
+        }
+    };
+    // Each tenant's key names its own account.
+    let (status, a) = get("key-service").await;
+    assert_eq!((status, a["tenant_id"].as_str()), (200, Some("game-a")));
+    assert_eq!(a["state"], "BANNED");
+    let (status, b) = get("key-other-tenant").await;
+    assert_eq!((status, b["tenant_id"].as_str()), (200, Some("game-b")));
+    assert_eq!(b["state"], "RESTRICTED_WITHDRAWAL");
+    // A key of every tenant cannot tell which: 409, naming both.
+    let (status, v) = get("key-viewer").await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("ambiguous_account"))
+    );
+    let message = v["message"].as_str().unwrap();
+    assert!(message.contains("game-a, game-b"), "{message}");
+    // An id one tenant holds is still answered to a key of every tenant.
+    let (status, _) = call(&app, "GET", "/api/v1/accounts/acct-1", Some("key-viewer")).await;
+    assert_eq!(status, 200);
+
+    // The withdrawal check of each tenant's key follows its own account.
+    for (key, want) in [
+        ("key-service", 403),
+        ("key-other-tenant", 423),
+        ("key-admin", 409),
+    ] {
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/v1/withdrawals/check")
+            .header("x-api-key", key)
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"account_id":"shared"}"#))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{key}");
+    }
+}

@@ -65,7 +65,7 @@ async fn a_long_history_is_answered_in_pages() {
     }
     let mut a = Account::new("a", "t", EventTime::from_micros(0));
     a.version = 5;
-    view.write().apply_account("a", Some(a));
+    view.write().apply_account(b"a", Some(a));
     view.set_ready(true);
     let app = router(Services {
         metrics: Metrics::new(),
@@ -131,7 +131,7 @@ async fn moves_past_the_topic_s_retention_are_not_guessed() {
     }
     let mut a = Account::new("a", "t", EventTime::from_micros(0));
     a.version = 5;
-    view.write().apply_account("a", Some(a));
+    view.write().apply_account(b"a", Some(a));
     view.set_ready(true);
     let app = router(Services {
         metrics: Metrics::new(),
@@ -159,7 +159,7 @@ async fn moves_sharing_one_time_are_paged_by_version() {
     }
     let mut a = Account::new("a", "t", EventTime::from_micros(0));
     a.version = 5;
-    view.write().apply_account("a", Some(a));
+    view.write().apply_account(b"a", Some(a));
     view.set_ready(true);
     let app = router(Services {
         metrics: Metrics::new(),

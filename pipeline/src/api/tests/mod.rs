@@ -80,11 +80,11 @@ pub(super) fn services(per_second: u32, burst: u32) -> Services {
     let mut a = Account::new("acct-1", "game-a", EventTime::from_micros(1_000_000));
     a.state = AccountState::RestrictedWithdrawal;
     a.version = 1;
-    view.write().apply_account("acct-1", Some(a));
+    view.write().apply_account(b"acct-1", Some(a));
     view.write()
         .apply_transition(moved("acct-1", "game-a", 1), 1_000_000);
     let gone = Account::new("acct-gone", "game-a", EventTime::from_micros(0));
-    view.write().apply_account("acct-gone", Some(gone));
+    view.write().apply_account(b"acct-gone", Some(gone));
     view.write().erase("acct-gone", 1_795_000_000_000);
     view.set_ready(true);
     let metrics = Metrics::new();

@@ -2,6 +2,7 @@
 //! verdicts, with L2 requests coalesced per account; state rebuilt from the
 //! compacted `accounts` topic.
 
+mod accounts;
 mod config;
 mod machine;
 mod stage;

@@ -12,6 +12,11 @@
 //! input offsets, so what it reads is exactly the state at the committed
 //! offsets.
 //!
+//! Accounts are (tenant, id) ([`kusanagi_schemas::key`]): partitions are
+//! by id, and a partition's map tells tenants apart
+//! ([`super::accounts::PartitionAccounts`]); `accounts` is keyed by the
+//! pair, and a record written under the bare id before tenancy still loads.
+//!
 //! An erasure request (topic `erasures`, keyed by the subject and written
 //! by Kusanagi's producers, so co-partitioned like the rest) drops the
 //! subject's account from memory and writes its tombstone to `accounts`,
@@ -22,12 +27,13 @@
 use std::collections::HashMap;
 
 use kusanagi_schemas::{
-    Account, AuditKind, AuditRecord, ErasureRequest, EventTime, L2Request, RecordCodec, Screening,
-    Transition, Verdict,
+    Account, AccountKey, AuditKind, AuditRecord, ErasureRequest, EventTime, L2Request, RecordCodec,
+    Screening, Transition, Verdict,
 };
 
 mod records;
 
+use super::accounts::PartitionAccounts;
 use super::machine::Effects;
 use crate::runtime::dead_letter::reject_record;
 use crate::runtime::trace::TraceCause;
@@ -78,7 +84,7 @@ impl DecideTopics {
 
 enum PartitionState {
     Pending,
-    Ready(HashMap<String, Account>),
+    Ready(PartitionAccounts),
 }
 
 /// What the stage did, for metrics and the demo.
@@ -139,10 +145,11 @@ impl DecideStage {
         self.stats
     }
 
-    /// The state of `account` if its partition is owned and rebuilt.
-    pub fn account(&self, partition: i32, account: &str) -> Option<&Account> {
+    /// The state of the account `id` of `tenant` if its partition is
+    /// owned and rebuilt.
+    pub fn account(&self, partition: i32, tenant: &str, id: &str) -> Option<&Account> {
         match self.partitions.get(&partition)? {
-            PartitionState::Ready(accounts) => accounts.get(account),
+            PartitionState::Ready(accounts) => accounts.get(tenant, id),
             PartitionState::Pending => None,
         }
     }
@@ -154,7 +161,7 @@ impl DecideStage {
         ) {
             return Ok(());
         }
-        let mut accounts = HashMap::new();
+        let mut accounts = PartitionAccounts::default();
         let mut undecodable = 0u64;
         let codec = &self.accounts;
         // To the end as it is now, waiting for a transaction still open
@@ -173,16 +180,13 @@ impl DecideStage {
         let read = self
             .source
             .read(&self.topics.accounts, partition, 0, end, &mut |r| {
-                let key = r.key;
                 match r.value.map(|v| codec.decode(v)) {
                     Some(Ok(a)) => {
-                        accounts.insert(a.account_id.clone(), a);
+                        accounts.apply_record(r.key, Some(a));
                     }
                     // A tombstone (an erased account) removes it.
                     None => {
-                        if let Some(k) = key.and_then(|k| std::str::from_utf8(k).ok()) {
-                            accounts.remove(k);
-                        }
+                        accounts.apply_record(r.key, None);
                     }
                     Some(Err(_)) => undecodable += 1,
                 }
@@ -206,14 +210,14 @@ impl DecideStage {
         &self,
         topic: &str,
         partition: i32,
-        key: &str,
+        key: Vec<u8>,
         payload: Option<Vec<u8>>,
         trace: &TraceCause,
     ) -> OutRecord {
         OutRecord {
             topic: topic.to_owned(),
             partition: Some(partition),
-            key: Some(key.as_bytes().to_vec()),
+            key: Some(key),
             payload,
             headers: vec![],
             timestamp_ms: None,
@@ -242,7 +246,7 @@ impl DecideStage {
             out.push(self.out(
                 &self.topics.transitions,
                 partition,
-                &t.account_id,
+                t.account_id.as_bytes().to_vec(),
                 payload,
                 trace,
             ));
@@ -253,7 +257,7 @@ impl DecideStage {
             out.push(self.out(
                 &self.topics.requests,
                 partition,
-                &r.target_id,
+                r.target_id.as_bytes().to_vec(),
                 payload,
                 trace,
             ));
@@ -278,13 +282,26 @@ impl DecideStage {
         let Some(PartitionState::Ready(accounts)) = self.partitions.get_mut(&p) else {
             unreachable!("ready() ran for every partition of the batch")
         };
-        let held = accounts.remove(&r.subject).is_some();
+        // The request names an id, not a tenant: every tenant's account
+        // of it goes, each under its key, and the bare id's record written
+        // before tenancy with them.
+        let dropped = accounts.erase_id(&r.subject);
+        let held = !dropped.is_empty();
         self.stats.erased += 1;
-        tracing::info!(stage = STAGE, request_id = %r.request_id, partition = p, held, "erasure: account state dropped");
+        tracing::info!(stage = STAGE, request_id = %r.request_id, partition = p, accounts = dropped.len(), "erasure: account state dropped");
+        for key in &dropped {
+            out.push(self.out(
+                &self.topics.accounts,
+                p,
+                key.kafka_key(),
+                None,
+                &TraceCause::None,
+            ));
+        }
         out.push(self.out(
             &self.topics.accounts,
             p,
-            &r.subject,
+            r.subject.as_bytes().to_vec(),
             None,
             &TraceCause::None,
         ));
@@ -374,22 +391,6 @@ impl DecideStage {
     }
 }
 
-/// A screening or verdict of tenant `tenant` for an account held by
-/// another tenant: account ids are one namespace, so applying it would let
-/// one tenant's traffic move another's account. Dead-lettered to `topic`.
-fn foreign(topic: &str, record: &InRecord<'_>, account: &Account, tenant: &str) -> OutRecord {
-    reject_record(
-        STAGE,
-        topic,
-        record,
-        "tenant_mismatch",
-        format!(
-            "account `{}` belongs to tenant {:?}, not {tenant:?}; it is not moved",
-            account.account_id, account.tenant_id
-        ),
-    )
-}
-
 impl Stage for DecideStage {
     fn process(
         &mut self,
@@ -400,7 +401,7 @@ impl Stage for DecideStage {
             self.ready(record.partition)?;
         }
         // Accounts changed in this batch, in the order of their first change.
-        let mut changed: Vec<(i32, String)> = Vec::new();
+        let mut changed: Vec<(i32, AccountKey)> = Vec::new();
         for record in batch {
             let p = record.partition;
             let applied = if record.topic == self.topics.screenings {
@@ -422,12 +423,18 @@ impl Stage for DecideStage {
             }
             self.emit(p, effects, &TraceCause::of(record.trace), out);
         }
-        for (p, id) in changed {
-            if let Some(PartitionState::Ready(accounts)) = self.partitions.get(&p)
-                && let Some(a) = accounts.get(&id)
+        for (p, key) in changed {
+            if let Some(PartitionState::Ready(accounts)) = self.partitions.get_mut(&p)
+                && let Some(a) = accounts.get(&key.tenant, &key.id)
             {
                 let payload = Some(self.accounts.encode(a));
-                out.push(self.out(&self.topics.accounts, p, &id, payload, &TraceCause::None));
+                let write = accounts.write_of(&key);
+                let topic = &self.topics.accounts;
+                out.push(self.out(topic, p, write.key, payload, &TraceCause::None));
+                if let Some(bare) = write.legacy_tombstone {
+                    // Its record from before tenancy, superseded.
+                    out.push(self.out(topic, p, bare.into_bytes(), None, &TraceCause::None));
+                }
             }
         }
         Ok(())

@@ -1,5 +1,8 @@
 //! Per-target 5-minute windows over one `events` partition, by event time.
 //!
+//! A target is an account: a tenant's `target_id` (two tenants' targets
+//! with the same id are two targets, [`kusanagi_schemas::AccountKey`]).
+//!
 //! Design. The window of an event `e` for target `t` is every distinct
 //! event (by event_id) for `t` seen so far whose timestamp lies in
 //! `[ts(e) - window, ts(e)]`, `e` included (SCREENING.md). Events are kept
@@ -254,13 +257,17 @@ struct TargetWindow {
     ids: HashSet<Arc<str>>,
 }
 
+/// A target: its tenant and its id.
+type TargetKey = (Arc<str>, Arc<str>);
+
 /// The windows of every target of one partition.
 #[derive(Debug)]
 pub struct PartitionWindows {
     spec: WindowSpec,
-    targets: HashMap<Arc<str>, TargetWindow>,
+    /// Tenant -> target id -> its window.
+    targets: HashMap<Arc<str>, HashMap<Arc<str>, TargetWindow>>,
     /// (event time, offset) of every retained event -> its target, for expiry.
-    expiry: BTreeMap<(i64, i64), Arc<str>>,
+    expiry: BTreeMap<(i64, i64), TargetKey>,
     /// Offsets of retained events: the first is where a replay starts.
     offsets: BTreeSet<i64>,
     watermark: Option<i64>,
@@ -287,7 +294,10 @@ impl PartitionWindows {
         thresholds: &Thresholds,
     ) -> Option<Screening> {
         let ts = event.timestamp.as_micros();
-        let target = self.targets.get(event.target_id.as_str());
+        let target = self
+            .targets
+            .get(event.tenant_id.as_str())
+            .and_then(|t| t.get(event.target_id.as_str()));
         if target.is_some_and(|t| t.ids.contains(event.event_id.as_str())) {
             return None;
         }
@@ -336,12 +346,17 @@ impl PartitionWindows {
 
     fn insert(&mut self, offset: i64, event: &GameEvent, rules: RuleSet) {
         let ts = event.timestamp.as_micros();
-        let target_key: Arc<str> = match self.targets.get_key_value(event.target_id.as_str()) {
+        let tenant_key: Arc<str> = match self.targets.get_key_value(event.tenant_id.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(event.tenant_id.as_str()),
+        };
+        let targets = self.targets.entry(tenant_key.clone()).or_default();
+        let target_key: Arc<str> = match targets.get_key_value(event.target_id.as_str()) {
             Some((k, _)) => k.clone(),
             None => Arc::from(event.target_id.as_str()),
         };
         let event_id: Arc<str> = Arc::from(event.event_id.as_str());
-        let target = self.targets.entry(target_key.clone()).or_default();
+        let target = targets.entry(target_key.clone()).or_default();
         target.ids.insert(event_id.clone());
         target.events.insert(
             (ts, offset),
@@ -353,7 +368,7 @@ impl PartitionWindows {
                 detail: Detail::of(event),
             },
         );
-        self.expiry.insert((ts, offset), target_key);
+        self.expiry.insert((ts, offset), (tenant_key, target_key));
         self.offsets.insert(offset);
     }
 
@@ -365,15 +380,21 @@ impl PartitionWindows {
             if entry.key().0 >= bound {
                 break;
             }
-            let (key, target_key) = entry.remove_entry();
+            let (key, (tenant_key, target_key)) = entry.remove_entry();
             self.offsets.remove(&key.1);
-            if let Some(target) = self.targets.get_mut(&target_key) {
+            let Some(targets) = self.targets.get_mut(&tenant_key) else {
+                continue;
+            };
+            if let Some(target) = targets.get_mut(&target_key) {
                 if let Some(e) = target.events.remove(&key) {
                     target.ids.remove(&e.event_id);
                 }
                 if target.events.is_empty() {
-                    self.targets.remove(&target_key);
+                    targets.remove(&target_key);
                 }
+            }
+            if targets.is_empty() {
+                self.targets.remove(&tenant_key);
             }
         }
     }
@@ -386,7 +407,7 @@ impl PartitionWindows {
 
     /// Targets with retained events.
     pub fn targets(&self) -> usize {
-        self.targets.len()
+        self.targets.values().map(HashMap::len).sum()
     }
 
     /// Retained events.

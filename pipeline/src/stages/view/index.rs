@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use kusanagi_schemas::{Account, AccountState, Transition};
+use kusanagi_schemas::{Account, AccountKey, AccountState, StoredKey, Transition};
 
 /// One applied move of an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,15 +37,21 @@ struct History {
     versions: Vec<Version>,
 }
 
-/// Every account the view knows.
+/// Every account the view knows. Accounts are (tenant, id)
+/// ([`kusanagi_schemas::key`]): the maps are by tenant, then id, so that a
+/// lookup borrows both.
 #[derive(Debug, Default)]
 pub struct AccountIndex {
-    accounts: HashMap<String, History>,
+    accounts: HashMap<String, HashMap<String, History>>,
+    len: usize,
     /// Accounts whose latest record is a tombstone: their moves, read in
     /// any order around it, are not kept.
-    erased: HashSet<String>,
-    /// Subjects erased on request (`erasures`): when it was asked for, and
-    /// the tenant the account had then (if the view held it).
+    erased: HashSet<AccountKey>,
+    /// Accounts whose latest state was read under their bare id (written
+    /// before tenancy), by that id: the bare id's tombstone removes them.
+    legacy: HashMap<String, String>,
+    /// Subjects erased on request (`erasures`, by account id): when it was
+    /// asked for, and the tenants that held the id then.
     gone: HashMap<String, Gone>,
 }
 
@@ -54,8 +60,9 @@ pub struct AccountIndex {
 pub struct Gone {
     /// When the erasure was requested, milliseconds since the epoch.
     pub requested_ms: i64,
-    /// The tenant of the account when it was erased, if known.
-    pub tenant: Option<String>,
+    /// The tenants whose account of this id was erased, if the view held
+    /// any (empty: unknown).
+    pub tenants: Vec<String>,
 }
 
 impl AccountIndex {
@@ -64,44 +71,96 @@ impl AccountIndex {
         Self::default()
     }
 
-    /// Applies a record of `accounts`: the latest state of `account_id`, or
-    /// `None` (a tombstone) to forget it and its history, including moves
-    /// read after the tombstone (the topics are read in any interleaving).
-    /// A state after a tombstone is an account made anew.
-    pub fn apply_account(&mut self, account_id: &str, account: Option<Account>) {
-        match account {
+    fn history(&self, tenant: &str, id: &str) -> Option<&History> {
+        self.accounts.get(tenant)?.get(id)
+    }
+
+    fn history_mut(&mut self, key: &AccountKey) -> &mut History {
+        let ids = self.accounts.entry(key.tenant.clone()).or_default();
+        if !ids.contains_key(&key.id) {
+            self.len += 1;
+            ids.insert(key.id.clone(), History::default());
+        }
+        ids.get_mut(&key.id).expect("just inserted")
+    }
+
+    fn remove(&mut self, key: &AccountKey) {
+        let Some(ids) = self.accounts.get_mut(&key.tenant) else {
+            return;
+        };
+        if ids.remove(&key.id).is_some() {
+            self.len -= 1;
+        }
+        if ids.is_empty() {
+            self.accounts.remove(&key.tenant);
+        }
+    }
+
+    /// Applies a record of `accounts`: under Kafka key `key`, the latest
+    /// state of an account, or `None` (a tombstone) to forget it and its
+    /// history, including moves read after the tombstone (the topics are
+    /// read in any interleaving). A state after a tombstone is an account
+    /// made anew. Returns false for a key that names nothing (not UTF-8).
+    pub fn apply_account(&mut self, key: &[u8], account: Option<Account>) -> bool {
+        let Some(stored) = AccountKey::parse_kafka_key(key) else {
+            return false;
+        };
+        match (account, stored) {
             // An erased subject stays erased: its state, read before or
             // after the request, is not kept.
-            Some(_) if self.gone.contains_key(account_id) => {}
-            Some(a) => {
-                self.erased.remove(account_id);
-                let h = self.accounts.entry(account_id.to_owned()).or_default();
+            (Some(a), _) if self.gone.contains_key(&a.account_id) => {}
+            (Some(a), stored) => {
+                let k = AccountKey::new(a.tenant_id.clone(), a.account_id.clone());
+                self.erased.remove(&k);
+                if matches!(stored, StoredKey::Legacy(_)) {
+                    self.legacy.insert(k.id.clone(), k.tenant.clone());
+                } else if self.legacy.get(&k.id) == Some(&k.tenant) {
+                    self.legacy.remove(&k.id);
+                }
+                let h = self.history_mut(&k);
                 if h.latest.as_ref().is_none_or(|l| l.version <= a.version) {
                     h.latest = Some(a);
                 }
             }
-            None => {
-                self.accounts.remove(account_id);
-                self.erased.insert(account_id.to_owned());
+            (None, StoredKey::Account(k)) => {
+                self.remove(&k);
+                self.erased.insert(k);
+            }
+            // A bare id's tombstone: an erasure before tenancy, or a
+            // record from before tenancy superseded by its account's own
+            // key (then no account of the id is held under the bare id).
+            (None, StoredKey::Legacy(id)) => {
+                if let Some(tenant) = self.legacy.remove(&id) {
+                    let k = AccountKey::new(tenant, id);
+                    self.remove(&k);
+                    self.erased.insert(k);
+                }
             }
         }
+        true
     }
 
-    /// Applies an erasure request of `subject`: it and its history are
-    /// forgotten, now and when read again in any order, and it is answered
-    /// as gone (HTTP 410) from now on.
+    /// Applies an erasure request of `subject` (an account id, in every
+    /// tenant): its accounts and their history are forgotten, now and when
+    /// read again in any order, and answered as gone (HTTP 410) from now
+    /// on.
     pub fn erase(&mut self, subject: &str, requested_ms: i64) {
-        let tenant = self
-            .accounts
-            .remove(subject)
-            .and_then(|h| h.latest.map(|a| a.tenant_id))
-            .or_else(|| self.gone.get(subject).and_then(|g| g.tenant.clone()));
-        self.erased.insert(subject.to_owned());
+        let mut tenants: Vec<String> = self.tenants_of(subject).map(str::to_owned).collect();
+        for tenant in &tenants {
+            let k = AccountKey::new(tenant.clone(), subject);
+            self.remove(&k);
+            self.erased.insert(k);
+        }
+        if tenants.is_empty()
+            && let Some(g) = self.gone.get(subject)
+        {
+            tenants = g.tenants.clone();
+        }
         self.gone.insert(
             subject.to_owned(),
             Gone {
                 requested_ms,
-                tenant,
+                tenants,
             },
         );
     }
@@ -111,14 +170,26 @@ impl AccountIndex {
         self.gone.get(subject)
     }
 
+    /// The tenants holding an account `id` (its state or its moves).
+    pub fn tenants_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.accounts
+            .iter()
+            .filter(move |(_, ids)| ids.contains_key(id))
+            .map(|(tenant, _)| tenant.as_str())
+    }
+
     /// Applies a record of `accounts.transitions` committed at
     /// `effective_ms`. Refused moves and versions already held change
     /// nothing; returns whether it added a version.
     pub fn apply_transition(&mut self, t: Transition, effective_ms: i64) -> bool {
-        if !t.applied || self.erased.contains(&t.account_id) {
+        if !t.applied || self.gone.contains_key(&t.account_id) {
             return false;
         }
-        let h = self.accounts.entry(t.account_id.clone()).or_default();
+        let k = AccountKey::new(t.tenant_id.clone(), t.account_id.clone());
+        if self.erased.contains(&k) {
+            return false;
+        }
+        let h = self.history_mut(&k);
         if h.versions.last().is_some_and(|v| v.version >= t.version) {
             return false;
         }
@@ -139,29 +210,29 @@ impl AccountIndex {
         true
     }
 
-    /// The latest state of `account_id`, if known.
-    pub fn latest(&self, account_id: &str) -> Option<&Account> {
-        self.accounts.get(account_id)?.latest.as_ref()
+    /// The latest state of the account `id` of `tenant`, if known.
+    pub fn latest(&self, tenant: &str, id: &str) -> Option<&Account> {
+        self.history(tenant, id)?.latest.as_ref()
     }
 
-    /// The state of `account_id` at `time_ms`: that of its last version in
+    /// The state of the account at `time_ms`: that of its last version in
     /// effect then, `NORMAL` before its first. `None` for an unknown account.
-    pub fn state_at(&self, account_id: &str, time_ms: i64) -> Option<AccountState> {
-        let v = self.version_at(account_id, time_ms)?;
+    pub fn state_at(&self, tenant: &str, id: &str, time_ms: i64) -> Option<AccountState> {
+        let v = self.version_at(tenant, id, time_ms)?;
         Some(v.map_or(AccountState::Normal, |v| v.to))
     }
 
-    /// The last version of `account_id` in effect at `time_ms` (`None`
+    /// The last version of the account in effect at `time_ms` (`None`
     /// inside: none yet, so `NORMAL`). `None`: an unknown account.
-    pub fn version_at(&self, account_id: &str, time_ms: i64) -> Option<Option<&Version>> {
-        let h = self.accounts.get(account_id)?;
+    pub fn version_at(&self, tenant: &str, id: &str, time_ms: i64) -> Option<Option<&Version>> {
+        let h = self.history(tenant, id)?;
         let in_effect = h.versions.partition_point(|v| v.effective_ms <= time_ms);
         Some(in_effect.checked_sub(1).map(|i| &h.versions[i]))
     }
 
-    /// The versions of `account_id` that took effect in `[from_ms, to_ms)`.
-    pub fn versions(&self, account_id: &str, from_ms: i64, to_ms: i64) -> &[Version] {
-        let Some(h) = self.accounts.get(account_id) else {
+    /// The versions of the account that took effect in `[from_ms, to_ms)`.
+    pub fn versions(&self, tenant: &str, id: &str, from_ms: i64, to_ms: i64) -> &[Version] {
+        let Some(h) = self.history(tenant, id) else {
             return &[];
         };
         let start = h.versions.partition_point(|v| v.effective_ms < from_ms);
@@ -171,12 +242,12 @@ impl AccountIndex {
 
     /// Accounts known.
     pub fn len(&self) -> usize {
-        self.accounts.len()
+        self.len
     }
 
     /// No account known.
     pub fn is_empty(&self) -> bool {
-        self.accounts.is_empty()
+        self.len == 0
     }
 }
 

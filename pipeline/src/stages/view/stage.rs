@@ -212,8 +212,8 @@ impl ViewStage {
             let mut index = self.view.write();
             for u in self.updates.drain(..) {
                 match u {
-                    Update::Account(id, a) => {
-                        index.apply_account(&id, a);
+                    Update::Account(key, a) => {
+                        index.apply_account(key.as_bytes(), a);
                         accounts += 1;
                     }
                     Update::Transition(t, at) => {

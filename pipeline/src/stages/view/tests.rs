@@ -52,18 +52,18 @@ fn state_at_a_time_follows_the_moves_in_effect_then() {
         "redelivered"
     );
     assert!(index.apply_transition(transition("a", 3, UnderSurveillance, Banned, true), 300));
-    assert_eq!(index.state_at("a", 99), Some(Normal));
-    assert_eq!(index.state_at("a", 100), Some(RestrictedWithdrawal));
-    assert_eq!(index.state_at("a", 299), Some(UnderSurveillance));
-    assert_eq!(index.state_at("a", 1_000), Some(Banned));
-    assert_eq!(index.state_at("nobody", 1_000), None);
+    assert_eq!(index.state_at("t", "a", 99), Some(Normal));
+    assert_eq!(index.state_at("t", "a", 100), Some(RestrictedWithdrawal));
+    assert_eq!(index.state_at("t", "a", 299), Some(UnderSurveillance));
+    assert_eq!(index.state_at("t", "a", 1_000), Some(Banned));
+    assert_eq!(index.state_at("t", "nobody", 1_000), None);
     let v: Vec<i64> = index
-        .versions("a", 100, 300)
+        .versions("t", "a", 100, 300)
         .iter()
         .map(|v| v.version)
         .collect();
     assert_eq!(v, [1, 2]);
-    assert!(index.versions("a", 300, 100).is_empty());
+    assert!(index.versions("t", "a", 300, 100).is_empty());
 }
 
 #[test]
@@ -72,13 +72,13 @@ fn the_latest_state_is_the_newest_version_and_a_tombstone_forgets() {
     let mut a = Account::new("a", "t", EventTime::from_micros(0));
     a.version = 2;
     a.state = AccountState::UnderSurveillance;
-    index.apply_account("a", Some(a.clone()));
+    index.apply_account(b"t\x1fa", Some(a.clone()));
     let mut older = a.clone();
     older.version = 1;
     older.state = AccountState::RestrictedWithdrawal;
-    index.apply_account("a", Some(older));
+    index.apply_account(b"t\x1fa", Some(older));
     assert_eq!(
-        index.latest("a"),
+        index.latest("t", "a"),
         Some(&a),
         "an older snapshot does not win"
     );
@@ -92,9 +92,13 @@ fn the_latest_state_is_the_newest_version_and_a_tombstone_forgets() {
         ),
         5,
     );
-    index.apply_account("a", None);
-    assert_eq!(index.latest("a"), None);
-    assert_eq!(index.state_at("a", 10), None, "erased with its history");
+    index.apply_account(b"t\x1fa", None);
+    assert_eq!(index.latest("t", "a"), None);
+    assert_eq!(
+        index.state_at("t", "a", 10),
+        None,
+        "erased with its history"
+    );
     // A move read after the tombstone (the other topic lagging) is not kept.
     assert!(!index.apply_transition(
         transition(
@@ -106,7 +110,7 @@ fn the_latest_state_is_the_newest_version_and_a_tombstone_forgets() {
         ),
         5
     ));
-    assert_eq!(index.state_at("a", 10), None);
+    assert_eq!(index.state_at("t", "a", 10), None);
     assert!(index.is_empty());
     assert!(index.is_empty());
 }
@@ -185,10 +189,10 @@ proptest! {
             for &probe in &probes {
                 let want = kept.iter().rev().find(|(_, at, _)| *at <= probe).map_or(AccountState::Normal, |k| k.2);
                 let known = !kept.is_empty();
-                prop_assert_eq!(index.state_at(&name, probe), known.then_some(want));
+                prop_assert_eq!(index.state_at("t", &name, probe), known.then_some(want));
                 let (from, to) = (probe, probe + 300);
                 let want: Vec<i64> = kept.iter().filter(|(_, at, _)| (from..to).contains(at)).map(|k| k.0).collect();
-                let got: Vec<i64> = index.versions(&name, from, to).iter().map(|v| v.version).collect();
+                let got: Vec<i64> = index.versions("t", &name, from, to).iter().map(|v| v.version).collect();
                 prop_assert_eq!(got, want);
             }
         }
@@ -259,10 +263,10 @@ fn the_stage_applies_each_topic_skips_what_it_cannot_read_and_serves_once_caught
     {
         let index = view.read_ready().expect("served once caught up");
         assert_eq!(
-            index.latest("a").map(|a| a.state),
+            index.latest("t", "a").map(|a| a.state),
             Some(AccountState::RestrictedWithdrawal)
         );
-        assert_eq!(index.state_at("b", 10_000), Some(AccountState::Banned));
+        assert_eq!(index.state_at("t", "b", 10_000), Some(AccountState::Banned));
     }
     let skipped = |t| metrics.view.records_total(t, "skipped");
     assert_eq!(skipped("accounts"), 1);
@@ -275,11 +279,58 @@ fn the_stage_applies_each_topic_skips_what_it_cannot_read_and_serves_once_caught
             &mut Vec::new(),
         )
         .unwrap();
-    assert_eq!(view.read().state_at("b", 10_000), None, "erased");
+    assert_eq!(view.read().state_at("t", "b", 10_000), None, "erased");
     assert_eq!(metrics.view.records_total("erasures", "applied"), 1);
 
     // A restarted stage starts from an empty index, not served.
     let _again = ViewStage::new(topics(), view.clone(), metrics.clone());
     assert!(view.read_ready().is_none());
     assert!(view.read().is_empty());
+}
+
+#[test]
+fn two_tenants_accounts_of_one_id_are_two_and_records_from_before_tenancy_load() {
+    let mut index = AccountIndex::new();
+    let account = |tenant: &str, id: &str, version: i64| {
+        let mut a = Account::new(id, tenant, EventTime::from_micros(0));
+        a.version = version;
+        a.state = AccountState::RestrictedWithdrawal;
+        a
+    };
+    // Before tenancy: keyed by the bare id. Then decide moved it to its own
+    // key and tombstoned the bare id.
+    index.apply_account(b"bob", Some(account("game-a", "bob", 4)));
+    index.apply_account(b"game-a\x1fbob", Some(account("game-a", "bob", 5)));
+    index.apply_account(b"bob", None);
+    assert_eq!(index.latest("game-a", "bob").map(|a| a.version), Some(5));
+    index.apply_account(b"game-b\x1fbob", Some(account("game-b", "bob", 1)));
+    assert_eq!(index.latest("game-b", "bob").map(|a| a.version), Some(1));
+    assert_eq!(index.latest("default", "bob"), None);
+    let mut tenants: Vec<&str> = index.tenants_of("bob").collect();
+    tenants.sort();
+    assert_eq!(tenants, ["game-a", "game-b"]);
+    assert_eq!(index.len(), 2);
+
+    // An account tombstoned under its key leaves the other tenant's alone.
+    index.apply_account(b"game-b\x1fbob", None);
+    assert_eq!(index.latest("game-b", "bob"), None);
+    assert!(index.latest("game-a", "bob").is_some());
+
+    // An erasure before tenancy tombstoned the bare id: gone.
+    index.apply_account(b"carol", Some(account("game-a", "carol", 1)));
+    index.apply_account(b"carol", None);
+    assert_eq!(index.latest("game-a", "carol"), None);
+
+    // An erasure request names an id: every tenant's account of it goes.
+    index.apply_account(b"game-b\x1fdave", Some(account("game-b", "dave", 1)));
+    index.apply_account(b"game-a\x1fdave", Some(account("game-a", "dave", 1)));
+    index.erase("dave", 7);
+    assert_eq!(index.tenants_of("dave").count(), 0);
+    let mut gone = index.gone("dave").unwrap().tenants.clone();
+    gone.sort();
+    assert_eq!(gone, ["game-a", "game-b"]);
+    assert!(
+        !index.apply_account(&[0xff], None),
+        "a key that is not UTF-8"
+    );
 }

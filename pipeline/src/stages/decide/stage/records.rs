@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use kusanagi_schemas::Account;
+use kusanagi_schemas::{Account, AccountKey};
 
-use super::{DecideStage, PartitionState, STAGE, foreign};
+use super::{DecideStage, PartitionAccounts, PartitionState, STAGE};
 use crate::runtime::{InRecord, OutRecord};
 use crate::stages::decide::machine::{Effects, apply_screening, apply_verdict};
 
@@ -16,7 +16,7 @@ impl DecideStage {
         &mut self,
         record: &InRecord<'_>,
         out: &mut Vec<OutRecord>,
-    ) -> Option<(Effects, String)> {
+    ) -> Option<(Effects, AccountKey)> {
         let s = match record.payload.map(|v| self.screenings.decode(v)) {
             Some(Ok(s)) => s,
             other => {
@@ -27,16 +27,12 @@ impl DecideStage {
         if !s.screened {
             return None;
         }
-        let dead_letter = &self.topics.dead_letter;
         let accounts = ready_accounts(&mut self.partitions, record.partition);
-        let account = accounts
-            .entry(s.target_id.clone())
-            .or_insert_with(|| Account::new(&s.target_id, &s.tenant_id, s.event_time));
-        if account.tenant_id != s.tenant_id {
-            out.push(foreign(dead_letter, record, account, &s.tenant_id));
-            return None;
-        }
-        Some((apply_screening(account, &s), s.target_id))
+        let account = accounts.get_or_insert_with(&s.tenant_id, &s.target_id, || {
+            Account::new(&s.target_id, &s.tenant_id, s.event_time)
+        });
+        let effects = apply_screening(account, &s);
+        Some((effects, AccountKey::new(s.tenant_id, s.target_id)))
     }
 
     /// A verdict, the model's or an operator's.
@@ -44,7 +40,7 @@ impl DecideStage {
         &mut self,
         record: &InRecord<'_>,
         out: &mut Vec<OutRecord>,
-    ) -> Option<(Effects, String)> {
+    ) -> Option<(Effects, AccountKey)> {
         let v = match record.payload.map(|v| self.verdicts.decode(v)) {
             Some(Ok(v)) => v,
             other => {
@@ -53,7 +49,6 @@ impl DecideStage {
             }
         };
         self.stats.verdicts += 1;
-        let dead_letter = &self.topics.dead_letter;
         let accounts = ready_accounts(&mut self.partitions, record.partition);
         // A verdict for an account this copy does not hold: a model's
         // answered a request of an account erased since, and is dropped
@@ -61,21 +56,17 @@ impl DecideStage {
         // operator's is judged against a fresh NORMAL account, kept if the
         // verdict moved it.
         let operator = v.analyzer.starts_with("operator:");
-        if !operator && !accounts.contains_key(&v.target_id) {
+        if !operator && accounts.get(&v.tenant_id, &v.target_id).is_none() {
             tracing::debug!(stage = STAGE, request = %v.request_id, "a verdict for an account no longer held: dropped");
             return None;
         }
-        let effects = match accounts.get_mut(&v.target_id) {
-            Some(account) if account.tenant_id != v.tenant_id => {
-                out.push(foreign(dead_letter, record, account, &v.tenant_id));
-                return None;
-            }
+        let effects = match accounts.get_mut(&v.tenant_id, &v.target_id) {
             Some(account) => apply_verdict(account, &v),
             None => {
                 let mut account = Account::new(&v.target_id, &v.tenant_id, v.event_time);
                 let effects = apply_verdict(&mut account, &v);
                 if effects.changed {
-                    accounts.insert(v.target_id.clone(), account);
+                    accounts.insert(account);
                 }
                 effects
             }
@@ -83,7 +74,7 @@ impl DecideStage {
         if operator {
             out.push(self.override_audit(&v, &effects));
         }
-        Some((effects, v.target_id))
+        Some((effects, AccountKey::new(v.tenant_id, v.target_id)))
     }
 }
 
@@ -91,7 +82,7 @@ impl DecideStage {
 fn ready_accounts(
     partitions: &mut HashMap<i32, PartitionState>,
     partition: i32,
-) -> &mut HashMap<String, Account> {
+) -> &mut PartitionAccounts {
     let Some(PartitionState::Ready(accounts)) = partitions.get_mut(&partition) else {
         unreachable!("ready() ran for every partition of the batch")
     };

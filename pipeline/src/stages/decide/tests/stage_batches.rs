@@ -80,7 +80,7 @@ fn the_stage_writes_moves_requests_and_the_latest_state_and_rebuilds_from_it() {
         (moved.source_id.as_str(), moved.rule.as_str()),
         ("e1", "R4")
     );
-    changelog.push(Some(b"bob".to_vec()), out[2].payload.clone());
+    changelog.push(out[2].key.clone(), out[2].payload.clone());
 
     // A new copy rebuilds bob from the changelog and carries on.
     let mut next = DecideStage::new(topics(), Box::new(changelog.clone()));
@@ -98,10 +98,10 @@ fn the_stage_writes_moves_requests_and_the_latest_state_and_rebuilds_from_it() {
         ["accounts.transitions", "accounts.transitions", "accounts"],
         "banned: two moves, no request for e3"
     );
-    assert_eq!(next.account(2, "bob").unwrap().state, Banned);
+    assert_eq!(next.account(2, "default", "bob").unwrap().state, Banned);
 
     // An erased account's tombstone removes it on rebuild.
-    changelog.push(Some(b"bob".to_vec()), None);
+    changelog.push(Some(b"default\x1fbob".to_vec()), None);
     let mut after = DecideStage::new(topics(), Box::new(changelog.clone()));
     after.on_assign(&[AssignedPartition {
         topic: "screenings".into(),
@@ -114,7 +114,7 @@ fn the_stage_writes_moves_requests_and_the_latest_state_and_rebuilds_from_it() {
         &mut after,
         &[("screenings", s.encode(&screening("e5", 5, &[])))],
     );
-    assert!(after.account(2, "bob").is_none());
+    assert!(after.account(2, "default", "bob").is_none());
 }
 
 #[test]
@@ -132,28 +132,63 @@ fn undecodable_inputs_are_dead_lettered() {
 }
 
 #[test]
-fn another_tenant_cannot_move_an_account_it_does_not_hold() {
+fn the_same_id_in_another_tenant_is_another_account() {
     let s = RecordCodec::<Screening>::new();
+    let a = RecordCodec::<Account>::new();
     let mut stage = DecideStage::new(topics(), Box::new(MemoryLog::default()));
     let first = run(
         &mut stage,
         &[("screenings", s.encode(&screening("e1", 1, &[Rule::R2])))],
     );
     assert!(first.iter().any(|r| r.topic == "accounts.transitions"));
-    // The same account id, screened in another tenant's traffic.
-    let foreign = Screening {
+    // The same account id, screened in another tenant's traffic: its own
+    // account, moved on its own, written under its own key.
+    let other = Screening {
         tenant_id: "game-b".into(),
         ..screening("e2", 2, &[Rule::R2])
     };
-    let out = run(&mut stage, &[("screenings", s.encode(&foreign))]);
-    assert_eq!(out.len(), 1, "{out:?}");
-    assert_eq!(out[0].topic, "events.dlq");
-    let reason = out[0]
-        .headers
+    let out = run(&mut stage, &[("screenings", s.encode(&other))]);
+    assert!(out.iter().all(|r| r.topic != "events.dlq"), "{out:?}");
+    let written: Vec<_> = out.iter().filter(|r| r.topic == "accounts").collect();
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].key.as_deref(), Some(&b"game-b\x1fbob"[..]));
+    let b = a.decode(written[0].payload.as_ref().unwrap()).unwrap();
+    assert_eq!((b.tenant_id.as_str(), b.version), ("game-b", 1));
+    let one = stage.account(2, "default", "bob").unwrap();
+    let two = stage.account(2, "game-b", "bob").unwrap();
+    assert_eq!((one.version, two.version), (1, 1));
+    assert_eq!(one.state, two.state);
+}
+
+#[test]
+fn an_account_written_before_tenancy_is_rebuilt_and_moves_to_its_own_key() {
+    let s = RecordCodec::<Screening>::new();
+    let a = RecordCodec::<Account>::new();
+    // `accounts` as a release before tenancy left it: keyed by the bare id.
+    let mut before = Account::new("bob", "game-b", EventTime::from_micros(0));
+    before.version = 7;
+    let log = MemoryLog::default();
+    log.push(Some(b"bob".to_vec()), Some(a.encode(&before)));
+    let mut stage = DecideStage::new(topics(), Box::new(log));
+    let other = Screening {
+        tenant_id: "game-b".into(),
+        ..screening("e2", 2, &[Rule::R2])
+    };
+    let out = run(&mut stage, &[("screenings", s.encode(&other))]);
+    assert_eq!(stage.account(2, "game-b", "bob").unwrap().version, 8);
+    let written: Vec<(Option<&[u8]>, bool)> = out
         .iter()
-        .find(|(k, _)| k == "kusanagi.dlq.reason")
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
-    assert_eq!(reason.as_deref(), Some("tenant_mismatch"));
+        .filter(|r| r.topic == "accounts")
+        .map(|r| (r.key.as_deref(), r.payload.is_some()))
+        .collect();
+    assert_eq!(
+        written,
+        [
+            (Some(&b"game-b\x1fbob"[..]), true),
+            (Some(&b"bob"[..]), false)
+        ],
+        "the account under its own key, then the bare id's tombstone"
+    );
 }
 
 #[test]
@@ -179,12 +214,25 @@ fn an_erasure_drops_the_account_tombstones_it_and_leaves_a_delete_marker() {
     let shape: Vec<&str> = out.iter().map(|r| r.topic.as_str()).collect();
     assert_eq!(
         shape,
-        ["accounts.transitions", "l2.requests", "accounts", "audit"]
+        [
+            "accounts.transitions",
+            "l2.requests",
+            "accounts",
+            "accounts",
+            "audit"
+        ]
     );
-    assert_eq!(out[2].key.as_deref(), Some(&b"bob"[..]));
-    assert_eq!(out[2].payload, None, "a tombstone");
+    // The account's tombstone under its key, and the bare id's (a record
+    // written before tenancy).
+    assert_eq!(out[2].key.as_deref(), Some(&b"default\x1fbob"[..]));
+    assert_eq!(out[3].key.as_deref(), Some(&b"bob"[..]));
+    assert_eq!(
+        (&out[2].payload, &out[3].payload),
+        (&None, &None),
+        "tombstones"
+    );
     let audit = RecordCodec::<AuditRecord>::new()
-        .decode(out[3].payload.as_deref().unwrap())
+        .decode(out[4].payload.as_deref().unwrap())
         .unwrap();
     assert_eq!(audit.kind, AuditKind::DeleteMarker);
     assert_eq!(audit.request_id.as_deref(), Some("er-1"));
@@ -192,7 +240,7 @@ fn an_erasure_drops_the_account_tombstones_it_and_leaves_a_delete_marker() {
         !format!("{audit:?}").contains("bob"),
         "no personal data in the audit trail: {audit:?}"
     );
-    assert!(stage.account(2, "bob").is_none());
+    assert!(stage.account(2, "default", "bob").is_none());
     assert_eq!(stage.stats().erased, 1);
 
     // A later screening of the id starts a new account.
@@ -204,7 +252,7 @@ fn an_erasure_drops_the_account_tombstones_it_and_leaves_a_delete_marker() {
         out.iter()
             .any(|r| r.topic == "accounts" && r.payload.is_some())
     );
-    assert_eq!(stage.account(2, "bob").unwrap().version, 1);
+    assert_eq!(stage.account(2, "default", "bob").unwrap().version, 1);
 
     // A withdrawn request (a tombstone on `erasures`) undoes nothing, and
     // junk is dead-lettered.
@@ -232,7 +280,7 @@ fn an_erasure_drops_the_account_tombstones_it_and_leaves_a_delete_marker() {
     stage.process(&batch, &mut out).unwrap();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].topic, "events.dlq");
-    assert!(stage.account(2, "bob").is_some());
+    assert!(stage.account(2, "default", "bob").is_some());
 }
 
 #[test]
@@ -250,7 +298,7 @@ fn an_operator_verdict_is_applied_by_the_rules_and_audited() {
         ..verdict("e1", 95)
     };
     let out = run(&mut stage, &[("l2.verdicts", v.encode(&ban))]);
-    assert_eq!(stage.account(2, "bob").unwrap().state, Banned);
+    assert_eq!(stage.account(2, "default", "bob").unwrap().state, Banned);
     let audit: Vec<AuditRecord> = out
         .iter()
         .filter(|r| r.topic == "audit")
@@ -278,7 +326,7 @@ fn an_operator_verdict_is_applied_by_the_rules_and_audited() {
         ..ban
     };
     let out = run(&mut stage, &[("l2.verdicts", v.encode(&unban))]);
-    assert_eq!(stage.account(2, "bob").unwrap().state, Banned);
+    assert_eq!(stage.account(2, "default", "bob").unwrap().state, Banned);
     let text = format!("{out:?}");
     assert!(out.iter().any(|r| r.topic == "audit"), "{text}");
     // A model's verdict is not an override.
@@ -319,7 +367,7 @@ fn an_account_record_written_by_v1_is_rebuilt_and_its_queued_request_sent() {
     assert_eq!((request.request_id.as_str(), request.coalesced), ("e2", 2));
     assert_eq!(request.rules.label(), "R1+R4");
     assert!(request.evidence_events.is_empty(), "v1 kept no evidence");
-    let account = stage.account(2, "bob").unwrap();
+    let account = stage.account(2, "default", "bob").unwrap();
     assert_eq!(account.state, UnderSurveillance);
     assert_eq!(account.l2_in_flight.as_deref(), Some("e2"));
     // It is written back as v2.
@@ -349,5 +397,8 @@ fn a_verdict_for_an_account_erased_meanwhile_leaves_no_trace() {
     // The analysis of e1 was in flight when bob was erased.
     let out = run(&mut stage, &[("l2.verdicts", v.encode(&verdict("e1", 90)))]);
     assert!(out.is_empty(), "{out:?}");
-    assert!(stage.account(2, "bob").is_none(), "not brought back");
+    assert!(
+        stage.account(2, "default", "bob").is_none(),
+        "not brought back"
+    );
 }

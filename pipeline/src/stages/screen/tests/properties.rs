@@ -36,7 +36,7 @@ impl BruteForce {
         let same_target: Vec<&(i64, GameEvent, RuleSet)> = self
             .seen
             .iter()
-            .filter(|s| s.1.target_id == e.target_id)
+            .filter(|s| s.1.target_id == e.target_id && s.1.tenant_id == e.tenant_id)
             .collect();
         let retained: Vec<&(i64, GameEvent, RuleSet)> = same_target
             .iter()
@@ -61,7 +61,8 @@ impl BruteForce {
             let mut everything: Vec<&str> = self
                 .history
                 .iter()
-                .filter(|h| h.target_id == e.target_id && h.event_id != e.event_id)
+                .filter(|h| h.target_id == e.target_id && h.tenant_id == e.tenant_id)
+                .filter(|h| h.event_id != e.event_id)
                 .filter(|h| (ts - w..=ts).contains(&h.timestamp.as_micros()))
                 .map(|h| h.event_id.as_str())
                 .collect();
@@ -180,11 +181,12 @@ fn small_thresholds() -> Thresholds {
     }
 }
 
-/// Random streams: a few targets and senders, timestamps jittered so that
-/// events arrive out of order, some very late, some delivered twice.
+/// Random streams: a few targets in two tenants (the same ids in both) and
+/// senders, timestamps jittered so that events arrive out of order, some
+/// very late, some delivered twice.
 fn streams() -> impl Strategy<Value = Vec<GameEvent>> {
     let one = (
-        0..3usize,
+        0..6usize,
         0..4usize,
         0..400i64,
         0..400i64,
@@ -211,12 +213,14 @@ fn streams() -> impl Strategy<Value = Vec<GameEvent>> {
                 clock - jitter / 10
             };
             let mut e = event(
-                &format!("e{i}"),
-                ["bob", "carol", "dave"][target],
+                // Ids repeat across tenants: still two events.
+                &format!("e{}", i / 2),
+                ["bob", "carol", "dave"][target % 3],
                 ["w", "x", "y", "z"][actor],
                 at,
                 amount,
             );
+            e.tenant_id = ["game-a", "game-b"][target / 3].into();
             if priced {
                 e.action_details.market_avg_price = Some(100);
             }

@@ -115,3 +115,38 @@ fn per_tenant_thresholds_apply_to_their_tenant_only() {
         .unwrap();
     assert_eq!(s.triggered_rules.to_vec(), [Rule::R1]);
 }
+
+#[test]
+fn two_tenants_targets_with_the_same_id_are_two_targets() {
+    let t = Thresholds {
+        r1_total_received: 300,
+        ..Thresholds::default()
+    };
+    let in_tenant = |tenant: &str, mut e: kusanagi_schemas::GameEvent| {
+        e.tenant_id = tenant.into();
+        e
+    };
+    let mut w = PartitionWindows::new(spec());
+    w.observe(0, &in_tenant("game-a", event("a1", "bob", "x", 0, 200)), &t);
+    // The same event id and target in another game: not a duplicate, and
+    // not in game-a's window.
+    let s = w
+        .observe(1, &in_tenant("game-b", event("a1", "bob", "y", 1, 200)), &t)
+        .expect("another tenant's event is no duplicate");
+    assert_eq!(s.window.transaction_count, 1);
+    assert_eq!(s.tenant_id, "game-b");
+    assert!(s.triggered_rules.is_empty());
+    let s = w
+        .observe(2, &in_tenant("game-a", event("a2", "bob", "z", 2, 200)), &t)
+        .unwrap();
+    assert_eq!(s.window.transaction_count, 2, "game-a's own two");
+    assert_eq!(s.triggered_rules.to_vec(), [Rule::R1]);
+    assert_eq!(w.targets(), 2);
+    // Both expire whole once the watermark leaves them behind.
+    w.observe(
+        3,
+        &in_tenant("game-a", event("late", "carol", "x", 2_000, 1)),
+        &t,
+    );
+    assert_eq!(w.targets(), 1, "only carol is left");
+}
