@@ -99,7 +99,14 @@ fn seen(reader: &Reader, run: &str) -> Seen {
         RecordCodec::<Account>::new(),
     );
     let mut out = Seen::default();
-    let ours = |key: Option<&[u8]>| key.is_some_and(|k| k.starts_with(run.as_bytes()));
+    // Keyed by account id; in `accounts`, by tenant and account id.
+    let ours = |key: Option<&[u8]>| {
+        key.and_then(kusanagi_schemas::AccountKey::parse_kafka_key)
+            .is_some_and(|k| match k {
+                kusanagi_schemas::StoredKey::Account(k) => k.id.starts_with(run),
+                kusanagi_schemas::StoredKey::Legacy(id) => id.starts_with(run),
+            })
+    };
     for m in reader.messages.iter().filter(|m| ours(m.key())) {
         let Some(payload) = m.payload() else { continue };
         match m.topic() {
