@@ -4,6 +4,12 @@
 //! `producer polling thread`), the async runtime's workers, the embedded
 //! broker's, the load test's own.
 //!
+//! Threads that ended between two readings are not in `/proc/self/task`
+//! any more; the process's own total (`/proc/self/stat`) still holds their
+//! time, so what it grew by beyond the live threads is reported as the
+//! group `ended threads` (a stage's short-lived workers, such as the
+//! archive's file writers).
+//!
 //! The figures are the kernel's per-thread user + system time, in clock
 //! ticks of 10 ms (`USER_HZ`, which Linux fixes at 100 for `/proc`): a
 //! run long enough to spend seconds per group reads them to about 1%.
@@ -13,18 +19,28 @@ use std::collections::BTreeMap;
 /// `/proc` counts CPU time in ticks of 1/100 s.
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// CPU seconds used so far by each thread alive now, by thread id.
+/// CPU seconds used so far by each thread alive now, by thread id, and by
+/// the whole process.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     threads: BTreeMap<u32, (String, u64)>,
+    /// The process's ticks, ended threads included.
+    process: u64,
 }
+
+/// The group of what threads that ended between two snapshots spent.
+pub const ENDED: &str = "ended threads";
 
 impl Snapshot {
     /// Reads every thread of this process (empty where `/proc` is absent).
     pub fn take() -> Self {
         let mut threads = BTreeMap::new();
+        let process = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|stat| parse_stat(&stat))
+            .map_or(0, |(_, ticks)| ticks);
         let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-            return Self { threads };
+            return Self { threads, process };
         };
         for entry in dir.flatten() {
             let Ok(tid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -42,18 +58,29 @@ impl Snapshot {
                 threads.insert(tid, (name, ticks));
             }
         }
-        Self { threads }
+        Self { threads, process }
     }
 
     /// CPU seconds per group spent between `before` and `self` (a thread
-    /// that started meanwhile counts from zero; one that ended is lost, so
-    /// take `self` before stopping what is measured).
+    /// that started meanwhile counts from zero; what threads that ended
+    /// meanwhile spent is the group [`ENDED`]).
     pub fn since(&self, before: &Snapshot) -> BTreeMap<String, f64> {
         let mut groups: BTreeMap<String, f64> = BTreeMap::new();
+        let mut live = 0;
         for (tid, (name, ticks)) in &self.threads {
             let earlier = before.threads.get(tid).map_or(0, |(_, t)| *t);
-            let spent = ticks.saturating_sub(earlier) as f64 / TICKS_PER_SECOND;
-            *groups.entry(group_of(name)).or_default() += spent;
+            let spent = ticks.saturating_sub(earlier);
+            live += spent;
+            *groups.entry(group_of(name)).or_default() += spent as f64 / TICKS_PER_SECOND;
+        }
+        // Threads alive before and gone now took their ticks with them
+        // from `before`'s sum too: count only the process's growth.
+        let ended = self
+            .process
+            .saturating_sub(before.process)
+            .saturating_sub(live);
+        if ended > 0 {
+            groups.insert(ENDED.to_owned(), ended as f64 / TICKS_PER_SECOND);
         }
         groups
     }
@@ -129,6 +156,33 @@ mod tests {
             assert!(
                 started.elapsed() < std::time::Duration::from_secs(30),
                 "no CPU time seen in /proc/self/task"
+            );
+        }
+    }
+
+    #[test]
+    fn what_an_ended_thread_spent_is_its_own_group() {
+        let before = Snapshot::take();
+        let started = std::time::Instant::now();
+        loop {
+            std::thread::spawn(|| {
+                let mut x = 0u64;
+                for _ in 0..20_000_000 {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+            })
+            .join()
+            .unwrap();
+            if Snapshot::take()
+                .since(&before)
+                .get(ENDED)
+                .is_some_and(|s| *s > 0.0)
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "no CPU time of ended threads seen in /proc/self/stat"
             );
         }
     }
