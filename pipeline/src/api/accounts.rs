@@ -87,18 +87,29 @@ fn invalid_time(invalid: InvalidRequest) -> Response {
 }
 
 /// The latest state of the account `id` a request means, if `caller` may
-/// see it. A key bound to a tenant means its own tenant's account; a key
-/// of every tenant, that of the one tenant holding the id (`Err`: 409
+/// see it. `tenant`: the tenant the request names (its path, or a check's
+/// `tenant_id`), which a key bound to another tenant may not name. Without
+/// one, a key bound to a tenant means its own tenant's account, and a key
+/// of every tenant that of the one tenant holding the id (`Err`: 409
 /// `ambiguous_account` when several do). Only accounts with a state are
 /// answered: an erased one (a tombstone) is gone even if moves of it are
 /// still retained.
 pub(super) fn visible_account<'a>(
     index: &'a AccountIndex,
     caller: &Caller,
+    tenant: Option<&str>,
     id: &str,
-) -> Result<Option<&'a Account>, Ambiguous> {
-    if let Some(tenant) = caller.tenant.as_deref() {
-        return Ok(index.latest(tenant, id));
+) -> Result<Option<&'a Account>, NotNamed> {
+    if let Some(named) = tenant {
+        if !caller.sees(named) {
+            return Err(NotNamed::ForeignTenant {
+                named: named.to_owned(),
+            });
+        }
+        return Ok(index.latest(named, id));
+    }
+    if let Some(own) = caller.tenant.as_deref() {
+        return Ok(index.latest(own, id));
     }
     let mut held: Vec<&Account> = index
         .tenants_of(id)
@@ -107,7 +118,7 @@ pub(super) fn visible_account<'a>(
     if held.len() > 1 {
         let mut tenants: Vec<String> = held.iter().map(|a| a.tenant_id.clone()).collect();
         tenants.sort();
-        return Err(Ambiguous {
+        return Err(NotNamed::Ambiguous {
             id: id.to_owned(),
             tenants,
         });
@@ -115,33 +126,53 @@ pub(super) fn visible_account<'a>(
     Ok(held.pop())
 }
 
-/// Several tenants hold the id a key of every tenant named: 409
-/// `ambiguous_account`, naming them.
+/// Why a request does not name one account its key may see.
 #[derive(Debug)]
-pub(super) struct Ambiguous {
-    id: String,
-    tenants: Vec<String>,
+pub(super) enum NotNamed {
+    /// Several tenants hold the id a key of every tenant named: 409
+    /// `ambiguous_account`, naming them.
+    Ambiguous { id: String, tenants: Vec<String> },
+    /// A key bound to one tenant named another: 403 `foreign_tenant`.
+    ForeignTenant { named: String },
 }
 
-impl IntoResponse for Ambiguous {
+impl IntoResponse for NotNamed {
     fn into_response(self) -> Response {
-        problem(
-            StatusCode::CONFLICT,
-            "ambiguous_account",
-            format!(
-                "`{}` is an account of several tenants ({}); ask with a key bound to one of them",
-                self.id,
-                self.tenants.join(", ")
+        match self {
+            NotNamed::Ambiguous { id, tenants } => problem(
+                StatusCode::CONFLICT,
+                "ambiguous_account",
+                format!(
+                    "`{id}` is an account of several tenants ({}); name one: \
+                     /api/v1/tenants/{{tenant}}/accounts/{id}",
+                    tenants.join(", ")
+                ),
             ),
-        )
+            NotNamed::ForeignTenant { named } => problem(
+                StatusCode::FORBIDDEN,
+                "foreign_tenant",
+                format!("this key is bound to another tenant; it cannot name tenant `{named}`"),
+            ),
+        }
     }
 }
 
 /// `410 Gone` if `id` was erased on request and `caller` may know it
-/// (a tenant key learns of its own tenant's erasures only).
-pub(super) fn erased(index: &AccountIndex, caller: &Caller, id: &str) -> Option<Response> {
+/// (a tenant key learns of its own tenant's erasures only; `tenant`: the
+/// tenant the request names, if any).
+pub(super) fn erased(
+    index: &AccountIndex,
+    caller: &Caller,
+    tenant: Option<&str>,
+    id: &str,
+) -> Option<Response> {
     let g = index.gone(id)?;
-    let known = g.tenants.is_empty() || g.tenants.iter().any(|t| caller.sees(t));
+    let concerns = |t: &str| caller.sees(t) && tenant.is_none_or(|n| n == t);
+    let known = if g.tenants.is_empty() {
+        tenant.is_none_or(|n| caller.sees(n))
+    } else {
+        g.tenants.iter().any(|t| concerns(t))
+    };
     if !known {
         return None;
     }
@@ -227,18 +258,22 @@ fn account_body(a: &Account) -> AccountBody<'_> {
 pub async fn latest(
     State(api): State<AccountsApi>,
     Extension(caller): Extension<Arc<Caller>>,
-    AccountId(id): AccountId,
+    named: AccountId,
 ) -> Response {
+    let (tenant, id) = (named.tenant.as_deref(), named.id.as_str());
     let r = match api.view.read_ready() {
         None => not_ready(),
-        Some(index) => match visible_account(&index, &caller, &id) {
-            Ok(Some(a)) => Json(account_body(a)).into_response(),
-            Ok(None) => erased(&index, &caller, &id).unwrap_or_else(|| not_found(&id)),
-            Err(ambiguous) => ambiguous.into_response(),
+        Some(index) => match visible_account(&index, &caller, tenant, id) {
+            Ok(Some(account)) => Json(account_body(account)).into_response(),
+            Ok(None) => erased(&index, &caller, tenant, id).unwrap_or_else(|| not_found(id)),
+            Err(refused) => refused.into_response(),
         },
     };
-    api.metrics
-        .http_request("/api/v1/accounts/{id}", r.status().as_u16());
+    let route = named.route(
+        "/api/v1/accounts/{id}",
+        "/api/v1/tenants/{tenant}/accounts/{id}",
+    );
+    api.metrics.http_request(route, r.status().as_u16());
     r
 }
 
@@ -287,9 +322,10 @@ pub(super) struct AtBody<'a> {
 pub async fn at(
     State(api): State<AccountsApi>,
     Extension(caller): Extension<Arc<Caller>>,
-    AccountId(id): AccountId,
+    named: AccountId,
     ApiQuery(q): ApiQuery<AtQuery>,
 ) -> Response {
+    let (named_tenant, id) = (named.tenant.as_deref(), named.id.as_str());
     let r = (|| {
         let Some(raw) = q.time.as_deref() else {
             return problem(
@@ -305,13 +341,15 @@ pub async fn at(
         let Some(index) = api.view.read_ready() else {
             return not_ready();
         };
-        let account = match visible_account(&index, &caller, &id) {
+        let account = match visible_account(&index, &caller, named_tenant, id) {
             Ok(Some(a)) => a,
-            Ok(None) => return erased(&index, &caller, &id).unwrap_or_else(|| not_found(&id)),
-            Err(ambiguous) => return ambiguous.into_response(),
+            Ok(None) => {
+                return erased(&index, &caller, named_tenant, id).unwrap_or_else(|| not_found(id));
+            }
+            Err(refused) => return refused.into_response(),
         };
         let tenant = account.tenant_id.as_str();
-        let history = index.versions(tenant, &id, i64::MIN, i64::MAX);
+        let history = index.versions(tenant, id, i64::MIN, i64::MAX);
         // Retention removes the oldest moves first: before the first one
         // held, the state is unknown unless the history is whole.
         let whole = history
@@ -319,12 +357,12 @@ pub async fn at(
             .map_or(account.version == 0, |v| v.version == 1);
         let first = history.first().map(|v| v.effective_ms);
         if !whole && first.is_none_or(|f| time_ms < f) {
-            return history_expired(&id, first);
+            return history_expired(id, first);
         }
-        let v = index.version_at(tenant, &id, time_ms).flatten();
+        let v = index.version_at(tenant, id, time_ms).flatten();
         let (state, version) = v.map_or((AccountState::Normal, 0), |v| (v.to, v.version));
         Json(AtBody {
-            account_id: &id,
+            account_id: id,
             time: rfc3339_ms(time_ms),
             state,
             version,
@@ -332,8 +370,11 @@ pub async fn at(
         })
         .into_response()
     })();
-    api.metrics
-        .http_request("/api/v1/accounts/{id}/at", r.status().as_u16());
+    let route = named.route(
+        "/api/v1/accounts/{id}/at",
+        "/api/v1/tenants/{tenant}/accounts/{id}/at",
+    );
+    api.metrics.http_request(route, r.status().as_u16());
     r
 }
 
@@ -419,9 +460,10 @@ pub(super) struct VersionsBody<'a> {
 pub async fn versions(
     State(api): State<AccountsApi>,
     Extension(caller): Extension<Arc<Caller>>,
-    AccountId(id): AccountId,
+    named: AccountId,
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Response {
+    let (named_tenant, id) = (named.tenant.as_deref(), named.id.as_str());
     let r = (|| {
         let bound = |name, raw: &Option<String>, default| match raw {
             None => Ok(default),
@@ -449,12 +491,14 @@ pub async fn versions(
         let Some(index) = api.view.read_ready() else {
             return not_ready();
         };
-        let tenant = match visible_account(&index, &caller, &id) {
+        let tenant = match visible_account(&index, &caller, named_tenant, id) {
             Ok(Some(a)) => a.tenant_id.as_str(),
-            Ok(None) => return erased(&index, &caller, &id).unwrap_or_else(|| not_found(&id)),
-            Err(ambiguous) => return ambiguous.into_response(),
+            Ok(None) => {
+                return erased(&index, &caller, named_tenant, id).unwrap_or_else(|| not_found(id));
+            }
+            Err(refused) => return refused.into_response(),
         };
-        let all = index.versions(tenant, &id, from, to);
+        let all = index.versions(tenant, id, from, to);
         // Versions are in order: a page starts after the last one listed,
         // whatever their times (moves can share a timestamp).
         let after = q.after_version.unwrap_or(i64::MIN);
@@ -462,15 +506,18 @@ pub async fn versions(
         let shown = &all[..all.len().min(api.view.max_versions)];
         let truncated = shown.len() < all.len();
         Json(VersionsBody {
-            account_id: &id,
+            account_id: id,
             versions: shown.iter().map(version_body).collect(),
             truncated,
             next_after_version: truncated.then(|| shown.last().map(|v| v.version)).flatten(),
         })
         .into_response()
     })();
-    api.metrics
-        .http_request("/api/v1/accounts/{id}/versions", r.status().as_u16());
+    let route = named.route(
+        "/api/v1/accounts/{id}/versions",
+        "/api/v1/tenants/{tenant}/accounts/{id}/versions",
+    );
+    api.metrics.http_request(route, r.status().as_u16());
     r
 }
 
@@ -480,6 +527,10 @@ pub struct CheckRequest {
     /// The account that asks to withdraw.
     #[schema(example = "player-42")]
     account_id: String,
+    /// Its tenant: needed when a key of every tenant names an id several
+    /// tenants hold; a key bound to a tenant may name only its own.
+    #[schema(example = "default")]
+    tenant_id: Option<String>,
 }
 
 /// Whether an account may withdraw.
@@ -507,8 +558,8 @@ pub(super) struct CheckBody<'a> {
     responses(
         (status = 200, description = "allowed", body = CheckBody),
         (status = 400, description = "the body is not `{\"account_id\": \"...\"}` (`invalid_request`)", body = Problem),
-        (status = 403, description = "banned", body = CheckBody),
-        (status = 409, description = "a key of every tenant named an id several tenants hold (`ambiguous_account`)", body = Problem),
+        (status = 403, description = "banned; or `tenant_id` names a tenant this key is not bound to (`foreign_tenant`)", body = CheckBody),
+        (status = 409, description = "a key of every tenant named, without `tenant_id`, an id several tenants hold (`ambiguous_account`)", body = Problem),
         (status = 410, description = "the account was erased on request (`erased`)", body = Problem),
         (status = 423, description = "restricted: withdrawals blocked pending review", body = CheckBody),
         (status = 503, description = "this copy is still reading the account topics (`not_ready`)", body = Problem,
@@ -529,17 +580,23 @@ pub async fn check_withdrawal(
         Ok(Json(req)) => match api.view.read_ready() {
             None => not_ready(),
             Some(index) => {
-                if let Some(gone) = erased(&index, &caller, &req.account_id) {
+                let (tenant, id) = (req.tenant_id.as_deref(), req.account_id.as_str());
+                let state = match visible_account(&index, &caller, tenant, id) {
+                    Ok(a) => a.map(|a| a.state),
+                    Err(refused) => {
+                        let r = refused.into_response();
+                        let status = r.status().as_u16();
+                        api.metrics
+                            .http_request("/api/v1/withdrawals/check", status);
+                        return r;
+                    }
+                };
+                if state.is_none()
+                    && let Some(gone) = erased(&index, &caller, tenant, id)
+                {
                     api.metrics.http_request("/api/v1/withdrawals/check", 410);
                     return gone;
                 }
-                let state = match visible_account(&index, &caller, &req.account_id) {
-                    Ok(a) => a.map(|a| a.state),
-                    Err(ambiguous) => {
-                        api.metrics.http_request("/api/v1/withdrawals/check", 409);
-                        return ambiguous.into_response();
-                    }
-                };
                 let w = Withdrawal::for_state(state);
                 let status = match w {
                     Withdrawal::Allowed => StatusCode::OK,

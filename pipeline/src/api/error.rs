@@ -43,10 +43,28 @@ pub fn problem(
     (status, axum::Json(Problem { error, message })).into_response()
 }
 
-/// The `{id}` of a route's path, or a 400 [`Problem`] (`invalid_path`) when
-/// it is not valid percent-encoded UTF-8.
+/// The account a route's path names: its `{id}`, and its `{tenant}` on
+/// the routes under `/api/v1/tenants/{tenant}`; a 400 [`Problem`]
+/// (`invalid_path`) when they are not valid percent-encoded UTF-8.
 #[derive(Debug, Clone)]
-pub struct AccountId(pub String);
+pub struct AccountId {
+    /// The tenant the path names, if it names one.
+    pub tenant: Option<String>,
+    /// The account id.
+    pub id: String,
+}
+
+impl AccountId {
+    /// The route's label in metrics: `plain` or, when the path names a
+    /// tenant, `in_tenant`.
+    pub fn route(&self, plain: &'static str, in_tenant: &'static str) -> &'static str {
+        if self.tenant.is_some() {
+            in_tenant
+        } else {
+            plain
+        }
+    }
+}
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AccountId {
     type Rejection = axum::response::Response;
@@ -55,10 +73,28 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AccountId {
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, Self::Rejection> {
-        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(id)) => Ok(Self(id)),
-            Err(e) => Err(problem(e.status(), "invalid_path", e.body_text())),
-        }
+        type Params = axum::extract::Path<Vec<(String, String)>>;
+        let params = match Params::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(params)) => params,
+            Err(e) => return Err(problem(e.status(), "invalid_path", e.body_text())),
+        };
+        let take = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let Some(id) = take("id") else {
+            return Err(problem(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid_path",
+                "the path names no account id".into(),
+            ));
+        };
+        Ok(Self {
+            tenant: take("tenant"),
+            id,
+        })
     }
 }
 

@@ -10,6 +10,7 @@
 //! | `GET /api/v1/accounts/{id}/versions?from=A&to=B` | the moves in `[A, B)` |
 //! | `POST /api/v1/withdrawals/check` | 200 allowed, 423 restricted, 403 banned (410 erased) |
 //! | `POST /api/v1/accounts/{id}/verdict` | operator: release, surveil or ban; 202 once published |
+//! | `/api/v1/tenants/{tenant}/accounts/{id}[/at, /versions, /verdict]` | the same, for the named tenant's account ([`tenants`]) |
 //! | `POST /api/v1/erasures` | admin: erase a data subject; 202 once the request is in `erasures` |
 //! | `GET /api/v1/openapi.json` | the OpenAPI 3.1 document of this API (any role) |
 //! | `GET /metrics` | Prometheus text format |
@@ -23,6 +24,7 @@ mod error;
 pub mod events;
 mod openapi;
 pub mod overrides;
+pub mod tenants;
 
 use std::sync::{Arc, OnceLock};
 
@@ -52,7 +54,7 @@ use crate::stages::view::View;
 pub struct RouteAccess {
     /// `GET` or `POST`.
     pub method: &'static str,
-    /// The path, with `{id}` for an account id.
+    /// The path, with `{id}` for an account id and `{tenant}` for a tenant.
     pub path: &'static str,
     /// The roles accepted besides `admin`.
     pub roles: &'static [Role],
@@ -100,6 +102,30 @@ pub const ROUTES: &[RouteAccess] = &[
     RouteAccess {
         method: "POST",
         path: "/api/v1/accounts/{id}/verdict",
+        roles: &[Role::Operator],
+        all_tenants: false,
+    },
+    RouteAccess {
+        method: "GET",
+        path: "/api/v1/tenants/{tenant}/accounts/{id}",
+        roles: READERS,
+        all_tenants: false,
+    },
+    RouteAccess {
+        method: "GET",
+        path: "/api/v1/tenants/{tenant}/accounts/{id}/at",
+        roles: READERS,
+        all_tenants: false,
+    },
+    RouteAccess {
+        method: "GET",
+        path: "/api/v1/tenants/{tenant}/accounts/{id}/versions",
+        roles: READERS,
+        all_tenants: false,
+    },
+    RouteAccess {
+        method: "POST",
+        path: "/api/v1/tenants/{tenant}/accounts/{id}/verdict",
         roles: &[Role::Operator],
         all_tenants: false,
     },
@@ -228,6 +254,7 @@ pub fn router_and_document(s: Services) -> (Router, Arc<serde_json::Value>) {
         app = app.merge(
             OpenApiRouter::new()
                 .routes(guarded(&s, routes!(overrides::post_verdict)))
+                .routes(guarded(&s, routes!(tenants::post_verdict)))
                 .with_state(overrides)
                 .layer(DefaultBodyLimit::max(MAX_CHECK_BODY_BYTES)),
         );
@@ -242,6 +269,9 @@ pub fn router_and_document(s: Services) -> (Router, Arc<serde_json::Value>) {
                 .routes(guarded(&s, routes!(accounts::latest)))
                 .routes(guarded(&s, routes!(accounts::at)))
                 .routes(guarded(&s, routes!(accounts::versions)))
+                .routes(guarded(&s, routes!(tenants::latest)))
+                .routes(guarded(&s, routes!(tenants::at)))
+                .routes(guarded(&s, routes!(tenants::versions)))
                 .routes(guarded(&s, routes!(accounts::check_withdrawal)))
                 .with_state(api)
                 .layer(DefaultBodyLimit::max(MAX_CHECK_BODY_BYTES)),

@@ -53,6 +53,10 @@ pub(super) fn methods(item: &PathItem) -> Vec<&'static str> {
     super::accounts::at,
     super::accounts::versions,
     super::accounts::check_withdrawal,
+    super::tenants::latest,
+    super::tenants::at,
+    super::tenants::versions,
+    super::tenants::post_verdict,
 ))]
 struct EveryRoute;
 

@@ -166,18 +166,22 @@ fn verdict(
 pub async fn post_verdict(
     State(api): State<Arc<OverridesApi>>,
     Extension(caller): Extension<Arc<Caller>>,
-    AccountId(id): AccountId,
+    named: AccountId,
     body: Result<Json<VerdictBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let r = handle(&api, &caller, &id, body).await;
-    api.metrics
-        .http_request("/api/v1/accounts/{id}/verdict", r.status().as_u16());
+    let r = handle(&api, &caller, named.tenant.as_deref(), &named.id, body).await;
+    let route = named.route(
+        "/api/v1/accounts/{id}/verdict",
+        "/api/v1/tenants/{tenant}/accounts/{id}/verdict",
+    );
+    api.metrics.http_request(route, r.status().as_u16());
     r
 }
 
 async fn handle(
     api: &OverridesApi,
     caller: &Caller,
+    named_tenant: Option<&str>,
     id: &str,
     body: Result<Json<VerdictBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -198,10 +202,12 @@ async fn handle(
         let Some(index) = api.view.read_ready() else {
             return not_ready();
         };
-        match visible_account(&index, caller, id) {
+        match visible_account(&index, caller, named_tenant, id) {
             Ok(Some(a)) => (a.tenant_id.clone(), a.state),
-            Ok(None) => return erased(&index, caller, id).unwrap_or_else(|| not_found(id)),
-            Err(ambiguous) => return ambiguous.into_response(),
+            Ok(None) => {
+                return erased(&index, caller, named_tenant, id).unwrap_or_else(|| not_found(id));
+            }
+            Err(refused) => return refused.into_response(),
         }
     };
     let now = EventTime::from_micros(chrono::Utc::now().timestamp_micros());

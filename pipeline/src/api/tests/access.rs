@@ -47,6 +47,28 @@ const EXPECTED: &[(&str, &str, [u16; 8])] = &[
         "/api/v1/accounts/acct-1/verdict",
         [401, 401, 400, 400, 403, 403, 403, 403],
     ),
+    // A named tenant: its own key and keys of every tenant; another
+    // tenant's key is refused (foreign_tenant).
+    (
+        "/api/v1/tenants/{tenant}/accounts/{id}",
+        "/api/v1/tenants/game-a/accounts/acct-1",
+        [401, 401, 200, 200, 200, 403, 200, 403],
+    ),
+    (
+        "/api/v1/tenants/{tenant}/accounts/{id}/at",
+        "/api/v1/tenants/game-a/accounts/acct-1/at?time=2026-11-29T00:00:00Z",
+        [401, 401, 200, 200, 200, 403, 200, 403],
+    ),
+    (
+        "/api/v1/tenants/{tenant}/accounts/{id}/versions",
+        "/api/v1/tenants/game-a/accounts/acct-1/versions",
+        [401, 401, 200, 200, 200, 403, 200, 403],
+    ),
+    (
+        "/api/v1/tenants/{tenant}/accounts/{id}/verdict",
+        "/api/v1/tenants/game-a/accounts/acct-1/verdict",
+        [401, 401, 400, 400, 403, 403, 403, 403],
+    ),
     // Erasures are the admin's alone.
     (
         "/api/v1/erasures",
@@ -95,6 +117,13 @@ async fn every_route_answers_each_caller_as_its_roles_and_tenant_allow() {
             assert_eq!(status, *want, "{method} {uri} with {caller:?}: {body}");
             match status {
                 401 => assert!(body.contains("unauthorized"), "{body}"),
+                // Another tenant's key naming a tenant: refused for that.
+                403 if path.starts_with("/api/v1/tenants/")
+                    && *caller == Some("key-other-tenant")
+                    && !path.ends_with("/verdict") =>
+                {
+                    assert!(body.contains("foreign_tenant"), "{body}")
+                }
                 403 if *path != "/api/v1/withdrawals/check" || *caller == Some("key-viewer") => {
                     assert!(body.contains("forbidden"), "{body}")
                 }
@@ -186,6 +215,49 @@ async fn the_same_id_in_two_tenants_is_each_tenants_own_and_ambiguous_to_a_key_o
     let (status, _) = call(&app, "GET", "/api/v1/accounts/acct-1", Some("key-viewer")).await;
     assert_eq!(status, 200);
 
+    // A key of every tenant names the tenant in the path; a tenant's key
+    // may name only its own.
+    for (key, uri, want, tenant) in [
+        (
+            "key-viewer",
+            "/api/v1/tenants/game-b/accounts/shared",
+            200,
+            Some("game-b"),
+        ),
+        (
+            "key-viewer",
+            "/api/v1/tenants/game-a/accounts/shared",
+            200,
+            Some("game-a"),
+        ),
+        (
+            "key-viewer",
+            "/api/v1/tenants/game-c/accounts/shared",
+            404,
+            None,
+        ),
+        (
+            "key-service",
+            "/api/v1/tenants/game-a/accounts/shared",
+            200,
+            Some("game-a"),
+        ),
+        (
+            "key-service",
+            "/api/v1/tenants/game-b/accounts/shared",
+            403,
+            None,
+        ),
+    ] {
+        let (status, body) = call(&app, "GET", uri, Some(key)).await;
+        assert_eq!(status, want, "{key} {uri}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["tenant_id"].as_str(), tenant, "{key} {uri}");
+        if status == 403 {
+            assert_eq!(v["error"], "foreign_tenant");
+        }
+    }
+
     // The withdrawal check of each tenant's key follows its own account.
     for (key, want) in [
         ("key-service", 403),
@@ -201,5 +273,21 @@ async fn the_same_id_in_two_tenants_is_each_tenants_own_and_ambiguous_to_a_key_o
             .unwrap();
         let resp = app.clone().oneshot(req).await.unwrap();
         assert_eq!(resp.status().as_u16(), want, "{key}");
+    }
+    // ... and a key of every tenant names the tenant in the body.
+    for (body, want) in [
+        (r#"{"account_id":"shared","tenant_id":"game-a"}"#, 403),
+        (r#"{"account_id":"shared","tenant_id":"game-b"}"#, 423),
+        (r#"{"account_id":"shared","tenant_id":null}"#, 409),
+    ] {
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/v1/withdrawals/check")
+            .header("x-api-key", "key-admin")
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{body}");
     }
 }
