@@ -3,7 +3,8 @@
 //! timeout, 429, 5xx, malformed JSON, schema-violating JSON, the context
 //! length and the token limit. Every request gets a verdict; a fault gets
 //! the fallback's, which says why. Under a provider limited to N
-//! requests/s, the stage never sends more than N in any second.
+//! requests/s, the stage never sends more than N in any second. A tenant
+//! flooding a batch takes turns with the others by weight.
 //!
 //! The provider records every request body it receives, so the tests also
 //! show what a model is told: events screened and decided by the real
@@ -108,6 +109,67 @@ fn every_fault_gets_a_fallback_that_says_why_openai() {
 #[test]
 fn every_fault_gets_a_fallback_that_says_why_gemini() {
     every_fault_gets_a_fallback_that_says_why(ProviderKind::Gemini);
+}
+
+/// One tenant floods the model while another sends a few, in one batch,
+/// to a model taking one request at a time: the few reach the model among
+/// the first starts (turns by weight, `tenant_shares`), not after the
+/// flood, and every verdict is the model's, in request order.
+fn a_flooding_tenant_takes_turns_with_the_others(kind: ProviderKind) {
+    let mut requests: Vec<L2Request> = (0..20)
+        .map(|i| L2Request {
+            tenant_id: "flood".into(),
+            ..request(&format!("flood-{i}"), i)
+        })
+        .collect();
+    requests.extend((0..2).map(|i| L2Request {
+        tenant_id: "calm".into(),
+        ..request(&format!("calm-{i}"), 50 + i)
+    }));
+    let tenant_order = |shares: &[(&str, u32)]| {
+        let provider = Arc::new(Provider::default());
+        let addr = serve(provider.clone());
+        let mut config = model(kind, addr, 1_000, 1_000);
+        config.max_concurrency = 1;
+        let shares = shares.iter().map(|(t, w)| ((*t).to_owned(), *w)).collect();
+        let mut stage = model_stage(&config, 0).with_shares(shares);
+        let verdicts = analyse(&mut stage, &requests);
+        for (r, v) in requests.iter().zip(&verdicts) {
+            assert_eq!(
+                v.target_id, r.target_id,
+                "{kind:?}: verdicts in request order"
+            );
+            assert_eq!(
+                v.fallback_reason, None,
+                "{kind:?} {}: {}",
+                r.target_id, v.reasoning
+            );
+        }
+        provider
+            .received()
+            .iter()
+            .map(|r| r.case()["tenant_id"].as_str().unwrap().to_owned())
+            .collect::<Vec<String>>()
+    };
+    let equal = tenant_order(&[]);
+    assert_eq!(equal.len(), 22);
+    assert_eq!(&equal[..4], ["flood", "calm", "flood", "calm"], "{kind:?}");
+    // The flood's tenant given three shares: calm's turn comes every fourth.
+    let weighted = tenant_order(&[("flood", 3)]);
+    let calm: Vec<usize> = (0..weighted.len())
+        .filter(|&i| weighted[i] == "calm")
+        .collect();
+    assert_eq!(calm, [2, 6], "{kind:?}: {weighted:?}");
+}
+
+#[test]
+fn a_flooding_tenant_takes_turns_with_the_others_openai() {
+    a_flooding_tenant_takes_turns_with_the_others(ProviderKind::Openai);
+}
+
+#[test]
+fn a_flooding_tenant_takes_turns_with_the_others_gemini() {
+    a_flooding_tenant_takes_turns_with_the_others(ProviderKind::Gemini);
 }
 
 #[test]

@@ -23,6 +23,11 @@ pub struct AnalyzeConfig {
     pub cache_capacity: u64,
     /// How long a cached judgment is reused, in seconds.
     pub cache_ttl_seconds: u64,
+    /// Each tenant's share of the model when several tenants' requests
+    /// wait in one batch (a weight, 1 for a tenant not listed): the starts
+    /// are interleaved by weight, and an idle tenant's turns go to the
+    /// others (`stages/analyze/fair.rs`).
+    pub tenant_shares: std::collections::BTreeMap<String, u32>,
     /// The model. Absent: the deterministic fallback analyzer answers
     /// every request.
     pub model: Option<ModelConfig>,
@@ -37,6 +42,7 @@ impl Default for AnalyzeConfig {
             batch_max_wait_ms: 20,
             cache_capacity: 10_000,
             cache_ttl_seconds: 600,
+            tenant_shares: std::collections::BTreeMap::new(),
             model: None,
         }
     }
@@ -148,6 +154,14 @@ impl AnalyzeConfig {
             self.batch_max_records,
             self.batch_max_wait_ms,
         );
+        for (tenant, share) in &self.tenant_shares {
+            if !(1..=1_000).contains(share) {
+                p.push((
+                    format!("tenant_shares.{tenant}"),
+                    format!("expected a weight in 1..=1000, found {share}"),
+                ));
+            }
+        }
         let Some(m) = &self.model else { return p };
         if !(m.base_url.starts_with("http://") || m.base_url.starts_with("https://")) {
             p.push((

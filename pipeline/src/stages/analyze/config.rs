@@ -56,7 +56,8 @@ fn build(ctx: &StageContext) -> StageRun {
                 &topics.dead_letter,
                 ctx.rt.clone(),
             )
-            .with_evidence(evidence.clone());
+            .with_evidence(evidence.clone())
+            .with_shares(cfg.tenant_shares.clone());
             StageLoop::kafka(stage, &ctx.settings, lc.clone(), ctx.metrics.clone())
         })
     })

@@ -4,6 +4,7 @@
 //! (`l2.requests` -> `l2.verdicts`).
 
 mod config;
+pub mod fair;
 mod fallback;
 mod prompt;
 mod stage;

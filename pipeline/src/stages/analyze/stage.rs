@@ -2,8 +2,9 @@
 //! request, co-partitioned with its input.
 //!
 //! A batch's requests are analysed concurrently (up to the model's
-//! `max_concurrency`, paced by its rate limit) and their verdicts produced
-//! in request order, in the transaction that commits the batch. A request
+//! `max_concurrency`, paced by its rate limit), started in turns between
+//! tenants by their `tenant_shares` ([`super::fair`]), and their verdicts
+//! produced in request order, in the transaction that commits the batch. A request
 //! whose window profile was judged recently takes the cached judgment
 //! (moka, keyed by [`ProfileKey`]). Any model failure (timeout, 429, 5xx,
 //! malformed or schema-violating JSON, context or token limit) gets the
@@ -19,6 +20,7 @@ use kusanagi_connectors::llm::LlmClient;
 use kusanagi_schemas::{AccountState, L2Request, RecordCodec, RuleSet, Verdict};
 use moka::sync::Cache;
 
+use super::fair::fair_order;
 use super::fallback::fallback_verdict;
 use super::prompt::{Judgment, parse_judgment, prompt_for};
 use crate::runtime::dead_letter::reject_record;
@@ -181,6 +183,8 @@ pub struct AnalyzeStage {
     /// settings): requests written before a tenant turned chat off still
     /// carry it, and lose it here.
     evidence: EvidenceConfig,
+    /// Each tenant's share of the model within a batch (1 when unlisted).
+    shares: BTreeMap<String, u32>,
     verdicts_topic: String,
     dead_letter_topic: String,
     requests: RecordCodec<L2Request>,
@@ -205,6 +209,7 @@ impl AnalyzeStage {
         Self {
             analyzer,
             evidence: EvidenceConfig::default(),
+            shares: BTreeMap::new(),
             verdicts_topic: verdicts_topic.to_owned(),
             dead_letter_topic: dead_letter_topic.to_owned(),
             requests: RecordCodec::new(),
@@ -220,6 +225,13 @@ impl AnalyzeStage {
     /// from (`[stages.screen.evidence]`).
     pub fn with_evidence(mut self, evidence: EvidenceConfig) -> Self {
         self.evidence = evidence;
+        self
+    }
+
+    /// Each tenant's share of the model when several tenants' requests
+    /// wait in one batch (`[stages.analyze] tenant_shares`).
+    pub fn with_shares(mut self, shares: BTreeMap<String, u32>) -> Self {
+        self.shares = shares;
         self
     }
 
@@ -267,9 +279,12 @@ impl Stage for AnalyzeStage {
             Analyzer::Fallback => 1,
         };
         let analyzer = &self.analyzer;
+        let tenants: Vec<&str> = decoded.iter().map(|(_, r)| r.tenant_id.as_str()).collect();
+        let shares = &self.shares;
+        let order = fair_order(&tenants, |t| shares.get(t).copied().unwrap_or(1));
         let deadline = tokio::time::Instant::now() + BATCH_DEADLINE;
         let results: Vec<(Verdict, Outcome)> = self.runtime.block_on(
-            futures::stream::iter(decoded.iter().map(|(_, r)| async move {
+            futures::stream::iter(order.iter().map(|&k| &decoded[k].1).map(|r| async move {
                 match tokio::time::timeout_at(deadline, analyzer.analyze(r)).await {
                     Ok(answer) => answer,
                     Err(_) => {
@@ -285,7 +300,8 @@ impl Stage for AnalyzeStage {
             .buffered(concurrency)
             .collect(),
         );
-        for ((i, _), (verdict, outcome)) in decoded.iter().zip(results) {
+        for (&k, (verdict, outcome)) in order.iter().zip(results) {
+            let i = decoded[k].0;
             self.stats.verdicts += 1;
             match outcome {
                 Outcome::Model => {
@@ -301,14 +317,14 @@ impl Stage for AnalyzeStage {
                     self.tally.verdict("fallback", reason);
                 }
             }
-            slots[*i] = Some(OutRecord {
+            slots[i] = Some(OutRecord {
                 topic: self.verdicts_topic.clone(),
-                partition: Some(batch[*i].partition),
+                partition: Some(batch[i].partition),
                 key: Some(verdict.target_id.as_bytes().to_vec()),
                 payload: Some(self.verdicts.encode(&verdict)),
                 headers: vec![],
                 timestamp_ms: None,
-                trace: TraceCause::of(batch[*i].trace),
+                trace: TraceCause::of(batch[i].trace),
             });
         }
         out.extend(slots.into_iter().flatten());
