@@ -30,6 +30,7 @@ struct MoveLabel {
 struct VerdictLabel {
     source: &'static str,
     reason: &'static str,
+    tenant: String,
 }
 
 /// What one batch of a screening stage did, counted until it commits.
@@ -47,8 +48,8 @@ pub struct ScreeningTally {
     pub event_times_us: Vec<i64>,
     /// Moves by (to state, `applied` or `refused`).
     pub moves: Vec<(&'static str, &'static str, u64)>,
-    /// Verdicts by (source, reason).
-    pub verdicts: Vec<(&'static str, &'static str, u64)>,
+    /// Verdicts by (source, reason, tenant).
+    pub verdicts: Vec<(&'static str, &'static str, String, u64)>,
 }
 
 impl ScreeningTally {
@@ -82,15 +83,16 @@ impl ScreeningTally {
         }
     }
 
-    /// One verdict from `source` (`model`, `cache`, `fallback`) for `reason`.
-    pub fn verdict(&mut self, source: &'static str, reason: &'static str) {
+    /// One verdict from `source` (`model`, `cache`, `fallback`) for
+    /// `reason`, for an account of `tenant`.
+    pub fn verdict(&mut self, source: &'static str, reason: &'static str, tenant: &str) {
         match self
             .verdicts
             .iter_mut()
-            .find(|(s, r, _)| *s == source && *r == reason)
+            .find(|(s, r, t, _)| *s == source && *r == reason && t == tenant)
         {
-            Some((_, _, n)) => *n += 1,
-            None => self.verdicts.push((source, reason, 1)),
+            Some((_, _, _, n)) => *n += 1,
+            None => self.verdicts.push((source, reason, tenant.to_owned(), 1)),
         }
     }
 }
@@ -165,7 +167,7 @@ impl ScreeningMetrics {
         );
         registry.register(
             "l2_verdicts",
-            "L2 verdicts committed, by source (model, cache, fallback) and fallback reason",
+            "L2 verdicts committed, by source (model, cache, fallback), fallback reason and tenant",
             m.verdicts.clone(),
         );
         registry.register(
@@ -206,10 +208,13 @@ impl ScreeningMetrics {
                 .get_or_create(&MoveLabel { to, outcome })
                 .inc_by(*n);
         }
-        for (source, reason, n) in &tally.verdicts {
-            self.verdicts
-                .get_or_create(&VerdictLabel { source, reason })
-                .inc_by(*n);
+        for (source, reason, tenant, n) in &tally.verdicts {
+            let label = VerdictLabel {
+                source,
+                reason,
+                tenant: tenant.clone(),
+            };
+            self.verdicts.get_or_create(&label).inc_by(*n);
         }
     }
 
@@ -250,7 +255,8 @@ mod tests {
         t.duplicates = 3;
         t.event_times_us = vec![1_000_000];
         t.account_move("BANNED", false);
-        t.verdict("fallback", "timeout");
+        t.verdict("fallback", "timeout", "game-a");
+        t.verdict("model", "", "game-b");
         m.screening.record(&t, 3_000_000);
         m.screening.l2_calls(5, 2, 1);
         let text = m.encode();
@@ -260,7 +266,8 @@ mod tests {
             r#"kusanagi_rules_fired_total{rule="R2"} 1"#,
             "kusanagi_screen_duplicates_total 3",
             r#"kusanagi_account_moves_total{to="BANNED",outcome="refused"} 1"#,
-            r#"kusanagi_l2_verdicts_total{source="fallback",reason="timeout"} 1"#,
+            r#"kusanagi_l2_verdicts_total{source="fallback",reason="timeout",tenant="game-a"} 1"#,
+            r#"kusanagi_l2_verdicts_total{source="model",reason="",tenant="game-b"} 1"#,
             "kusanagi_l2_attempts_total 5",
             "kusanagi_l2_retries_total 2",
             "kusanagi_l2_rate_limit_waits_total 1",

@@ -302,19 +302,20 @@ impl Stage for AnalyzeStage {
         );
         for (&k, (verdict, outcome)) in order.iter().zip(results) {
             let i = decoded[k].0;
+            let tenant = decoded[k].1.tenant_id.as_str();
             self.stats.verdicts += 1;
             match outcome {
                 Outcome::Model => {
                     self.stats.model += 1;
-                    self.tally.verdict("model", "");
+                    self.tally.verdict("model", "", tenant);
                 }
                 Outcome::CacheHit => {
                     self.stats.cache_hits += 1;
-                    self.tally.verdict("cache", "");
+                    self.tally.verdict("cache", "", tenant);
                 }
                 Outcome::Fallback(reason) => {
                     *self.stats.fallbacks.entry(reason).or_insert(0) += 1;
-                    self.tally.verdict("fallback", reason);
+                    self.tally.verdict("fallback", reason, tenant);
                 }
             }
             slots[i] = Some(OutRecord {
