@@ -144,7 +144,8 @@ impl IntoResponse for NotNamed {
                 "ambiguous_account",
                 format!(
                     "`{id}` is an account of several tenants ({}); name one: \
-                     /api/v1/tenants/{{tenant}}/accounts/{id}",
+                     /api/v1/tenants/{{tenant}}/accounts/{id}, or `tenant_id` in a \
+                     withdrawal check",
                     tenants.join(", ")
                 ),
             ),
